@@ -1,0 +1,410 @@
+/* anvil.h — the public C API of Anvil.
+ *
+ * Anvil trains and runs neural networks with everything resident on one device
+ * (the CPU backend or a CUDA GPU).  The flow is:
+ *
+ *   graph / model  ->  trainer (compiles programs per batch size)  ->  anvil_train_step()
+ *
+ * Conventions
+ *  - Every fallible call returns anvil_status; ANVIL_OK is 0.  On failure,
+ *    anvil_last_error() returns a message (thread-local) naming the culprit.
+ *  - Graph-building calls (anvil_linear, anvil_relu, ...) return an anvil_value.  A
+ *    failed call returns ANVIL_NO_VALUE and makes the graph's error sticky: later calls
+ *    on the graph also return ANVIL_NO_VALUE, and anvil_graph_status() and every compile
+ *    report the first error.  So a model can be built without checking each call.
+ *  - Handles are opaque.  Config structs come from anvil_*_default_*() constructors.
+ *  - Shapes are int64_t arrays.  In a graph, ANVIL_BATCH as the first dimension stands
+ *    for the batch size, which a trainer fixes when it compiles a program.
+ */
+#ifndef ANVIL_H
+#define ANVIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ANVIL_VERSION "0.1.0"
+#define ANVIL_MAX_DIMS 8
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum {
+    ANVIL_OK = 0,
+    ANVIL_ERR_INVALID_ARG,  /* a nonsense argument or option value */
+    ANVIL_ERR_SHAPE,        /* shapes or dtypes that do not fit */
+    ANVIL_ERR_IO,           /* a file could not be opened, read or written */
+    ANVIL_ERR_FORMAT,       /* a file's content is corrupt, truncated or unexpected */
+    ANVIL_ERR_OOM,          /* out of host or device memory */
+    ANVIL_ERR_DEVICE,       /* no device, or a device/driver/library call failed */
+    ANVIL_ERR_UNSUPPORTED,  /* a valid request this build cannot do */
+    ANVIL_ERR_STATE,        /* a call made at the wrong time (e.g. on a failed graph) */
+} anvil_status;
+
+/* The message of the last failure on this thread ("" if none). */
+const char *anvil_last_error(void);
+const char *anvil_status_name(anvil_status s);
+
+/* ---------------------------------------------------------------- dtypes */
+
+typedef enum {
+    ANVIL_F32 = 0,
+    ANVIL_I32,
+    ANVIL_U8,
+    ANVIL_BF16,
+    ANVIL_I64,
+    ANVIL_DTYPE_COUNT
+} anvil_dtype;
+
+size_t anvil_dtype_size(anvil_dtype t);
+const char *anvil_dtype_name(anvil_dtype t);
+
+/* ---------------------------------------------------------------- tensors
+ * Host tensors, reference counted: create gives one reference; retain adds one;
+ * release drops one and frees at zero.  Data is contiguous, row-major. */
+
+typedef struct anvil_tensor anvil_tensor;
+
+/* data may be NULL (zero-filled). */
+anvil_status anvil_tensor_create(anvil_tensor **out, anvil_dtype dtype, int ndim,
+                                 const int64_t *shape, const void *data);
+anvil_tensor *anvil_tensor_retain(anvil_tensor *t);
+void anvil_tensor_release(anvil_tensor *t);
+anvil_dtype anvil_tensor_dtype(const anvil_tensor *t);
+int anvil_tensor_ndim(const anvil_tensor *t);
+const int64_t *anvil_tensor_shape(const anvil_tensor *t);
+int64_t anvil_tensor_numel(const anvil_tensor *t);
+size_t anvil_tensor_nbytes(const anvil_tensor *t);
+void *anvil_tensor_data(anvil_tensor *t);
+const void *anvil_tensor_cdata(const anvil_tensor *t);
+/* Copies the tensor's data into dst, which holds dst_bytes; fails if too small. */
+anvil_status anvil_tensor_read(const anvil_tensor *t, void *dst, size_t dst_bytes);
+
+/* ---------------------------------------------------------------- graph */
+
+typedef struct anvil_graph anvil_graph;
+typedef int32_t anvil_value;
+#define ANVIL_NO_VALUE ((anvil_value)-1)
+#define ANVIL_BATCH ((int64_t)-1)
+
+typedef enum {
+    ANVIL_INIT_ZEROS = 0,
+    ANVIL_INIT_ONES,
+    ANVIL_INIT_UNIFORM,  /* U(-a, a) */
+    ANVIL_INIT_NORMAL,   /* N(0, a^2) */
+} anvil_init_kind;
+
+typedef struct {
+    anvil_init_kind kind;
+    float a;
+} anvil_init;
+
+anvil_status anvil_graph_create(anvil_graph **out);
+void anvil_graph_free(anvil_graph *g);
+/* ANVIL_OK, or the first error any builder call on g hit. */
+anvil_status anvil_graph_status(const anvil_graph *g);
+int anvil_graph_value_count(const anvil_graph *g);
+/* Shape of a value (may contain ANVIL_BATCH); returns ndim, or -1 if v is invalid. */
+int anvil_value_shape(const anvil_graph *g, anvil_value v, int64_t shape[ANVIL_MAX_DIMS]);
+anvil_dtype anvil_value_dtype(const anvil_graph *g, anvil_value v);
+
+/* Sources.  An input is fed per step; a parameter is trained; a buffer is persistent
+ * state that is not trained (e.g. BatchNorm running statistics). */
+anvil_value anvil_input(anvil_graph *g, const char *name, anvil_dtype dtype, int ndim,
+                        const int64_t *shape);
+anvil_value anvil_param(anvil_graph *g, const char *name, int ndim, const int64_t *shape,
+                        anvil_init init);
+anvil_value anvil_buffer(anvil_graph *g, const char *name, anvil_dtype dtype, int ndim,
+                         const int64_t *shape, anvil_init init);
+
+/* Linear algebra.  matmul: [M,K] x [K,N] (transposes optional); linear: x[...,in] with
+ * w[out,in] and b[out] (b may be ANVIL_NO_VALUE) -> x w^T + b, as torch.nn.functional.linear. */
+anvil_value anvil_matmul(anvil_graph *g, anvil_value a, anvil_value b, bool trans_a,
+                         bool trans_b);
+anvil_value anvil_linear(anvil_graph *g, anvil_value x, anvil_value w, anvil_value b);
+
+/* Elementwise arithmetic with NumPy/PyTorch broadcasting. */
+anvil_value anvil_add(anvil_graph *g, anvil_value a, anvil_value b);
+anvil_value anvil_sub(anvil_graph *g, anvil_value a, anvil_value b);
+anvil_value anvil_mul(anvil_graph *g, anvil_value a, anvil_value b);
+anvil_value anvil_div(anvil_graph *g, anvil_value a, anvil_value b);
+anvil_value anvil_scale(anvil_graph *g, anvil_value x, float s); /* x * s */
+
+/* Activations (PyTorch semantics; gelu: approximate="none" or "tanh"). */
+anvil_value anvil_relu(anvil_graph *g, anvil_value x);
+anvil_value anvil_leaky_relu(anvil_graph *g, anvil_value x, float negative_slope);
+anvil_value anvil_elu(anvil_graph *g, anvil_value x, float alpha);
+anvil_value anvil_sigmoid(anvil_graph *g, anvil_value x);
+anvil_value anvil_tanh(anvil_graph *g, anvil_value x);
+anvil_value anvil_silu(anvil_graph *g, anvil_value x);
+anvil_value anvil_gelu(anvil_graph *g, anvil_value x, bool tanh_approximation);
+anvil_value anvil_softmax(anvil_graph *g, anvil_value x, int dim);
+anvil_value anvil_log_softmax(anvil_graph *g, anvil_value x, int dim);
+
+/* Shape.  reshape: the target may hold ANVIL_BATCH in dim 0 and one -2 (inferred).
+ * flatten: keeps dim 0, flattens the rest (torch.nn.Flatten). */
+#define ANVIL_INFER_DIM ((int64_t)-2)
+anvil_value anvil_reshape(anvil_graph *g, anvil_value x, int ndim, const int64_t *shape);
+anvil_value anvil_flatten(anvil_graph *g, anvil_value x);
+
+/* Reductions over one dim (dim >= 0 or negative from the end) or over all (dim =
+ * ANVIL_ALL_DIMS, giving a scalar). */
+#define ANVIL_ALL_DIMS 127
+anvil_value anvil_sum(anvil_graph *g, anvil_value x, int dim, bool keepdim);
+anvil_value anvil_mean(anvil_graph *g, anvil_value x, int dim, bool keepdim);
+
+/* Dropout: in training a fresh Bernoulli(1-p) mask from the trainer's seeded
+ * counter-based generator, scaled by 1/(1-p); identity in evaluation. */
+anvil_value anvil_dropout(anvil_graph *g, anvil_value x, float p);
+
+/* Losses, mean over the batch as torch's reduction="mean".
+ * cross_entropy: logits [N,C] and labels int32 [N] (class indices) or float [N,C]
+ * (probabilities), with label smoothing in [0,1).  bce: probabilities in (0,1).
+ * huber: delta; smooth_l1: beta. */
+anvil_value anvil_cross_entropy(anvil_graph *g, anvil_value logits, anvil_value target,
+                                float label_smoothing);
+anvil_value anvil_bce(anvil_graph *g, anvil_value probs, anvil_value target);
+anvil_value anvil_bce_with_logits(anvil_graph *g, anvil_value logits, anvil_value target);
+anvil_value anvil_mse(anvil_graph *g, anvil_value x, anvil_value target);
+anvil_value anvil_l1(anvil_graph *g, anvil_value x, anvil_value target);
+anvil_value anvil_huber(anvil_graph *g, anvil_value x, anvil_value target, float delta);
+anvil_value anvil_smooth_l1(anvil_graph *g, anvil_value x, anvil_value target, float beta);
+
+/* Reverse-mode autodiff as a graph transformation: adds nodes computing d(loss)/d(wrt)
+ * for a scalar loss and returns the gradient value (same shape as wrt). */
+anvil_value anvil_gradient(anvil_graph *g, anvil_value loss, anvil_value wrt);
+
+/* Runs a graph once (no trainer): feeds[i] gives the value of feed[i] (every INPUT must
+ * be fed; PARAMs and BUFFERs not fed start from their init with opt->seed); returns one
+ * new host tensor per fetched value.  The batch size comes from the fed inputs. */
+typedef struct {
+    anvil_device device;   /* AUTO */
+    bool training;         /* false: dropout is the identity */
+    uint64_t seed;         /* random streams (dropout, init) */
+    uint32_t rng_counter;  /* which step's dropout masks */
+} anvil_run_options;
+
+anvil_run_options anvil_run_default_options(void);
+anvil_status anvil_graph_run(anvil_graph *g, const anvil_run_options *opt, int n_feed,
+                             const anvil_value *feed, anvil_tensor *const *feeds, int n_fetch,
+                             const anvil_value *fetch, anvil_tensor **out);
+
+/* ---------------------------------------------------------------- models
+ * A model is a graph with one input and one output, plus the names PyTorch's
+ * state_dict would give its parameters.  Layers use PyTorch's names and defaults. */
+
+typedef struct anvil_model anvil_model;
+
+typedef enum {
+    ANVIL_LAYER_LINEAR = 0,
+    ANVIL_LAYER_RELU,
+    ANVIL_LAYER_LEAKY_RELU,
+    ANVIL_LAYER_ELU,
+    ANVIL_LAYER_SIGMOID,
+    ANVIL_LAYER_TANH,
+    ANVIL_LAYER_SILU,
+    ANVIL_LAYER_GELU,
+    ANVIL_LAYER_SOFTMAX,
+    ANVIL_LAYER_LOG_SOFTMAX,
+    ANVIL_LAYER_DROPOUT,
+    ANVIL_LAYER_FLATTEN,
+    ANVIL_LAYER_ADD,
+    ANVIL_LAYER_TYPE_COUNT
+} anvil_layer_type;
+
+#define ANVIL_MAX_LAYER_INPUTS 8
+
+typedef struct {
+    anvil_layer_type type;
+    const char *name;        /* optional; state_dict prefix (else the layer index) */
+    int n_inputs;            /* 0: the previous layer's output */
+    const char *inputs[ANVIL_MAX_LAYER_INPUTS];
+    int64_t out_features;    /* linear */
+    bool bias;               /* linear (default true) */
+    float negative_slope;    /* leaky_relu (0.01) */
+    float alpha;             /* elu (1.0) */
+    bool gelu_tanh;          /* gelu approximate="tanh" (false) */
+    int dim;                 /* softmax / log_softmax (-1) */
+    float p;                 /* dropout (0.5) */
+} anvil_layer_desc;
+
+anvil_layer_desc anvil_layer_default(anvil_layer_type type);
+const char *anvil_layer_type_name(anvil_layer_type type);
+/* Parses a type name as model files spell it ("linear", "dense", "swish", ...). */
+anvil_status anvil_layer_type_parse(const char *name, anvil_layer_type *out);
+
+/* input_shape: one sample, without the batch dimension. */
+anvil_status anvil_model_create(anvil_model **out, const char *name, int ndim,
+                                const int64_t *input_shape);
+void anvil_model_free(anvil_model *m);
+anvil_status anvil_model_add(anvil_model *m, const anvil_layer_desc *layer);
+/* A model from a graph the caller built: `input` (dim 0 ANVIL_BATCH) -> `output`.
+ * The model takes ownership of g. Parameter names are the graph's names. */
+anvil_status anvil_model_from_graph(anvil_model **out, anvil_graph *g, anvil_value input,
+                                    anvil_value output);
+/* Built-in models: "mlp" (784-512-512-10, ReLU). */
+anvil_status anvil_model_builtin(anvil_model **out, const char *name);
+/* A JSON model file (SPEC §1). */
+anvil_status anvil_model_load_json(anvil_model **out, const char *path);
+anvil_status anvil_model_parse_json(anvil_model **out, const char *text, const char *origin);
+const char *anvil_model_name(const anvil_model *m);
+anvil_graph *anvil_model_graph(anvil_model *m);
+anvil_value anvil_model_output(const anvil_model *m);
+int anvil_model_input_shape(const anvil_model *m, int64_t shape[ANVIL_MAX_DIMS]);
+int64_t anvil_model_param_count(const anvil_model *m);
+
+/* ---------------------------------------------------------------- training */
+
+typedef enum { ANVIL_DEVICE_AUTO = 0, ANVIL_DEVICE_CPU, ANVIL_DEVICE_CUDA } anvil_device;
+
+typedef enum {
+    ANVIL_LOSS_CROSS_ENTROPY = 0,  /* int32 class labels [N] */
+    ANVIL_LOSS_CROSS_ENTROPY_PROBS,/* float probabilities [N,C] */
+    ANVIL_LOSS_BCE,
+    ANVIL_LOSS_BCE_WITH_LOGITS,
+    ANVIL_LOSS_MSE,
+    ANVIL_LOSS_L1,
+    ANVIL_LOSS_HUBER,
+    ANVIL_LOSS_SMOOTH_L1,
+    ANVIL_LOSS_COUNT
+} anvil_loss_kind;
+
+const char *anvil_loss_name(anvil_loss_kind k);
+anvil_status anvil_loss_parse(const char *name, anvil_loss_kind *out);
+
+typedef enum {
+    ANVIL_OPT_SGD = 0,
+    ANVIL_OPT_ADAM,
+    ANVIL_OPT_ADAMW,
+    ANVIL_OPT_COUNT
+} anvil_optimizer_kind;
+
+const char *anvil_optimizer_name(anvil_optimizer_kind k);
+anvil_status anvil_optimizer_parse(const char *name, anvil_optimizer_kind *out);
+
+typedef struct {
+    anvil_optimizer_kind kind;
+    float lr;            /* 0.01 for SGD, 0.001 for Adam/AdamW */
+    float momentum;      /* SGD (0) */
+    float dampening;     /* SGD (0) */
+    bool nesterov;       /* SGD (false) */
+    float weight_decay;  /* 0; AdamW 0.01 */
+    float beta1, beta2;  /* Adam (0.9, 0.999) */
+    float eps;           /* Adam (1e-8) */
+} anvil_optimizer_config;
+
+anvil_optimizer_config anvil_optimizer_default_config(anvil_optimizer_kind kind);
+
+typedef struct {
+    anvil_device device;        /* AUTO */
+    anvil_loss_kind loss;       /* CROSS_ENTROPY */
+    float label_smoothing;      /* 0 */
+    float huber_delta;          /* 1 (huber delta, smooth-L1 beta) */
+    anvil_optimizer_config optimizer;  /* Adam */
+    uint64_t seed;              /* 0: parameter init, dropout */
+    int verbose;                /* 1: say when AUTO falls back to the CPU */
+} anvil_trainer_config;
+
+anvil_trainer_config anvil_trainer_default_config(void);
+
+typedef struct anvil_trainer anvil_trainer;
+
+/* Allocates every parameter, gradient and optimizer state and initializes parameters
+ * from cfg->seed.  The model must outlive the trainer. */
+anvil_status anvil_trainer_create(anvil_trainer **out, anvil_model *m,
+                                  const anvil_trainer_config *cfg);
+void anvil_trainer_free(anvil_trainer *t);
+anvil_device anvil_trainer_device(const anvil_trainer *t);
+
+/* One training step: forward, loss, backward and optimizer update, as one program run.
+ * x: float32 [B, input...]; y: int32 [B] class labels, or float32 shaped like the
+ * model's output for regression / probability losses.  The loss stays on the device. */
+anvil_status anvil_train_step(anvil_trainer *t, const anvil_tensor *x, const anvil_tensor *y);
+/* The loss of the most recent step (waits for it). */
+anvil_status anvil_trainer_last_loss(anvil_trainer *t, float *loss);
+/* Mean loss over the steps since the last call, and resets it (waits). */
+anvil_status anvil_trainer_take_mean_loss(anvil_trainer *t, float *mean_loss);
+/* Learning rate: written to device memory, used from the next step; no recompile. */
+anvil_status anvil_trainer_set_lr(anvil_trainer *t, float lr);
+int64_t anvil_trainer_step_count(const anvil_trainer *t);
+
+/* Model output for x (evaluation mode: dropout off).  *out is a new host tensor. */
+anvil_status anvil_predict(anvil_trainer *t, const anvil_tensor *x, anvil_tensor **out);
+
+typedef struct {
+    double mean_loss;
+    double accuracy;   /* for class-index losses; else 0 */
+    int64_t samples;
+} anvil_eval_result;
+
+/* Parameters: copy to / from named host tensors (state_dict names). */
+anvil_status anvil_trainer_get_param(anvil_trainer *t, const char *name, anvil_tensor **out);
+anvil_status anvil_trainer_set_param(anvil_trainer *t, const char *name,
+                                     const anvil_tensor *value);
+/* safetensors with PyTorch state_dict names and layouts (SPEC §2). */
+anvil_status anvil_trainer_save(anvil_trainer *t, const char *path);
+anvil_status anvil_trainer_load(anvil_trainer *t, const char *path);
+
+/* The memory plan of the training program for a batch size (compiling it if needed). */
+typedef struct {
+    size_t persistent_bytes;  /* parameters, gradients, optimizer state, buffers */
+    size_t transient_bytes;   /* the planned arena for activations and temporaries */
+    size_t unplanned_bytes;   /* the sum of every transient value, as if none were shared */
+    int values;               /* transient values planned */
+    int inplace;              /* values computed in place over an input */
+    int kernels;              /* kernel calls in the program */
+} anvil_plan_stats;
+
+anvil_status anvil_trainer_plan_stats(anvil_trainer *t, int batch_size,
+                                      anvil_plan_stats *out);
+
+/* ---------------------------------------------------------------- datasets */
+
+typedef struct anvil_dataset anvil_dataset;
+
+/* IDX files (optionally gzip-compressed): images uint8 [N, ...] and labels uint8 [N]. */
+anvil_status anvil_dataset_load_idx(anvil_dataset **out, const char *images_path,
+                                    const char *labels_path);
+/* A dataset folder holding {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]. */
+anvil_status anvil_dataset_load_folder(anvil_dataset **train, anvil_dataset **test,
+                                       const char *dir);
+void anvil_dataset_free(anvil_dataset *d);
+int64_t anvil_dataset_size(const anvil_dataset *d);
+/* Sample shape (images [C,H,W] with C=1 for 2-D IDX images); returns ndim. */
+int anvil_dataset_sample_shape(const anvil_dataset *d, int64_t shape[ANVIL_MAX_DIMS]);
+int anvil_dataset_classes(const anvil_dataset *d);
+#define ANVIL_DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+
+/* Seeded batching: an epoch order (shuffled or not) and batches gathered from it;
+ * images become float32 pixel/255, labels int32.  The final partial batch is kept. */
+typedef struct anvil_batcher anvil_batcher;
+anvil_status anvil_batcher_create(anvil_batcher **out, const anvil_dataset *d,
+                                  int batch_size, bool shuffle, uint64_t seed);
+void anvil_batcher_free(anvil_batcher *b);
+int64_t anvil_batcher_batches_per_epoch(const anvil_batcher *b);
+/* Next batch of the current epoch into *x and *y (new tensors); *done = true and no
+ * tensors when the epoch is over, after which the next call starts a new epoch. */
+anvil_status anvil_batcher_next(anvil_batcher *b, anvil_tensor **x, anvil_tensor **y,
+                                bool *done);
+
+/* Mean loss and accuracy over the whole dataset, in evaluation mode. */
+anvil_status anvil_evaluate(anvil_trainer *t, const anvil_dataset *d, int batch_size,
+                            anvil_eval_result *out);
+
+/* ---------------------------------------------------------------- safetensors */
+
+/* Reads every tensor of a safetensors file: names[i] (owned by the caller, free with
+ * anvil_safetensors_free) and tensors[i] (one reference each). */
+anvil_status anvil_safetensors_read(const char *path, int *count, char ***names,
+                                    anvil_tensor ***tensors);
+anvil_status anvil_safetensors_write(const char *path, int count, const char *const *names,
+                                     const anvil_tensor *const *tensors);
+void anvil_safetensors_free(int count, char **names, anvil_tensor **tensors);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ANVIL_H */

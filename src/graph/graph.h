@@ -1,0 +1,207 @@
+/* graph.h — the graph IR: nodes (one value each), op definitions, autodiff, the memory
+ * plan and compiled programs.  Valid C11 and C++ (CUDA kernels read nodes and steps). */
+#ifndef ANVIL_GRAPH_H
+#define ANVIL_GRAPH_H
+
+#include "core/core.h"
+#include "graph/oplist.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+#define ANVIL_X_ENUM(E, n) OP_##E,
+    ANVIL_OPLIST(ANVIL_X_ENUM)
+#undef ANVIL_X_ENUM
+    OP_COUNT
+} anvil_op;
+
+#define ANVIL_MAX_IN 6
+
+/* Activation kinds for OP_ACT / OP_ACT_BWD (ia[0]); fa[0] is the slope or alpha. */
+typedef enum {
+    ACT_RELU = 0,
+    ACT_LEAKY_RELU,
+    ACT_ELU,
+    ACT_SIGMOID,
+    ACT_TANH,
+    ACT_SILU,
+    ACT_GELU,
+    ACT_GELU_TANH,
+} anvil_act_kind;
+
+/* Pointwise loss kinds for OP_PW_LOSS / OP_PW_LOSS_BWD (ia[0]); fa[0] is huber's delta
+ * or smooth-L1's beta. */
+typedef enum {
+    PW_MSE = 0,
+    PW_L1,
+    PW_BCE,
+    PW_BCE_LOGITS,
+    PW_HUBER,
+    PW_SMOOTH_L1,
+} anvil_pw_kind;
+
+/* One node = one op application = one value.
+ * Attributes by op (ia = ints, fa = floats):
+ *   INPUT/PARAM/BUFFER: name, init.       RESHAPE: shape is the target.
+ *   FILL: fa[0] value.                    MATMUL: ia[0] trans_a, ia[1] trans_b.
+ *   LINEAR: in (x, w[, b]); x [..., in].  SCALE: fa[0] factor.
+ *   REDUCE: ia[0] dim or ANVIL_ALL_DIMS, ia[1] keepdim, ia[2] mean.
+ *   SUM_TO: sums in[0] down to shape.     BROADCAST_TO: ia[0] divide by the expansion.
+ *   ACT: ia[0] kind, fa[0] param.         ACT_BWD: in (dy, x), same attrs.
+ *   SOFTMAX/LOG_SOFTMAX: ia[0] dim.       *_BWD: in (dy, y), ia[0] dim.
+ *   DROPOUT: fa[0] p, ia[0] stream.       DROPOUT_BWD: in (dy), same attrs.
+ *   CROSS_ENTROPY: in (logits [N,C], target int32 [N] | float [N,C]), fa[0] smoothing,
+ *                  ia[0] 1 if target holds probabilities.  _BWD: in (dloss, logits, t).
+ *   PW_LOSS: in (x, t), ia[0] kind, fa[0].  _BWD: in (dloss, x, t).
+ *   SGD: fa[0] momentum, fa[1] dampening, fa[2] weight_decay, ia[0] nesterov.
+ *   ADAM: fa[0] beta1, fa[1] beta2, fa[2] eps, fa[3] weight_decay, ia[0] decoupled.
+ *   ACCUM_LOSS: in (loss).  ACCUM_EVAL: in (loss, output[, labels int32]).
+ * SGD, ADAM, STEP_END and ACCUM_* have no output: they update persistent state. */
+typedef struct {
+    anvil_op op;
+    anvil_dtype dtype;
+    int ndim;
+    int64_t shape[ANVIL_MAX_DIMS];
+    int n_in;
+    anvil_value in[ANVIL_MAX_IN];
+    int ia[6];
+    float fa[6];
+    char *name;      /* sources: state_dict name */
+    anvil_init init; /* PARAM/BUFFER */
+} anvil_node;
+
+struct anvil_graph {
+    anvil_node *nodes;
+    int n, cap;
+    anvil_status status;  /* sticky first error */
+    char *error;          /* its message */
+    int dropout_streams;  /* dropout nodes so far (each gets its own random stream) */
+};
+
+/* ---- building */
+/* Appends a node (inputs checked, shape inferred by the op's definition).  On failure:
+ * ANVIL_NO_VALUE, the graph's sticky error set. */
+anvil_value anvil_graph_add(anvil_graph *g, const anvil_node *proto);
+/* Records a builder error on g (sticky) and returns ANVIL_NO_VALUE. */
+anvil_value anvil_graph_fail(anvil_graph *g, anvil_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+bool anvil_graph_valid(const anvil_graph *g, anvil_value v);
+static inline anvil_node *anvil_node_at(const anvil_graph *g, anvil_value v) { return &g->nodes[v]; }
+anvil_status anvil_graph_clone(const anvil_graph *g, anvil_graph **out);
+/* A concrete copy: ANVIL_BATCH replaced by batch in every shape; with training false,
+ * dropout becomes the identity. */
+anvil_status anvil_graph_instantiate(const anvil_graph *g, int64_t batch, bool training,
+                                     anvil_graph **out);
+int64_t anvil_node_numel(const anvil_node *n);
+size_t anvil_node_bytes(const anvil_node *n);
+/* Helpers for builder functions. */
+anvil_node anvil_node_proto(anvil_op op, int n_in, const anvil_value *in);
+anvil_value anvil_op1(anvil_graph *g, anvil_op op, anvil_value a);
+anvil_value anvil_op2(anvil_graph *g, anvil_op op, anvil_value a, anvil_value b);
+
+/* ---- op definitions */
+typedef struct {
+    const char *name;
+    int min_in, max_in;
+    unsigned flags;
+    /* Sets n->shape, n->ndim, n->dtype from the inputs; on a mismatch returns
+     * anvil_fail(ANVIL_ERR_SHAPE, ...) naming the op and shapes. */
+    anvil_status (*infer)(const anvil_graph *g, anvil_node *n);
+    /* Adds nodes computing the input gradients given dy (the gradient of node `self`);
+     * need[i] says which inputs want one; sets dx[i] (ANVIL_NO_VALUE if none). */
+    void (*vjp)(anvil_graph *g, anvil_value self, anvil_value dy, const bool *need,
+                anvil_value *dx);
+} anvil_opdef;
+
+enum {
+    OPF_SOURCE = 1u << 0,      /* input, param, buffer */
+    OPF_ALIAS = 1u << 1,       /* output shares in[0]'s storage */
+    OPF_INPLACE = 1u << 2,     /* output may overwrite in[0] (elementwise over in[0]) */
+    OPF_EFFECT = 1u << 3,      /* updates persistent state; no output */
+    OPF_PERSISTENT = 1u << 4,  /* output lives in the persistent arena */
+};
+
+const anvil_opdef *anvil_opdef_of(anvil_op op);
+const char *anvil_op_name(anvil_op op);
+
+/* Shape helpers for infer functions.  anvil_broadcast_shape: NumPy rules, with
+ * ANVIL_BATCH matching only itself or 1. */
+anvil_status anvil_broadcast_shape(const anvil_node *a, const anvil_node *b, anvil_node *out,
+                                   const char *op);
+int anvil_norm_dim(int dim, int ndim); /* -1 if out of range */
+
+/* ---- autodiff: gradients of scalar `loss` for each of wrt[0..n) into grads[] (a
+ * parameter the loss does not reach gets a zero-filled gradient). */
+anvil_status anvil_autodiff(anvil_graph *g, anvil_value loss, int n, const anvil_value *wrt,
+                            anvil_value *grads);
+
+/* ---- state shared by every program of a trainer, in the persistent arena */
+typedef struct {
+    float lr;
+    int32_t step;          /* optimizer steps completed */
+    uint32_t seed_lo, seed_hi;
+    uint32_t rng_counter;  /* advanced once per training step */
+    float loss_last;
+    double loss_sum, loss_count;
+    double eval_loss_sum, eval_correct, eval_count;
+} anvil_hyper;
+
+/* ---- programs: a concrete graph, planned and resolved to pointers */
+typedef struct {
+    const anvil_node *node;
+    const anvil_node *in_node[ANVIL_MAX_IN];
+    void *out;
+    void *in[ANVIL_MAX_IN];
+    int id; /* node id */
+} anvil_step;
+
+typedef struct {
+    float *params;       /* all parameters, contiguous */
+    float *grads;        /* all gradients, same layout */
+    float *state;        /* optimizer state: slots of n_params each */
+    int64_t n_params;
+    anvil_hyper *hyper;
+    void *backend;       /* the backend's own context */
+} anvil_exec;
+
+typedef struct anvil_program anvil_program;
+
+/* Where the planner finds persistent storage: the trainer's layout. */
+typedef struct {
+    char *persistent;               /* base of the persistent arena (device memory) */
+    const size_t *source_offset;    /* per node id of the base graph: PARAM/BUFFER offset */
+    int n_base;                     /* nodes in the base graph */
+    /* Gradient pins: grad_node[i] (in the concrete graph) is written to grad_offset[i]. */
+    int n_grads;
+    const anvil_value *grad_node;
+    const size_t *grad_offset;
+} anvil_persist_map;
+
+struct anvil_program {
+    anvil_graph *g;          /* concrete graph, owned */
+    anvil_step *steps;
+    int n_steps;
+    char *transient;         /* arena (device memory), owned */
+    size_t transient_bytes;
+    anvil_plan_stats stats;
+    size_t *offset;          /* per node: byte offset of its storage in its arena */
+    signed char *where;      /* per node: 0 none, 1 transient, 2 persistent */
+    int64_t batch;
+    bool training;
+    void *backend_state;     /* e.g. a captured CUDA graph */
+};
+
+/* Plans memory for the nodes reachable from roots, in node order. */
+anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
+                        const anvil_persist_map *pm, const anvil_value *keep, int n_keep);
+void *anvil_program_ptr(const anvil_program *p, const anvil_persist_map *pm, anvil_value v);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
