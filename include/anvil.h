@@ -83,6 +83,10 @@ const void *anvil_tensor_cdata(const anvil_tensor *t);
 /* Copies the tensor's data into dst, which holds dst_bytes; fails if too small. */
 anvil_status anvil_tensor_read(const anvil_tensor *t, void *dst, size_t dst_bytes);
 
+/* ---------------------------------------------------------------- devices */
+
+typedef enum { ANVIL_DEVICE_AUTO = 0, ANVIL_DEVICE_CPU, ANVIL_DEVICE_CUDA } anvil_device;
+
 /* ---------------------------------------------------------------- graph */
 
 typedef struct anvil_graph anvil_graph;
@@ -258,8 +262,6 @@ int64_t anvil_model_param_count(const anvil_model *m);
 
 /* ---------------------------------------------------------------- training */
 
-typedef enum { ANVIL_DEVICE_AUTO = 0, ANVIL_DEVICE_CPU, ANVIL_DEVICE_CUDA } anvil_device;
-
 typedef enum {
     ANVIL_LOSS_CROSS_ENTROPY = 0,  /* int32 class labels [N] */
     ANVIL_LOSS_CROSS_ENTROPY_PROBS,/* float probabilities [N,C] */
@@ -360,6 +362,20 @@ typedef struct {
 
 anvil_status anvil_trainer_plan_stats(anvil_trainer *t, int batch_size,
                                       anvil_plan_stats *out);
+
+/* Device-traffic counters of a trainer's backend: in total since creation, and for the
+ * most recent training step alone.  host_kernel_launches counts kernels the host
+ * launched outside CUDA graphs (0 per step when the step is one graph launch). */
+typedef struct {
+    int64_t device_allocs;
+    int64_t h2d_copies, h2d_bytes;
+    int64_t d2h_copies, d2h_bytes;
+    int64_t graph_launches;
+    int64_t host_kernel_launches;
+} anvil_counters;
+
+anvil_status anvil_trainer_counters(const anvil_trainer *t, anvil_counters *total,
+                                    anvil_counters *last_step);
 
 /* ---------------------------------------------------------------- datasets */
 

@@ -12,14 +12,6 @@ extern "C" {
 
 typedef anvil_status (*anvil_kernel_fn)(const anvil_exec *ex, const anvil_step *s);
 
-/* Per-step and total counters (public API: issue 3). */
-typedef struct {
-    int64_t device_allocs;
-    int64_t h2d_copies, h2d_bytes;
-    int64_t d2h_copies, d2h_bytes;
-    int64_t graph_launches;
-    int64_t host_kernel_launches;
-} anvil_counters;
 
 typedef struct anvil_backend anvil_backend;
 struct anvil_backend {

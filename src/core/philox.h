@@ -4,6 +4,7 @@
 #ifndef ANVIL_PHILOX_H
 #define ANVIL_PHILOX_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __CUDACC__
@@ -43,5 +44,19 @@ ANVIL_HD anvil_philox_out anvil_philox(uint32_t c0, uint32_t c1, uint32_t c2, ui
 
 /* A uniform float in [0, 1) from 24 random bits. */
 ANVIL_HD float anvil_u32_to_unit(uint32_t x) { return (float)(x >> 8) * (1.0f / 16777216.0f); }
+
+/* Dropout's keep test for element i of a tensor: one Philox call covers four
+ * consecutive elements (counter = (i/4 as 64 bits, stream, step counter), key = seed).
+ * The CPU and CUDA kernels both use it, so their masks match bit for bit. */
+ANVIL_HD bool anvil_dropout_keep(uint64_t i, uint32_t stream, uint32_t counter,
+                                 uint32_t seed_lo, uint32_t seed_hi, float p)
+{
+    uint64_t g = i / 4;
+    anvil_philox_out r = anvil_philox((uint32_t)g, (uint32_t)(g >> 32), stream, counter,
+                                      seed_lo, seed_hi);
+    /* Select without a dynamic index, which would put r in local memory on a GPU. */
+    uint32_t w = (i & 2) ? ((i & 1) ? r.v[3] : r.v[2]) : ((i & 1) ? r.v[1] : r.v[0]);
+    return anvil_u32_to_unit(w) >= p;
+}
 
 #endif

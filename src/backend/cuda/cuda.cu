@@ -1,0 +1,421 @@
+/* cuda.cu — the CUDA backend: device memory, copies through pinned staging buffers,
+ * and program runs as CUDA graphs.  The first run of a program captures every step's
+ * kernel on the backend's stream into a CUDA graph (stored in p->backend_state); every
+ * run, the first included, is then one cudaGraphLaunch. */
+#include "backend/cuda/cuda_internal.h"
+
+extern "C" anvil_status anvil_cuda_fail(cudaError_t e, const char *what)
+{
+    return anvil_fail(ANVIL_ERR_DEVICE, "%s: %s", what, cudaGetErrorString(e));
+}
+
+extern "C" anvil_status anvil_cuda_lt_fail(cublasStatus_t st, const char *what)
+{
+    return anvil_fail(ANVIL_ERR_DEVICE, "%s: %s (%s)", what, cublasLtGetStatusName(st),
+                      cublasLtGetStatusString(st));
+}
+
+extern "C" anvil_status anvil_cuda_launched(anvil_cuda_ctx *c, const char *kernel)
+{
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess)
+        return anvil_fail(ANVIL_ERR_DEVICE, "launching kernel %s: %s", kernel,
+                          cudaGetErrorString(e));
+    if (!c->capturing && c->be)
+        c->be->counters.host_kernel_launches++;
+    return ANVIL_OK;
+}
+
+/* ---------------------------------------------------------------- availability */
+
+/* The build holds sm_90 code and compute_90 PTX: a usable device has compute
+ * capability 9.0 or newer.  On success *dev is the first such device. */
+static bool find_device(int *dev, char *why, size_t cap)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        snprintf(why, cap, "cudaGetDeviceCount: %s", cudaGetErrorString(e));
+        cudaGetLastError();
+        return false;
+    }
+    if (n <= 0) {
+        snprintf(why, cap, "cudaGetDeviceCount found no device");
+        return false;
+    }
+    for (int i = 0; i < n; i++) {
+        int major = 0, minor = 0;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, i) != cudaSuccess ||
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, i) != cudaSuccess) {
+            cudaGetLastError();
+            continue;
+        }
+        if (major >= 9) {
+            *dev = i;
+            return true;
+        }
+        snprintf(why, cap, "device %d has compute capability %d.%d; this build needs 9.0 or newer",
+                 i, major, minor);
+    }
+    return false;
+}
+
+extern "C" bool anvil_cuda_available(void)
+{
+    int dev;
+    char why[256];
+    return find_device(&dev, why, sizeof why);
+}
+
+/* ---------------------------------------------------------------- error word */
+
+/* Reports (once) a data error the device flagged; called after a synchronization. */
+static anvil_status check_error_word(anvil_cuda_ctx *c)
+{
+    unsigned int w = *(volatile unsigned int *)c->err_host;
+    if (!w)
+        return ANVIL_OK;
+    *(volatile unsigned int *)c->err_host = 0;
+    if (w & ANVIL_CUDA_ERR_LABEL)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "cross_entropy: label outside [0, C)");
+    return anvil_fail(ANVIL_ERR_DEVICE, "cuda backend: device error word 0x%x", w);
+}
+
+/* ---------------------------------------------------------------- memory */
+
+static anvil_cuda_ctx *ctx_of(anvil_backend *be) { return (anvil_cuda_ctx *)be->ctx; }
+
+static anvil_status cuda_alloc(anvil_backend *be, size_t bytes, void **out)
+{
+    *out = NULL;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : ANVIL_ALIGN);
+    if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess)
+            cudaGetLastError();
+        return anvil_fail(ANVIL_ERR_OOM,
+                          "cudaMalloc: out of device memory allocating %zu bytes "
+                          "(%zu of %zu bytes free)", bytes, free_b, total_b);
+    }
+    if (e != cudaSuccess)
+        return anvil_fail(ANVIL_ERR_DEVICE, "cudaMalloc(%zu bytes): %s", bytes,
+                          cudaGetErrorString(e));
+    be->counters.device_allocs++;
+    *out = p;
+    return ANVIL_OK;
+}
+
+static void cuda_free(anvil_backend *be, void *p)
+{
+    (void)be;
+    if (p && cudaFree(p) != cudaSuccess)
+        cudaGetLastError();
+}
+
+/* A staging slot free for the host to write: waits only for that slot's last copy. */
+static anvil_status staging_slot(anvil_cuda_ctx *c, int *slot)
+{
+    int k = c->staging_next;
+    c->staging_next = (k + 1) % ANVIL_CUDA_STAGING_SLOTS;
+    if (c->staging_used[k]) {
+        ANVIL_CUDA_CHECK(cudaEventSynchronize(c->staging_done[k]), "cudaEventSynchronize (staging)");
+        c->staging_used[k] = false;
+    }
+    *slot = k;
+    return ANVIL_OK;
+}
+
+static anvil_status cuda_upload(anvil_backend *be, void *dst, const void *src, size_t bytes)
+{
+    anvil_cuda_ctx *c = ctx_of(be);
+    if (c->capturing)
+        return anvil_fail(ANVIL_ERR_STATE, "cuda upload: called during graph capture");
+    size_t done = 0;
+    while (done < bytes) {
+        size_t n = bytes - done;
+        if (n > ANVIL_CUDA_STAGING_BYTES)
+            n = ANVIL_CUDA_STAGING_BYTES;
+        int k;
+        ANVIL_TRY(staging_slot(c, &k));
+        char *stage = c->staging + (size_t)k * ANVIL_CUDA_STAGING_BYTES;
+        memcpy(stage, (const char *)src + done, n);
+        ANVIL_CUDA_CHECK(cudaMemcpyAsync((char *)dst + done, stage, n, cudaMemcpyHostToDevice,
+                                         c->stream),
+                         "cudaMemcpyAsync (host to device)");
+        ANVIL_CUDA_CHECK(cudaEventRecord(c->staging_done[k], c->stream), "cudaEventRecord (staging)");
+        c->staging_used[k] = true;
+        done += n;
+    }
+    be->counters.h2d_copies++;
+    be->counters.h2d_bytes += (int64_t)bytes;
+    return ANVIL_OK;
+}
+
+static anvil_status cuda_download(anvil_backend *be, void *dst, const void *src, size_t bytes)
+{
+    anvil_cuda_ctx *c = ctx_of(be);
+    if (c->capturing)
+        return anvil_fail(ANVIL_ERR_STATE, "cuda download: called during graph capture");
+    /* Every earlier use of the staging slots is ahead of these copies on the stream, and
+     * the synchronization below completes them all. */
+    char *stage = c->staging;
+    size_t done = 0;
+    if (bytes == 0)
+        ANVIL_CUDA_CHECK(cudaStreamSynchronize(c->stream), "cudaStreamSynchronize (download)");
+    while (done < bytes) {
+        size_t n = bytes - done;
+        if (n > ANVIL_CUDA_STAGING_BYTES)
+            n = ANVIL_CUDA_STAGING_BYTES;
+        ANVIL_CUDA_CHECK(cudaMemcpyAsync(stage, (const char *)src + done, n,
+                                         cudaMemcpyDeviceToHost, c->stream),
+                         "cudaMemcpyAsync (device to host)");
+        ANVIL_CUDA_CHECK(cudaStreamSynchronize(c->stream), "cudaStreamSynchronize (download)");
+        memcpy((char *)dst + done, stage, n);
+        done += n;
+    }
+    for (int k = 0; k < ANVIL_CUDA_STAGING_SLOTS; k++)
+        c->staging_used[k] = false;
+    be->counters.d2h_copies++;
+    be->counters.d2h_bytes += (int64_t)bytes;
+    return check_error_word(c);
+}
+
+static anvil_status cuda_zero(anvil_backend *be, void *dst, size_t bytes)
+{
+    anvil_cuda_ctx *c = ctx_of(be);
+    if (bytes == 0)
+        return ANVIL_OK;
+    ANVIL_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, c->stream), "cudaMemsetAsync");
+    return ANVIL_OK;
+}
+
+static anvil_status cuda_sync(anvil_backend *be)
+{
+    anvil_cuda_ctx *c = ctx_of(be);
+    ANVIL_CUDA_CHECK(cudaStreamSynchronize(c->stream), "cudaStreamSynchronize");
+    for (int k = 0; k < ANVIL_CUDA_STAGING_SLOTS; k++)
+        c->staging_used[k] = false;
+    return check_error_word(c);
+}
+
+/* ---------------------------------------------------------------- programs */
+
+typedef struct {
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+} cuda_program_state;
+
+static void program_state_free(cuda_program_state *st)
+{
+    if (!st)
+        return;
+    if (st->exec && cudaGraphExecDestroy(st->exec) != cudaSuccess)
+        cudaGetLastError();
+    if (st->graph && cudaGraphDestroy(st->graph) != cudaSuccess)
+        cudaGetLastError();
+    free(st);
+}
+
+/* Captures every step of p into a CUDA graph and instantiates it. */
+static anvil_status capture(anvil_cuda_ctx *c, anvil_program *p, const anvil_exec *ex,
+                            cuda_program_state **out)
+{
+    *out = NULL;
+    for (int i = 0; i < p->n_steps; i++) {
+        anvil_op op = p->steps[i].node->op;
+        if (!anvil_cuda_kernels[op])
+            return anvil_fail(ANVIL_ERR_UNSUPPORTED, "cuda backend: no kernel for op '%s' (node %d)",
+                              anvil_op_name(op), p->steps[i].id);
+    }
+    ANVIL_CUDA_CHECK(cudaGetLastError(), "before graph capture");
+    cuda_program_state *st = (cuda_program_state *)anvil_xcalloc(1, sizeof *st, "a CUDA graph");
+    if (!st)
+        return ANVIL_ERR_OOM;
+    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        free(st);
+        return anvil_cuda_fail(e, "cudaStreamBeginCapture");
+    }
+    c->capturing = true;
+    anvil_status s = ANVIL_OK;
+    for (int i = 0; i < p->n_steps && s == ANVIL_OK; i++) {
+        const anvil_step *step = &p->steps[i];
+        s = anvil_cuda_kernels[step->node->op](ex, step);
+    }
+    c->capturing = false;
+    cudaGraph_t g = NULL;
+    e = cudaStreamEndCapture(c->stream, &g);
+    if (s != ANVIL_OK) { /* the kernel's message stands */
+        if (g)
+            cudaGraphDestroy(g);
+        cudaGetLastError();
+        free(st);
+        return s;
+    }
+    if (e != cudaSuccess) {
+        if (g)
+            cudaGraphDestroy(g);
+        cudaGetLastError();
+        free(st);
+        return anvil_fail(ANVIL_ERR_DEVICE, "cudaStreamEndCapture (capturing a program of %d steps): %s",
+                          p->n_steps, cudaGetErrorString(e));
+    }
+    st->graph = g;
+    e = cudaGraphInstantiate(&st->exec, g, 0);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        st->exec = NULL;
+        program_state_free(st);
+        return anvil_cuda_fail(e, "cudaGraphInstantiate");
+    }
+    e = cudaGraphUpload(st->exec, c->stream);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        program_state_free(st);
+        return anvil_cuda_fail(e, "cudaGraphUpload");
+    }
+    *out = st;
+    return ANVIL_OK;
+}
+
+static anvil_status cuda_run(anvil_backend *be, anvil_program *p, const anvil_exec *ex)
+{
+    anvil_cuda_ctx *c = ctx_of(be);
+    if (ex->backend != (void *)c)
+        return anvil_fail(ANVIL_ERR_STATE, "cuda run: the exec's backend context is not this backend's");
+    cuda_program_state *st = (cuda_program_state *)p->backend_state;
+    if (!st) {
+        ANVIL_TRY(capture(c, p, ex, &st));
+        p->backend_state = st;
+    }
+    ANVIL_CUDA_CHECK(cudaGraphLaunch(st->exec, c->stream), "cudaGraphLaunch");
+    be->counters.graph_launches++;
+    return ANVIL_OK;
+}
+
+static void cuda_program_release(anvil_backend *be, anvil_program *p)
+{
+    (void)be;
+    program_state_free((cuda_program_state *)p->backend_state);
+    p->backend_state = NULL;
+}
+
+/* ---------------------------------------------------------------- open / destroy */
+
+static void ctx_free(anvil_cuda_ctx *c)
+{
+    if (!c)
+        return;
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    for (int k = 0; k < ANVIL_CUDA_STAGING_SLOTS; k++)
+        if (c->staging_done[k])
+            cudaEventDestroy(c->staging_done[k]);
+    if (c->staging)
+        cudaFreeHost(c->staging);
+    if (c->err_host)
+        cudaFreeHost(c->err_host);
+    if (c->lt_workspace)
+        cudaFree(c->lt_workspace);
+    if (c->scratch)
+        cudaFree(c->scratch);
+    if (c->lt)
+        cublasLtDestroy(c->lt);
+    if (c->stream)
+        cudaStreamDestroy(c->stream);
+    cudaGetLastError();
+    free(c);
+}
+
+static void cuda_destroy(anvil_backend *be)
+{
+    if (!be)
+        return;
+    ctx_free(ctx_of(be));
+    free(be);
+}
+
+static anvil_status ctx_open(anvil_cuda_ctx *c)
+{
+    char why[256] = "";
+    if (!find_device(&c->device, why, sizeof why))
+        return anvil_fail(ANVIL_ERR_DEVICE, "no CUDA device: %s", why);
+    ANVIL_CUDA_CHECK(cudaSetDevice(c->device), "cudaSetDevice");
+    ANVIL_CUDA_CHECK(cudaDeviceGetAttribute(&c->sm_count, cudaDevAttrMultiProcessorCount, c->device),
+                     "cudaDeviceGetAttribute (multiprocessors)");
+    ANVIL_CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    cublasStatus_t st = cublasLtCreate(&c->lt);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        c->lt = NULL;
+        return anvil_cuda_lt_fail(st, "cublasLtCreate");
+    }
+    cudaError_t e = cudaMalloc(&c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE);
+    if (e != cudaSuccess) {
+        c->lt_workspace = NULL;
+        return anvil_cuda_fail(e, "cudaMalloc (cuBLASLt workspace)");
+    }
+    e = cudaMalloc((void **)&c->scratch, ANVIL_CUDA_SCRATCH_FLOATS * sizeof(float));
+    if (e != cudaSuccess) {
+        c->scratch = NULL;
+        return anvil_cuda_fail(e, "cudaMalloc (reduction scratch)");
+    }
+    e = cudaHostAlloc((void **)&c->staging, ANVIL_CUDA_STAGING_SLOTS * ANVIL_CUDA_STAGING_BYTES,
+                      cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+        c->staging = NULL;
+        return anvil_cuda_fail(e, "cudaHostAlloc (staging buffers)");
+    }
+    for (int k = 0; k < ANVIL_CUDA_STAGING_SLOTS; k++) {
+        e = cudaEventCreateWithFlags(&c->staging_done[k], cudaEventDisableTiming);
+        if (e != cudaSuccess) {
+            c->staging_done[k] = NULL;
+            return anvil_cuda_fail(e, "cudaEventCreate (staging)");
+        }
+    }
+    e = cudaHostAlloc((void **)&c->err_host, sizeof(unsigned int), cudaHostAllocMapped);
+    if (e != cudaSuccess) {
+        c->err_host = NULL;
+        return anvil_cuda_fail(e, "cudaHostAlloc (error word)");
+    }
+    *c->err_host = 0;
+    ANVIL_CUDA_CHECK(cudaHostGetDevicePointer((void **)&c->err_dev, c->err_host, 0),
+                     "cudaHostGetDevicePointer (error word)");
+    return ANVIL_OK;
+}
+
+extern "C" anvil_status anvil_cuda_backend_open(anvil_backend **out)
+{
+    *out = NULL;
+    anvil_backend *be = (anvil_backend *)anvil_xcalloc(1, sizeof *be, "the CUDA backend");
+    if (!be)
+        return ANVIL_ERR_OOM;
+    anvil_cuda_ctx *c = (anvil_cuda_ctx *)anvil_xcalloc(1, sizeof *c, "the CUDA backend context");
+    if (!c) {
+        free(be);
+        return ANVIL_ERR_OOM;
+    }
+    anvil_status s = ctx_open(c);
+    if (s != ANVIL_OK) {
+        ctx_free(c);
+        free(be);
+        return s;
+    }
+    c->be = be;
+    be->name = "cuda";
+    be->device = ANVIL_DEVICE_CUDA;
+    be->ctx = c;
+    be->kernels = anvil_cuda_kernels;
+    be->alloc = cuda_alloc;
+    be->free = cuda_free;
+    be->upload = cuda_upload;
+    be->download = cuda_download;
+    be->zero = cuda_zero;
+    be->run = cuda_run;
+    be->sync = cuda_sync;
+    be->program_release = cuda_program_release;
+    be->destroy = cuda_destroy;
+    *out = be;
+    return ANVIL_OK;
+}

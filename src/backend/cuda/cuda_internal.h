@@ -1,0 +1,232 @@
+/* cuda_internal.h — what the CUDA backend's files share: the backend context (stream,
+ * cuBLASLt handle and workspace, staging buffers, the device error word, the reduction
+ * scratch), error helpers, and (for CUDA sources) device helpers: index decoding for
+ * broadcasting, deterministic block reductions, launch-size helpers.
+ *
+ * Rules every kernel wrapper follows (they are captured into a CUDA graph):
+ *  - launch on ctx->stream only; never allocate, synchronize or copy to the host;
+ *  - read hyperparameters (lr, step, seeds) inside the kernel from ex->hyper;
+ *  - reductions are deterministic: a fixed grid for a given shape, tree reductions in
+ *    shared memory, a second pass over per-block partials in ctx->scratch — no atomics
+ *    whose order could change a result;
+ *  - a data error found on the device (a label outside [0, C)) sets a bit of the error
+ *    word instead of failing mid-graph; sync and download report it. */
+#ifndef ANVIL_CUDA_INTERNAL_H
+#define ANVIL_CUDA_INTERNAL_H
+
+#include "backend/backend.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bits of the device error word. */
+enum {
+    ANVIL_CUDA_ERR_LABEL = 1u << 0, /* cross_entropy / accum_eval: label outside [0, C) */
+};
+
+#define ANVIL_CUDA_STAGING_SLOTS 4
+#define ANVIL_CUDA_STAGING_BYTES ((size_t)4 << 20)     /* per slot */
+#define ANVIL_CUDA_LT_WORKSPACE ((size_t)32 << 20)     /* cuBLASLt workspace */
+#define ANVIL_CUDA_SCRATCH_FLOATS 4096                 /* per-block partial sums */
+#define ANVIL_CUDA_MAX_PARTIALS 1024                   /* blocks of a split reduction */
+
+typedef struct {
+    anvil_backend *be;      /* back-pointer, for the counters */
+    int device;
+    int sm_count;
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *lt_workspace;     /* ANVIL_CUDA_LT_WORKSPACE bytes, allocated once */
+    float *scratch;         /* ANVIL_CUDA_SCRATCH_FLOATS floats, device */
+    /* pinned host staging: upload ring slots, each with the event of its last copy */
+    char *staging;          /* ANVIL_CUDA_STAGING_SLOTS * ANVIL_CUDA_STAGING_BYTES */
+    cudaEvent_t staging_done[ANVIL_CUDA_STAGING_SLOTS];
+    bool staging_used[ANVIL_CUDA_STAGING_SLOTS];
+    int staging_next;
+    /* the error word: mapped pinned host memory the device writes (no copy to read it) */
+    unsigned int *err_host;
+    unsigned int *err_dev;
+    bool capturing;         /* inside run()'s stream capture */
+} anvil_cuda_ctx;
+
+/* A CUDA call failed: records "what: <cuda error string>" as ANVIL_ERR_DEVICE. */
+anvil_status anvil_cuda_fail(cudaError_t e, const char *what);
+anvil_status anvil_cuda_lt_fail(cublasStatus_t st, const char *what);
+/* After a kernel launch: checks cudaGetLastError and counts the launch as a host kernel
+ * launch when it was not made inside a stream capture. */
+anvil_status anvil_cuda_launched(anvil_cuda_ctx *c, const char *kernel);
+
+static inline anvil_cuda_ctx *anvil_cuda_ctx_of(const anvil_exec *ex)
+{
+    return (anvil_cuda_ctx *)ex->backend;
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#define ANVIL_CUDA_CHECK(call, what)                    \
+    do {                                                \
+        cudaError_t anvil_cuda_e_ = (call);             \
+        if (anvil_cuda_e_ != cudaSuccess)               \
+            return anvil_cuda_fail(anvil_cuda_e_, what); \
+    } while (0)
+
+/* Defines the C-linkage kernel entry point anvil_cuda_<name> of oplist.h. */
+#ifdef __cplusplus
+#define ANVIL_CUDA_KERNEL(name) \
+    extern "C" anvil_status anvil_cuda_##name(const anvil_exec *ex, const anvil_step *s)
+#endif
+
+/* ------------------------------------------------------------------ device helpers */
+#ifdef __CUDACC__
+
+#define ANVIL_CUDA_THREADS 256
+
+static inline unsigned int anvil_cuda_blocks(int64_t n, int threads, unsigned int cap = 65535u * 8)
+{
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1)
+        b = 1;
+    if (b > (int64_t)cap)
+        b = cap;
+    return (unsigned int)b;
+}
+
+/* Shapes, aligned to the right (NumPy broadcasting), with element strides; a stride of
+ * 0 repeats (broadcasts) that dim.  Passed to kernels by value. */
+typedef struct {
+    int ndim;
+    int64_t shape[ANVIL_MAX_DIMS];
+    int64_t sa[ANVIL_MAX_DIMS]; /* strides of operand a over the output's dims */
+    int64_t sb[ANVIL_MAX_DIMS]; /* strides of operand b (0 where broadcast) */
+} anvil_cuda_bcast;
+
+/* Strides of a tensor of shape (nd, shape) viewed as broadcast to (ondim, oshape). */
+static inline void anvil_cuda_bcast_strides(int nd, const int64_t *shape, int ondim,
+                                            const int64_t *oshape, int64_t *strides)
+{
+    int64_t st = 1;
+    for (int i = ondim - 1, j = nd - 1; i >= 0; i--, j--) {
+        if (j >= 0 && shape[j] == oshape[i] && shape[j] != 1) {
+            strides[i] = st;
+            st *= shape[j];
+        } else {
+            strides[i] = 0;
+            if (j >= 0)
+                st *= shape[j]; /* shape[j] == 1 */
+        }
+    }
+}
+
+static __device__ __forceinline__ void anvil_cuda_bcast_offsets(const anvil_cuda_bcast &b,
+                                                                int64_t i, int64_t *oa,
+                                                                int64_t *ob)
+{
+    int64_t a = 0, bb = 0;
+    for (int d = b.ndim - 1; d >= 0; d--) {
+        int64_t n = b.shape[d];
+        int64_t k = i % n;
+        i /= n;
+        a += k * b.sa[d];
+        bb += k * b.sb[d];
+    }
+    *oa = a;
+    *ob = bb;
+}
+
+/* Deterministic block sum: every thread passes its value, every thread gets the total
+ * (a fixed shuffle tree within warps, then warp sums in a fixed order).  blockDim.x must
+ * be a multiple of 32 and at most 1024; shared is a __shared__ T[32]. */
+template <typename T>
+static __device__ __forceinline__ T anvil_cuda_warp_sum(T v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <typename T>
+static __device__ __forceinline__ T anvil_cuda_warp_max(T v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+template <typename T>
+static __device__ T anvil_cuda_block_sum(T v, T *shared)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+    v = anvil_cuda_warp_sum(v);
+    __syncthreads(); /* shared may be reused from a previous call */
+    if (lane == 0)
+        shared[warp] = v;
+    __syncthreads();
+    T t = lane < nwarps ? shared[lane] : (T)0;
+    t = anvil_cuda_warp_sum(t);
+    return t;
+}
+
+template <typename T>
+static __device__ T anvil_cuda_block_max(T v, T *shared)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+    v = anvil_cuda_warp_max(v);
+    __syncthreads();
+    if (lane == 0)
+        shared[warp] = v;
+    __syncthreads();
+    T t = lane < nwarps ? shared[lane] : shared[0];
+    t = anvil_cuda_warp_max(t);
+    return t;
+}
+
+/* Two-pass deterministic sum of n per-element values f(i) into *out (divided by `div`):
+ * pass 1 — a fixed grid (a function of n only) of blocks, each summing a contiguous
+ * range into scratch[blockIdx]; pass 2 — one block sums the partials in order. */
+#define ANVIL_CUDA_SPLIT_THREADS 256
+static inline unsigned int anvil_cuda_split_blocks(int64_t n)
+{
+    int64_t b = (n + ANVIL_CUDA_SPLIT_THREADS * 8 - 1) / (ANVIL_CUDA_SPLIT_THREADS * 8);
+    if (b < 1)
+        b = 1;
+    if (b > ANVIL_CUDA_MAX_PARTIALS)
+        b = ANVIL_CUDA_MAX_PARTIALS;
+    return (unsigned int)b;
+}
+
+/* Pass 1 body: the block sums f(i) (as T) over its contiguous range of [0, n); every
+ * thread gets the block's sum. */
+template <typename T, typename F>
+static __device__ T anvil_cuda_split_partial(int64_t n, F f)
+{
+    __shared__ T sh[32];
+    int64_t per = (n + gridDim.x - 1) / gridDim.x;
+    int64_t lo = (int64_t)blockIdx.x * per, hi = lo + per < n ? lo + per : n;
+    T acc = 0;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
+        acc += (T)f(i);
+    return anvil_cuda_block_sum(acc, sh);
+}
+
+/* Pass 2: out[0] = (O)(sum(partials[0..np)) / div), summed by one block in a fixed
+ * order.  (A template, so each source file gets its own instance.) */
+template <typename T, typename O>
+static __global__ void anvil_cuda_finish_sum(const T *partials, int np, T div, O *out)
+{
+    __shared__ T sh[32];
+    T acc = 0;
+    for (int i = threadIdx.x; i < np; i += blockDim.x)
+        acc += partials[i];
+    acc = anvil_cuda_block_sum(acc, sh);
+    if (threadIdx.x == 0)
+        out[0] = (O)(acc / div);
+}
+
+#endif /* __CUDACC__ */
+#endif

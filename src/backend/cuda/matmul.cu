@@ -1,0 +1,226 @@
+/* matmul.cu — matrix products through cuBLASLt, in true fp32 (CUBLAS_COMPUTE_32F, no
+ * TF32, as PyTorch's default).  Row-major products are computed as their column-major
+ * transposes: C[M,N] = op(A) op(B) is C^T[N,M] = op(B)^T op(A)^T, so B's storage is
+ * cuBLASLt's first operand.  linear uses the BIAS epilogue (bias per row of C^T, i.e. per
+ * output feature). */
+#include "backend/cuda/cuda_internal.h"
+
+/* A column-major D[m,n] = op(A)[m,k] op(B)[k,n] (+ bias[m] per column) (+ beta D). */
+typedef struct {
+    cublasOperation_t ta, tb;
+    int64_t m, n, k;
+    const float *A;
+    int64_t lda;
+    const float *B;
+    int64_t ldb;
+    float *D;
+    int64_t ldd;
+    const float *bias; /* NULL: none */
+    float beta;
+} lt_gemm;
+
+static uint32_t ptr_align(const void *p)
+{
+    uintptr_t v = (uintptr_t)p;
+    uint32_t a = 256;
+    while (a > 4 && (v & (a - 1)))
+        a >>= 1;
+    return a;
+}
+
+#define LT_CHECK(call, what)                                     \
+    do {                                                         \
+        cublasStatus_t lt_st_ = (call);                          \
+        if (lt_st_ != CUBLAS_STATUS_SUCCESS) {                   \
+            s = anvil_cuda_lt_fail(lt_st_, what);                \
+            goto done;                                           \
+        }                                                        \
+    } while (0)
+
+/* Runs g; with use_epilogue false and a bias, returns ANVIL_ERR_UNSUPPORTED when no
+ * algorithm fits (the caller then falls back). */
+static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogue,
+                           const char *opname, bool *no_algo)
+{
+    anvil_status s = ANVIL_OK;
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    float alpha = 1.0f, beta = g->beta;
+    uint64_t ws = ANVIL_CUDA_LT_WORKSPACE;
+    uint32_t al_a = ptr_align(g->A), al_b = ptr_align(g->B), al_d = ptr_align(g->D);
+    *no_algo = false;
+
+    LT_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &g->ta, sizeof g->ta),
+             "cublasLtMatmulDescSetAttribute (transa)");
+    LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &g->tb, sizeof g->tb),
+             "cublasLtMatmulDescSetAttribute (transb)");
+    if (use_epilogue && g->bias) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
+                 "cublasLtMatmulDescSetAttribute (epilogue)");
+        LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias,
+                                                sizeof g->bias),
+                 "cublasLtMatmulDescSetAttribute (bias pointer)");
+    }
+    LT_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, g->ta == CUBLAS_OP_N ? g->m : g->k,
+                                        g->ta == CUBLAS_OP_N ? g->k : g->m, g->lda),
+             "cublasLtMatrixLayoutCreate (A)");
+    LT_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, g->tb == CUBLAS_OP_N ? g->k : g->n,
+                                        g->tb == CUBLAS_OP_N ? g->n : g->k, g->ldb),
+             "cublasLtMatrixLayoutCreate (B)");
+    LT_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, g->m, g->n, g->ldd),
+             "cublasLtMatrixLayoutCreate (D)");
+    LT_CHECK(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &ws, sizeof ws),
+             "cublasLtMatmulPreferenceSetAttribute (workspace)");
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                  &al_a, sizeof al_a),
+             "cublasLtMatmulPreferenceSetAttribute (alignment A)");
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                  &al_b, sizeof al_b),
+             "cublasLtMatmulPreferenceSetAttribute (alignment B)");
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                  &al_d, sizeof al_d),
+             "cublasLtMatmulPreferenceSetAttribute (alignment C)");
+    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                  &al_d, sizeof al_d),
+             "cublasLtMatmulPreferenceSetAttribute (alignment D)");
+    {
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref, 1, &res, &found);
+        if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
+            *no_algo = true;
+            s = anvil_fail(ANVIL_ERR_UNSUPPORTED,
+                           "%s: cuBLASLt has no fp32 algorithm for [%lld x %lld] x [%lld x %lld]%s",
+                           opname, (long long)g->m, (long long)g->k, (long long)g->k,
+                           (long long)g->n, use_epilogue && g->bias ? " with the bias epilogue" : "");
+            goto done;
+        }
+        LT_CHECK(st, "cublasLtMatmulAlgoGetHeuristic");
+    }
+    LT_CHECK(cublasLtMatmul(c->lt, op, &alpha, g->A, la, g->B, lb, &beta, g->D, ld, g->D, ld,
+                            &res.algo, c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE, c->stream),
+             "cublasLtMatmul");
+done:
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (ld)
+        cublasLtMatrixLayoutDestroy(ld);
+    if (lb)
+        cublasLtMatrixLayoutDestroy(lb);
+    if (la)
+        cublasLtMatrixLayoutDestroy(la);
+    if (op)
+        cublasLtMatmulDescDestroy(op);
+    return s;
+}
+
+/* D (column-major [m, n], ld m) = bias[m] in every column, or 0 without a bias. */
+static __global__ void bias_rows_kernel(float *d, const float *bias, int64_t m, int64_t total)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x)
+        d[i] = bias ? bias[i % m] : 0.0f;
+}
+
+static anvil_status init_bias(anvil_cuda_ctx *c, float *d, const float *bias, int64_t m, int64_t n)
+{
+    int64_t total = m * n;
+    bias_rows_kernel<<<anvil_cuda_blocks(total, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0,
+                       c->stream>>>(d, bias, m, total);
+    return anvil_cuda_launched(c, "bias_rows");
+}
+
+static anvil_status gemm(anvil_cuda_ctx *c, lt_gemm *g, const char *opname)
+{
+    if (g->m == 0 || g->n == 0)
+        return ANVIL_OK;
+    if (g->k == 0) /* an empty sum: just the bias (or zeros) */
+        return init_bias(c, g->D, g->bias, g->m, g->n);
+    bool no_algo = false;
+    anvil_status s = lt_run(c, g, true, opname, &no_algo);
+    if (s == ANVIL_OK || !(no_algo && g->bias))
+        return s;
+    /* No algorithm with the bias epilogue: write the bias first, then accumulate. */
+    ANVIL_TRY(init_bias(c, g->D, g->bias, g->m, g->n));
+    lt_gemm h = *g;
+    h.bias = NULL;
+    h.beta = 1.0f;
+    return lt_run(c, &h, false, opname, &no_algo);
+}
+
+static int64_t numel(const anvil_node *n) { return anvil_node_numel(n); }
+
+/* MATMUL (see src/graph/ops/matmul.c): operands are viewed as matrices by flattening all
+ * but their last dim.  Without trans_a: a [M, K] x op(b) -> [M, N], b [K, N] or, with
+ * trans_b, [N, K].  With trans_a: a [K, M] and b [K, N] -> a^T b [M, N]. */
+ANVIL_CUDA_KERNEL(matmul)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    const anvil_node *a = s->in_node[0], *b = s->in_node[1];
+    bool ta = s->node->ia[0] != 0, tb = s->node->ia[1] != 0;
+    int64_t acols = a->ndim ? a->shape[a->ndim - 1] : 1;
+    int64_t arows = acols ? numel(a) / acols : 0;
+    int64_t bcols = b->shape[b->ndim - 1];
+    int64_t brows = bcols ? numel(b) / bcols : 0;
+    int64_t M, N, K;
+    if (!ta) {
+        M = arows;
+        K = acols;
+        N = tb ? brows : bcols;
+    } else {
+        M = acols;
+        K = arows;
+        N = bcols;
+    }
+    (void)brows;
+    lt_gemm g;
+    g.m = N;
+    g.n = M;
+    g.k = K;
+    g.A = (const float *)s->in[1];
+    g.ta = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    g.lda = tb ? K : N;
+    g.B = (const float *)s->in[0];
+    g.tb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    g.ldb = ta ? M : K;
+    g.D = (float *)s->out;
+    g.ldd = N;
+    g.bias = NULL;
+    g.beta = 0.0f;
+    if (g.lda < 1)
+        g.lda = 1;
+    if (g.ldb < 1)
+        g.ldb = 1;
+    if (g.ldd < 1)
+        g.ldd = 1;
+    return gemm(c, &g, "matmul");
+}
+
+/* LINEAR: y [R, O] = x [R, I] w[O, I]^T + b[O]; column-major y^T = w x^T (+ b per row). */
+ANVIL_CUDA_KERNEL(linear)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    const anvil_node *w = s->in_node[1];
+    int64_t O = w->shape[0], I = w->shape[1];
+    int64_t R = O ? numel(s->node) / O : 0;
+    lt_gemm g;
+    g.m = O;
+    g.n = R;
+    g.k = I;
+    g.A = (const float *)s->in[1];
+    g.ta = CUBLAS_OP_T;
+    g.lda = I > 0 ? I : 1;
+    g.B = (const float *)s->in[0];
+    g.tb = CUBLAS_OP_N;
+    g.ldb = I > 0 ? I : 1;
+    g.D = (float *)s->out;
+    g.ldd = O > 0 ? O : 1;
+    g.bias = s->node->n_in >= 3 ? (const float *)s->in[2] : NULL;
+    g.beta = 0.0f;
+    return gemm(c, &g, "linear");
+}

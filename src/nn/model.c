@@ -1,0 +1,311 @@
+/* model.c — the model builder: layers with PyTorch's names and defaults, turned into
+ * graph nodes, with state_dict names for their parameters. */
+#include "train/train.h"
+
+#include <math.h>
+
+static const struct {
+    const char *name;
+    anvil_layer_type type;
+} type_names[] = {
+    {"linear", ANVIL_LAYER_LINEAR},   {"dense", ANVIL_LAYER_LINEAR},
+    {"relu", ANVIL_LAYER_RELU},       {"leaky_relu", ANVIL_LAYER_LEAKY_RELU},
+    {"elu", ANVIL_LAYER_ELU},         {"sigmoid", ANVIL_LAYER_SIGMOID},
+    {"tanh", ANVIL_LAYER_TANH},       {"silu", ANVIL_LAYER_SILU},
+    {"swish", ANVIL_LAYER_SILU},      {"gelu", ANVIL_LAYER_GELU},
+    {"softmax", ANVIL_LAYER_SOFTMAX}, {"log_softmax", ANVIL_LAYER_LOG_SOFTMAX},
+    {"dropout", ANVIL_LAYER_DROPOUT}, {"flatten", ANVIL_LAYER_FLATTEN},
+    {"add", ANVIL_LAYER_ADD},
+};
+
+const char *anvil_layer_type_name(anvil_layer_type type)
+{
+    for (size_t i = 0; i < sizeof type_names / sizeof *type_names; i++)
+        if (type_names[i].type == type)
+            return type_names[i].name;
+    return "unknown";
+}
+
+anvil_status anvil_layer_type_parse(const char *name, anvil_layer_type *out)
+{
+    for (size_t i = 0; name && i < sizeof type_names / sizeof *type_names; i++)
+        if (strcmp(type_names[i].name, name) == 0) {
+            *out = type_names[i].type;
+            return ANVIL_OK;
+        }
+    return anvil_fail(ANVIL_ERR_INVALID_ARG, "unknown layer type '%s'", name ? name : "(null)");
+}
+
+anvil_layer_desc anvil_layer_default(anvil_layer_type type)
+{
+    anvil_layer_desc d;
+    memset(&d, 0, sizeof d);
+    d.type = type;
+    d.bias = true;
+    d.negative_slope = 0.01f;
+    d.alpha = 1.0f;
+    d.dim = -1;
+    d.p = 0.5f;
+    return d;
+}
+
+anvil_status anvil_model_create(anvil_model **out, const char *name, int ndim,
+                                const int64_t *input_shape)
+{
+    if (!out)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_model_create: out is NULL");
+    *out = NULL;
+    if (ndim < 1 || ndim >= ANVIL_MAX_DIMS || !input_shape)
+        return anvil_fail(ANVIL_ERR_SHAPE, "model input must have 1..%d dimensions, got %d", ANVIL_MAX_DIMS - 1, ndim);
+    anvil_model *m = anvil_xcalloc(1, sizeof *m, "a model");
+    if (!m)
+        return ANVIL_ERR_OOM;
+    int64_t shape[ANVIL_MAX_DIMS];
+    shape[0] = ANVIL_BATCH;
+    for (int i = 0; i < ndim; i++) {
+        if (input_shape[i] <= 0) {
+            free(m);
+            return anvil_fail(ANVIL_ERR_SHAPE, "model input dimension %d is %lld (must be positive)", i,
+                              (long long)input_shape[i]);
+        }
+        shape[i + 1] = m->in_shape[i] = input_shape[i];
+    }
+    m->in_ndim = ndim;
+    m->name = anvil_xstrdup(name ? name : "model");
+    anvil_status st = m->name ? anvil_graph_create(&m->g) : ANVIL_ERR_OOM;
+    if (st == ANVIL_OK) {
+        m->input = m->output = anvil_input(m->g, "input", ANVIL_F32, ndim + 1, shape);
+        st = anvil_graph_status(m->g);
+    }
+    if (st != ANVIL_OK) {
+        anvil_model_free(m);
+        return st;
+    }
+    *out = m;
+    return ANVIL_OK;
+}
+
+void anvil_model_free(anvil_model *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < m->n_layers; i++)
+        free(m->layer_names[i]);
+    free(m->layer_names);
+    free(m->layer_out);
+    anvil_graph_free(m->g);
+    free(m->name);
+    free(m);
+}
+
+static anvil_value find_layer(const anvil_model *m, const char *name)
+{
+    for (int i = 0; i < m->n_layers; i++)
+        if (m->layer_names[i] && strcmp(m->layer_names[i], name) == 0)
+            return m->layer_out[i];
+    return ANVIL_NO_VALUE;
+}
+
+static anvil_value add_linear(anvil_model *m, const anvil_layer_desc *d, anvil_value x, const char *prefix)
+{
+    anvil_graph *g = m->g;
+    int64_t xs[ANVIL_MAX_DIMS];
+    int nd = anvil_value_shape(g, x, xs);
+    if (d->out_features <= 0) {
+        anvil_graph_fail(g, ANVIL_ERR_INVALID_ARG, "out_features must be positive, got %lld", (long long)d->out_features);
+        return ANVIL_NO_VALUE;
+    }
+    if (nd < 2) {
+        anvil_graph_fail(g, ANVIL_ERR_SHAPE, "linear needs an input [B, features], got %d dims", nd);
+        return ANVIL_NO_VALUE;
+    }
+    int64_t in = xs[nd - 1];
+    /* torch.nn.Linear: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), bias too */
+    anvil_init u = {ANVIL_INIT_UNIFORM, 1.0f / sqrtf((float)in)};
+    char name[256];
+    int64_t wshape[2] = {d->out_features, in};
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    anvil_value w = anvil_param(g, name, 2, wshape, u);
+    anvil_value b = ANVIL_NO_VALUE;
+    if (d->bias) {
+        snprintf(name, sizeof name, "%s.bias", prefix);
+        b = anvil_param(g, name, 1, &d->out_features, u);
+    }
+    return anvil_linear(g, x, w, b);
+}
+
+anvil_status anvil_model_add(anvil_model *m, const anvil_layer_desc *d)
+{
+    if (!m || !d)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_model_add: NULL argument");
+    ANVIL_TRY(anvil_graph_status(m->g));
+    anvil_graph *g = m->g;
+    int index = m->n_layers;
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "%s", d->name && d->name[0] ? d->name : "");
+    if (!prefix[0])
+        snprintf(prefix, sizeof prefix, "%d", index);
+    const char *tname = anvil_layer_type_name(d->type);
+    if (d->name && find_layer(m, d->name) != ANVIL_NO_VALUE)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "layer %d (%s): the name '%s' is already used", index, tname, d->name);
+    if (d->n_inputs < 0 || d->n_inputs > ANVIL_MAX_LAYER_INPUTS)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "layer %d '%s' (%s): %d inputs (at most %d)", index, prefix, tname,
+                          d->n_inputs, ANVIL_MAX_LAYER_INPUTS);
+    anvil_value in[ANVIL_MAX_LAYER_INPUTS];
+    int n_in = d->n_inputs;
+    for (int i = 0; i < n_in; i++) {
+        in[i] = d->inputs[i] ? find_layer(m, d->inputs[i]) : ANVIL_NO_VALUE;
+        if (in[i] == ANVIL_NO_VALUE)
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "layer %d '%s' (%s): input '%s' names no earlier layer", index,
+                              prefix, tname, d->inputs[i] ? d->inputs[i] : "(null)");
+    }
+    if (n_in == 0) {
+        in[0] = m->output;
+        n_in = 1;
+    }
+    if (d->type != ANVIL_LAYER_ADD && n_in != 1)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "layer %d '%s' (%s): takes one input, got %d", index, prefix, tname, n_in);
+
+    anvil_value x = in[0], y = ANVIL_NO_VALUE;
+    switch (d->type) {
+    case ANVIL_LAYER_LINEAR: y = add_linear(m, d, x, prefix); break;
+    case ANVIL_LAYER_RELU: y = anvil_relu(g, x); break;
+    case ANVIL_LAYER_LEAKY_RELU: y = anvil_leaky_relu(g, x, d->negative_slope); break;
+    case ANVIL_LAYER_ELU: y = anvil_elu(g, x, d->alpha); break;
+    case ANVIL_LAYER_SIGMOID: y = anvil_sigmoid(g, x); break;
+    case ANVIL_LAYER_TANH: y = anvil_tanh(g, x); break;
+    case ANVIL_LAYER_SILU: y = anvil_silu(g, x); break;
+    case ANVIL_LAYER_GELU: y = anvil_gelu(g, x, d->gelu_tanh); break;
+    case ANVIL_LAYER_SOFTMAX: y = anvil_softmax(g, x, d->dim); break;
+    case ANVIL_LAYER_LOG_SOFTMAX: y = anvil_log_softmax(g, x, d->dim); break;
+    case ANVIL_LAYER_DROPOUT: y = anvil_dropout(g, x, d->p); break;
+    case ANVIL_LAYER_FLATTEN: y = anvil_flatten(g, x); break;
+    case ANVIL_LAYER_ADD:
+        if (n_in < 2)
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "layer %d '%s' (add): needs at least 2 inputs, got %d", index,
+                              prefix, n_in);
+        y = x;
+        for (int i = 1; i < n_in; i++) {
+            int64_t a[ANVIL_MAX_DIMS], b[ANVIL_MAX_DIMS];
+            int na = anvil_value_shape(g, in[0], a), nb = anvil_value_shape(g, in[i], b);
+            if (na != nb || memcmp(a, b, (size_t)na * sizeof *a) != 0) {
+                char sa[96], sb[96];
+                return anvil_fail(ANVIL_ERR_SHAPE, "layer %d '%s' (add): input '%s' is %s but '%s' is %s", index, prefix,
+                                  d->inputs[0], anvil_shape_str(sa, sizeof sa, na, a), d->inputs[i],
+                                  anvil_shape_str(sb, sizeof sb, nb, b));
+            }
+            y = anvil_add(g, y, in[i]);
+        }
+        break;
+    default:
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "layer %d: unknown layer type %d", index, (int)d->type);
+    }
+    if (y == ANVIL_NO_VALUE) {
+        /* Name the layer, then keep the graph's own words about the shapes. */
+        const char *why = g->error ? g->error : anvil_last_error();
+        char msg[768];
+        snprintf(msg, sizeof msg, "layer %d '%s' (%s): %s", index, prefix, tname, why);
+        free(g->error);
+        g->error = anvil_xstrdup(msg);
+        return anvil_fail(g->status, "%s", msg);
+    }
+    if (m->n_layers == m->cap_layers) {
+        int cap = m->cap_layers ? 2 * m->cap_layers : 16;
+        char **names = anvil_xrealloc(m->layer_names, (size_t)cap * sizeof *names, "layer names");
+        if (!names)
+            return ANVIL_ERR_OOM;
+        m->layer_names = names;
+        anvil_value *outs = anvil_xrealloc(m->layer_out, (size_t)cap * sizeof *outs, "layer outputs");
+        if (!outs)
+            return ANVIL_ERR_OOM;
+        m->layer_out = outs;
+        m->cap_layers = cap;
+    }
+    m->layer_names[m->n_layers] = d->name ? anvil_xstrdup(d->name) : NULL;
+    m->layer_out[m->n_layers++] = y;
+    m->output = y;
+    return ANVIL_OK;
+}
+
+anvil_status anvil_model_from_graph(anvil_model **out, anvil_graph *g, anvil_value input,
+                                    anvil_value output)
+{
+    if (!out || !g)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_model_from_graph: NULL argument");
+    *out = NULL;
+    ANVIL_TRY(anvil_graph_status(g));
+    if (!anvil_graph_valid(g, input) || g->nodes[input].op != OP_INPUT)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_model_from_graph: `input` is not an input of the graph");
+    if (!anvil_graph_valid(g, output) || g->nodes[output].ndim < 1)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_model_from_graph: `output` is not a value of the graph");
+    const anvil_node *in = &g->nodes[input];
+    if (in->ndim < 2 || in->shape[0] != ANVIL_BATCH || in->dtype != ANVIL_F32)
+        return anvil_fail(ANVIL_ERR_SHAPE, "anvil_model_from_graph: the input must be float32 [ANVIL_BATCH, ...]");
+    for (int v = 0; v < g->n; v++)
+        if (g->nodes[v].op == OP_INPUT && v != input)
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_model_from_graph: the graph has a second input '%s'",
+                              g->nodes[v].name ? g->nodes[v].name : "?");
+    anvil_model *m = anvil_xcalloc(1, sizeof *m, "a model");
+    if (!m)
+        return ANVIL_ERR_OOM;
+    m->name = anvil_xstrdup("graph");
+    m->g = g;
+    m->input = input;
+    m->output = output;
+    m->in_ndim = in->ndim - 1;
+    for (int i = 1; i < in->ndim; i++)
+        m->in_shape[i - 1] = in->shape[i];
+    *out = m;
+    return ANVIL_OK;
+}
+
+anvil_status anvil_model_builtin(anvil_model **out, const char *name)
+{
+    if (!out || !name)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_model_builtin: NULL argument");
+    *out = NULL;
+    if (strcmp(name, "mlp") == 0) {
+        /* nn.Sequential(Flatten, Linear(784,512), ReLU, Linear(512,512), ReLU, Linear(512,10)) */
+        int64_t in[3] = {1, 28, 28};
+        anvil_model *m;
+        ANVIL_TRY(anvil_model_create(&m, "mlp", 3, in));
+        anvil_layer_desc layers[6] = {
+            anvil_layer_default(ANVIL_LAYER_FLATTEN), anvil_layer_default(ANVIL_LAYER_LINEAR),
+            anvil_layer_default(ANVIL_LAYER_RELU),    anvil_layer_default(ANVIL_LAYER_LINEAR),
+            anvil_layer_default(ANVIL_LAYER_RELU),    anvil_layer_default(ANVIL_LAYER_LINEAR),
+        };
+        layers[1].out_features = 512;
+        layers[3].out_features = 512;
+        layers[5].out_features = 10;
+        for (int i = 0; i < 6; i++) {
+            anvil_status st = anvil_model_add(m, &layers[i]);
+            if (st != ANVIL_OK) {
+                anvil_model_free(m);
+                return st;
+            }
+        }
+        *out = m;
+        return ANVIL_OK;
+    }
+    return anvil_fail(ANVIL_ERR_INVALID_ARG, "unknown built-in model '%s' (available: mlp)", name);
+}
+
+const char *anvil_model_name(const anvil_model *m) { return m ? m->name : ""; }
+anvil_graph *anvil_model_graph(anvil_model *m) { return m ? m->g : NULL; }
+anvil_value anvil_model_output(const anvil_model *m) { return m ? m->output : ANVIL_NO_VALUE; }
+
+int anvil_model_input_shape(const anvil_model *m, int64_t shape[ANVIL_MAX_DIMS])
+{
+    for (int i = 0; i < m->in_ndim; i++)
+        shape[i] = m->in_shape[i];
+    return m->in_ndim;
+}
+
+int64_t anvil_model_param_count(const anvil_model *m)
+{
+    int64_t n = 0;
+    for (int v = 0; v < m->g->n; v++)
+        if (m->g->nodes[v].op == OP_PARAM)
+            n += anvil_node_numel(&m->g->nodes[v]);
+    return n;
+}

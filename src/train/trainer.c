@@ -1,0 +1,693 @@
+/* trainer.c — the trainer: one persistent arena (hyperparameters, parameters,
+ * gradients, optimizer state, buffers), and programs compiled per batch size from the
+ * training, evaluation and prediction graphs.  A step is: copy the batch in, run the
+ * training program.  Nothing else touches the host. */
+#include "train/train.h"
+
+#include <math.h>
+
+enum { PROG_TRAIN, PROG_EVAL, PROG_PREDICT };
+
+typedef struct {
+    int kind;
+    int64_t batch;
+    anvil_program *p;
+} cached_program;
+
+struct anvil_trainer {
+    anvil_model *model;
+    anvil_trainer_config cfg;
+    anvil_backend *be;
+    anvil_graph *train_g, *eval_g;  /* symbolic */
+    anvil_value train_y, train_loss, train_roots[3];
+    anvil_value eval_y, eval_root;
+    /* persistent arena */
+    char *persistent;
+    size_t persistent_bytes;
+    size_t *source_offset;          /* per model-graph node (SIZE_MAX: not persistent) */
+    int n_params;
+    anvil_value *params;            /* PARAM nodes */
+    anvil_value *grads;             /* their gradients in train_g */
+    size_t *grad_offset;
+    anvil_exec ex;
+    cached_program *progs;
+    int n_progs, cap_progs;
+    anvil_counters last_step;
+    int64_t steps;
+};
+
+static const char *loss_names[ANVIL_LOSS_COUNT] = {"cross_entropy", "cross_entropy_probs", "bce",
+                                                    "bce_with_logits", "mse", "l1", "huber", "smooth_l1"};
+static const char *opt_names[ANVIL_OPT_COUNT] = {"sgd", "adam", "adamw"};
+
+const char *anvil_loss_name(anvil_loss_kind k) { return (unsigned)k < ANVIL_LOSS_COUNT ? loss_names[k] : "?"; }
+const char *anvil_optimizer_name(anvil_optimizer_kind k) { return (unsigned)k < ANVIL_OPT_COUNT ? opt_names[k] : "?"; }
+
+anvil_status anvil_loss_parse(const char *name, anvil_loss_kind *out)
+{
+    for (int i = 0; name && i < ANVIL_LOSS_COUNT; i++)
+        if (strcmp(name, loss_names[i]) == 0) {
+            *out = (anvil_loss_kind)i;
+            return ANVIL_OK;
+        }
+    if (name && (strcmp(name, "crossentropy") == 0 || strcmp(name, "ce") == 0)) {
+        *out = ANVIL_LOSS_CROSS_ENTROPY;
+        return ANVIL_OK;
+    }
+    return anvil_fail(ANVIL_ERR_INVALID_ARG, "unknown loss '%s' (cross_entropy, cross_entropy_probs, bce, "
+                      "bce_with_logits, mse, l1, huber, smooth_l1)", name ? name : "(null)");
+}
+
+anvil_status anvil_optimizer_parse(const char *name, anvil_optimizer_kind *out)
+{
+    for (int i = 0; name && i < ANVIL_OPT_COUNT; i++)
+        if (strcmp(name, opt_names[i]) == 0) {
+            *out = (anvil_optimizer_kind)i;
+            return ANVIL_OK;
+        }
+    return anvil_fail(ANVIL_ERR_INVALID_ARG, "unknown optimizer '%s' (sgd, adam, adamw)", name ? name : "(null)");
+}
+
+anvil_optimizer_config anvil_optimizer_default_config(anvil_optimizer_kind kind)
+{
+    anvil_optimizer_config c;
+    memset(&c, 0, sizeof c);
+    c.kind = kind;
+    c.lr = kind == ANVIL_OPT_SGD ? 0.01f : 0.001f;
+    c.beta1 = 0.9f;
+    c.beta2 = 0.999f;
+    c.eps = 1e-8f;
+    c.weight_decay = kind == ANVIL_OPT_ADAMW ? 0.01f : 0.0f;
+    return c;
+}
+
+anvil_trainer_config anvil_trainer_default_config(void)
+{
+    anvil_trainer_config c;
+    memset(&c, 0, sizeof c);
+    c.device = ANVIL_DEVICE_AUTO;
+    c.loss = ANVIL_LOSS_CROSS_ENTROPY;
+    c.huber_delta = 1.0f;
+    c.optimizer = anvil_optimizer_default_config(ANVIL_OPT_ADAM);
+    c.verbose = 1;
+    return c;
+}
+
+static anvil_status check_config(const anvil_trainer_config *c)
+{
+    const anvil_optimizer_config *o = &c->optimizer;
+    if ((unsigned)c->device > ANVIL_DEVICE_CUDA)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "trainer: unknown device %d", (int)c->device);
+    if ((unsigned)c->loss >= ANVIL_LOSS_COUNT)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "trainer: unknown loss %d", (int)c->loss);
+    if ((unsigned)o->kind >= ANVIL_OPT_COUNT)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "trainer: unknown optimizer %d", (int)o->kind);
+    if (!(o->lr > 0.0f) || !isfinite(o->lr))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "optimizer: learning rate must be positive, got %g", (double)o->lr);
+    if (!(o->weight_decay >= 0.0f) || !isfinite(o->weight_decay))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "optimizer: weight_decay must be >= 0, got %g", (double)o->weight_decay);
+    if (o->kind == ANVIL_OPT_SGD) {
+        if (!(o->momentum >= 0.0f) || !isfinite(o->momentum))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "sgd: momentum must be >= 0, got %g", (double)o->momentum);
+        if (!(o->dampening >= 0.0f && o->dampening <= 1.0f))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "sgd: dampening must be in [0, 1], got %g", (double)o->dampening);
+        if (o->nesterov && (o->momentum <= 0.0f || o->dampening != 0.0f))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "sgd: nesterov needs momentum > 0 and zero dampening");
+    } else {
+        if (!(o->beta1 >= 0.0f && o->beta1 < 1.0f) || !(o->beta2 >= 0.0f && o->beta2 < 1.0f))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: betas must be in [0, 1), got (%g, %g)",
+                              anvil_optimizer_name(o->kind), (double)o->beta1, (double)o->beta2);
+        if (!(o->eps >= 0.0f) || !isfinite(o->eps))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: eps must be >= 0, got %g", anvil_optimizer_name(o->kind), (double)o->eps);
+    }
+    if (!(c->label_smoothing >= 0.0f && c->label_smoothing < 1.0f))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "label_smoothing must be in [0, 1), got %g", (double)c->label_smoothing);
+    return ANVIL_OK;
+}
+
+/* The target input and the loss for a graph whose model output is `out`. */
+static anvil_value add_loss(anvil_graph *g, const anvil_trainer_config *c, anvil_value out, anvil_value *y)
+{
+    int64_t shape[ANVIL_MAX_DIMS];
+    int nd = anvil_value_shape(g, out, shape);
+    switch (c->loss) {
+    case ANVIL_LOSS_CROSS_ENTROPY:
+        *y = anvil_input(g, "target", ANVIL_I32, 1, shape);
+        return anvil_cross_entropy(g, out, *y, c->label_smoothing);
+    default:
+        *y = anvil_input(g, "target", ANVIL_F32, nd, shape);
+        break;
+    }
+    switch (c->loss) {
+    case ANVIL_LOSS_CROSS_ENTROPY_PROBS: return anvil_cross_entropy(g, out, *y, c->label_smoothing);
+    case ANVIL_LOSS_BCE: return anvil_bce(g, out, *y);
+    case ANVIL_LOSS_BCE_WITH_LOGITS: return anvil_bce_with_logits(g, out, *y);
+    case ANVIL_LOSS_MSE: return anvil_mse(g, out, *y);
+    case ANVIL_LOSS_L1: return anvil_l1(g, out, *y);
+    case ANVIL_LOSS_HUBER: return anvil_huber(g, out, *y, c->huber_delta);
+    case ANVIL_LOSS_SMOOTH_L1: return anvil_smooth_l1(g, out, *y, c->huber_delta);
+    default: return ANVIL_NO_VALUE;
+    }
+}
+
+/* Training graph: model + loss + gradients (pinned into the gradient arena) + update. */
+static anvil_status build_train_graph(anvil_trainer *t)
+{
+    const anvil_trainer_config *c = &t->cfg;
+    ANVIL_TRY(anvil_graph_clone(t->model->g, &t->train_g));
+    anvil_graph *g = t->train_g;
+    t->train_loss = add_loss(g, c, t->model->output, &t->train_y);
+    ANVIL_TRY(anvil_graph_status(g));
+    ANVIL_TRY(anvil_autodiff(g, t->train_loss, t->n_params, t->params, t->grads));
+    /* A gradient is written straight into its slot unless it is not a fresh value of its
+     * own (a view, a source, or shared with another parameter): then through a copy. */
+    for (int i = 0; i < t->n_params; i++) {
+        anvil_value d = t->grads[i];
+        unsigned flags = anvil_opdef_of(g->nodes[d].op)->flags;
+        bool shared = false;
+        for (int j = 0; j < i; j++)
+            shared |= t->grads[j] == d;
+        if (shared || (flags & (OPF_ALIAS | OPF_SOURCE)))
+            t->grads[i] = anvil_op1(g, OP_COPY, d);
+    }
+    const anvil_optimizer_config *o = &c->optimizer;
+    anvil_node u = anvil_node_proto(o->kind == ANVIL_OPT_SGD ? OP_SGD : OP_ADAM, 0, NULL);
+    if (o->kind == ANVIL_OPT_SGD) {
+        u.fa[0] = o->momentum;
+        u.fa[1] = o->dampening;
+        u.fa[2] = o->weight_decay;
+        u.ia[0] = o->nesterov;
+    } else {
+        u.fa[0] = o->beta1;
+        u.fa[1] = o->beta2;
+        u.fa[2] = o->eps;
+        u.fa[3] = o->weight_decay;
+        u.ia[0] = o->kind == ANVIL_OPT_ADAMW;
+    }
+    t->train_roots[0] = anvil_graph_add(g, &u);
+    t->train_roots[1] = anvil_op1(g, OP_ACCUM_LOSS, t->train_loss);
+    anvil_node end = anvil_node_proto(OP_STEP_END, 0, NULL);
+    t->train_roots[2] = anvil_graph_add(g, &end);
+    return anvil_graph_status(g);
+}
+
+static anvil_status build_eval_graph(anvil_trainer *t)
+{
+    ANVIL_TRY(anvil_graph_clone(t->model->g, &t->eval_g));
+    anvil_graph *g = t->eval_g;
+    anvil_value loss = add_loss(g, &t->cfg, t->model->output, &t->eval_y);
+    anvil_value in[3] = {loss, t->model->output, t->eval_y};
+    bool labels = t->cfg.loss == ANVIL_LOSS_CROSS_ENTROPY;
+    anvil_node n = anvil_node_proto(OP_ACCUM_EVAL, labels ? 3 : 2, in);
+    t->eval_root = anvil_graph_add(g, &n);
+    return anvil_graph_status(g);
+}
+
+/* Lays out and allocates the persistent arena; initializes parameters from the seed. */
+static anvil_status build_persistent(anvil_trainer *t)
+{
+    const anvil_graph *g = t->model->g;
+    int slots = t->cfg.optimizer.kind == ANVIL_OPT_SGD ? (t->cfg.optimizer.momentum != 0.0f) : 2;
+    t->source_offset = anvil_xmalloc((size_t)g->n * sizeof *t->source_offset, "the persistent layout");
+    t->grad_offset = anvil_xmalloc((size_t)(t->n_params + 1) * sizeof *t->grad_offset, "the persistent layout");
+    if (!t->source_offset || !t->grad_offset)
+        return ANVIL_ERR_OOM;
+    int64_t nf = 0; /* padded float count of all parameters */
+    for (int v = 0; v < g->n; v++) {
+        t->source_offset[v] = SIZE_MAX;
+        if (g->nodes[v].op == OP_PARAM) {
+            t->source_offset[v] = (size_t)nf; /* in floats for now */
+            nf += (anvil_node_numel(&g->nodes[v]) + ANVIL_PARAM_ALIGN_FLOATS - 1) / ANVIL_PARAM_ALIGN_FLOATS *
+                  ANVIL_PARAM_ALIGN_FLOATS;
+        }
+    }
+    size_t hyper_off = 0;
+    size_t params_off = anvil_align_up(sizeof(anvil_hyper));
+    size_t grads_off = params_off + (size_t)nf * 4;
+    size_t state_off = grads_off + (size_t)nf * 4;
+    size_t end = anvil_align_up(state_off + (size_t)slots * (size_t)nf * 4);
+    for (int v = 0, i = 0; v < g->n; v++) {
+        const anvil_node *nd = &g->nodes[v];
+        if (nd->op == OP_PARAM) {
+            t->grad_offset[i++] = grads_off + t->source_offset[v] * 4;
+            t->source_offset[v] = params_off + t->source_offset[v] * 4;
+        } else if (nd->op == OP_BUFFER) {
+            t->source_offset[v] = end;
+            end = anvil_align_up(end + anvil_node_bytes(nd));
+        }
+    }
+    t->persistent_bytes = end;
+    ANVIL_TRY(t->be->alloc(t->be, end, (void **)&t->persistent));
+    ANVIL_TRY(t->be->zero(t->be, t->persistent, end));
+    t->ex.params = (float *)(t->persistent + params_off);
+    t->ex.grads = (float *)(t->persistent + grads_off);
+    t->ex.state = (float *)(t->persistent + state_off);
+    t->ex.n_params = nf;
+    t->ex.hyper = (anvil_hyper *)(t->persistent + hyper_off);
+    t->ex.backend = t->be->ctx;
+
+    anvil_hyper h;
+    memset(&h, 0, sizeof h);
+    h.lr = t->cfg.optimizer.lr;
+    h.seed_lo = (uint32_t)t->cfg.seed;
+    h.seed_hi = (uint32_t)(t->cfg.seed >> 32);
+    ANVIL_TRY(t->be->upload(t->be, t->ex.hyper, &h, sizeof h));
+    /* parameters and buffers from their inits: one host pass, one upload each */
+    for (int v = 0, stream = 0; v < g->n; v++) {
+        const anvil_node *nd = &g->nodes[v];
+        if (nd->op != OP_PARAM && nd->op != OP_BUFFER)
+            continue;
+        int64_t n = anvil_node_numel(nd);
+        float *host = anvil_xmalloc((size_t)n * sizeof *host, "parameter initialization");
+        if (!host)
+            return ANVIL_ERR_OOM;
+        anvil_init_fill(host, n, nd->init, t->cfg.seed, (uint32_t)stream++);
+        anvil_status st = nd->dtype == ANVIL_F32
+                              ? t->be->upload(t->be, t->persistent + t->source_offset[v], host, (size_t)n * 4)
+                              : anvil_fail(ANVIL_ERR_UNSUPPORTED, "buffer '%s': only float32 buffers", nd->name);
+        free(host);
+        ANVIL_TRY(st);
+    }
+    return t->be->sync(t->be);
+}
+
+anvil_status anvil_trainer_create(anvil_trainer **out, anvil_model *m, const anvil_trainer_config *cfg)
+{
+    if (!out || !m)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_create: NULL argument");
+    *out = NULL;
+    anvil_trainer_config c = cfg ? *cfg : anvil_trainer_default_config();
+    ANVIL_TRY(check_config(&c));
+    ANVIL_TRY(anvil_graph_status(m->g));
+    int64_t oshape[ANVIL_MAX_DIMS];
+    int ond = anvil_value_shape(m->g, m->output, oshape);
+    if (c.loss == ANVIL_LOSS_CROSS_ENTROPY || c.loss == ANVIL_LOSS_CROSS_ENTROPY_PROBS) {
+        if (ond != 2) {
+            char s[96];
+            return anvil_fail(ANVIL_ERR_SHAPE, "%s needs a model output [B, classes], the model gives %s",
+                              anvil_loss_name(c.loss), anvil_shape_str(s, sizeof s, ond, oshape));
+        }
+    }
+    anvil_trainer *t = anvil_xcalloc(1, sizeof *t, "a trainer");
+    if (!t)
+        return ANVIL_ERR_OOM;
+    t->model = m;
+    t->cfg = c;
+    anvil_status st = anvil_backend_open(c.device, c.verbose, &t->be);
+    const anvil_graph *g = m->g;
+    for (int v = 0; st == ANVIL_OK && v < g->n; v++)
+        t->n_params += g->nodes[v].op == OP_PARAM;
+    if (st == ANVIL_OK) {
+        t->params = anvil_xcalloc((size_t)t->n_params + 1, sizeof *t->params, "trainer");
+        t->grads = anvil_xcalloc((size_t)t->n_params + 1, sizeof *t->grads, "trainer");
+        if (!t->params || !t->grads)
+            st = ANVIL_ERR_OOM;
+    }
+    for (int v = 0, i = 0; st == ANVIL_OK && v < g->n; v++)
+        if (g->nodes[v].op == OP_PARAM)
+            t->params[i++] = v;
+    if (st == ANVIL_OK)
+        st = build_train_graph(t);
+    if (st == ANVIL_OK)
+        st = build_eval_graph(t);
+    if (st == ANVIL_OK)
+        st = build_persistent(t);
+    if (st != ANVIL_OK) {
+        anvil_trainer_free(t);
+        return st;
+    }
+    *out = t;
+    return ANVIL_OK;
+}
+
+void anvil_trainer_free(anvil_trainer *t)
+{
+    if (!t)
+        return;
+    for (int i = 0; i < t->n_progs; i++)
+        anvil_program_free(t->be, t->progs[i].p);
+    free(t->progs);
+    if (t->be && t->persistent)
+        t->be->free(t->be, t->persistent);
+    anvil_backend_close(t->be);
+    anvil_graph_free(t->train_g);
+    anvil_graph_free(t->eval_g);
+    free(t->source_offset);
+    free(t->grad_offset);
+    free(t->params);
+    free(t->grads);
+    free(t);
+}
+
+anvil_device anvil_trainer_device(const anvil_trainer *t) { return t->be->device; }
+int64_t anvil_trainer_step_count(const anvil_trainer *t) { return t->steps; }
+
+static anvil_persist_map persist_map(const anvil_trainer *t, bool with_grads)
+{
+    anvil_persist_map pm;
+    pm.persistent = t->persistent;
+    pm.source_offset = t->source_offset;
+    pm.n_base = t->model->g->n;
+    pm.n_grads = with_grads ? t->n_params : 0;
+    pm.grad_node = t->grads;
+    pm.grad_offset = t->grad_offset;
+    return pm;
+}
+
+static anvil_status get_program(anvil_trainer *t, int kind, int64_t batch, anvil_program **out)
+{
+    for (int i = 0; i < t->n_progs; i++)
+        if (t->progs[i].kind == kind && t->progs[i].batch == batch) {
+            *out = t->progs[i].p;
+            return ANVIL_OK;
+        }
+    if (t->n_progs == t->cap_progs) {
+        int cap = t->cap_progs ? 2 * t->cap_progs : 8;
+        cached_program *p = anvil_xrealloc(t->progs, (size_t)cap * sizeof *p, "the program cache");
+        if (!p)
+            return ANVIL_ERR_OOM;
+        t->progs = p;
+        t->cap_progs = cap;
+    }
+    anvil_persist_map pm = persist_map(t, kind == PROG_TRAIN);
+    anvil_status st;
+    anvil_program *p = NULL;
+    if (kind == PROG_TRAIN)
+        st = anvil_program_compile(t->be, t->train_g, batch, true, 3, t->train_roots, 1, &t->train_loss, &pm, &p);
+    else if (kind == PROG_EVAL)
+        st = anvil_program_compile(t->be, t->eval_g, batch, false, 1, &t->eval_root, 0, NULL, &pm, &p);
+    else
+        st = anvil_program_compile(t->be, t->model->g, batch, false, 0, NULL, 1, &t->model->output, &pm, &p);
+    if (st != ANVIL_OK)
+        return st;
+    p->stats.persistent_bytes = t->persistent_bytes;
+    t->progs[t->n_progs].kind = kind;
+    t->progs[t->n_progs].batch = batch;
+    t->progs[t->n_progs++].p = p;
+    *out = p;
+    return ANVIL_OK;
+}
+
+/* Checks x against the model input; returns the batch size or 0 after setting an error. */
+static int64_t check_x(const anvil_trainer *t, const anvil_tensor *x)
+{
+    const anvil_model *m = t->model;
+    char sx[96], sm[96];
+    bool ok = x && x->dtype == ANVIL_F32 && x->ndim == m->in_ndim + 1 && x->shape[0] > 0;
+    for (int i = 0; ok && i < m->in_ndim; i++)
+        ok = x->shape[i + 1] == m->in_shape[i];
+    if (!ok) {
+        int64_t want[ANVIL_MAX_DIMS];
+        want[0] = ANVIL_BATCH;
+        memcpy(want + 1, m->in_shape, (size_t)m->in_ndim * sizeof *want);
+        anvil_fail(ANVIL_ERR_SHAPE, "input batch: expected float32 %s, got %s %s",
+                   anvil_shape_str(sm, sizeof sm, m->in_ndim + 1, want), x ? anvil_dtype_name(x->dtype) : "NULL",
+                   x ? anvil_shape_str(sx, sizeof sx, x->ndim, x->shape) : "");
+        return 0;
+    }
+    return x->shape[0];
+}
+
+static anvil_status check_y(const anvil_program *p, anvil_value yv, const anvil_tensor *y)
+{
+    const anvil_node *n = &p->g->nodes[yv];
+    bool ok = y && y->dtype == n->dtype && y->ndim == n->ndim;
+    for (int i = 0; ok && i < n->ndim; i++)
+        ok = y->shape[i] == n->shape[i];
+    if (!ok) {
+        char sy[96], sn[96];
+        return anvil_fail(ANVIL_ERR_SHAPE, "target batch: expected %s %s, got %s %s", anvil_dtype_name(n->dtype),
+                          anvil_shape_str(sn, sizeof sn, n->ndim, n->shape), y ? anvil_dtype_name(y->dtype) : "NULL",
+                          y ? anvil_shape_str(sy, sizeof sy, y->ndim, y->shape) : "");
+    }
+    return ANVIL_OK;
+}
+
+/* Copies x and y into the program's input slots and runs it. */
+static anvil_status feed_and_run(anvil_trainer *t, anvil_program *p, anvil_value yv, const anvil_tensor *x,
+                                 const anvil_tensor *y)
+{
+    anvil_persist_map pm = persist_map(t, false);
+    ANVIL_TRY(t->be->upload(t->be, anvil_program_ptr(p, &pm, t->model->input), x->data, anvil_tensor_nbytes(x)));
+    if (y)
+        ANVIL_TRY(t->be->upload(t->be, anvil_program_ptr(p, &pm, yv), y->data, anvil_tensor_nbytes(y)));
+    return t->be->run(t->be, p, &t->ex);
+}
+
+static anvil_counters counters_diff(anvil_counters a, anvil_counters b)
+{
+    anvil_counters d;
+    d.device_allocs = a.device_allocs - b.device_allocs;
+    d.h2d_copies = a.h2d_copies - b.h2d_copies;
+    d.h2d_bytes = a.h2d_bytes - b.h2d_bytes;
+    d.d2h_copies = a.d2h_copies - b.d2h_copies;
+    d.d2h_bytes = a.d2h_bytes - b.d2h_bytes;
+    d.graph_launches = a.graph_launches - b.graph_launches;
+    d.host_kernel_launches = a.host_kernel_launches - b.host_kernel_launches;
+    return d;
+}
+
+anvil_status anvil_train_step(anvil_trainer *t, const anvil_tensor *x, const anvil_tensor *y)
+{
+    if (!t)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_train_step: trainer is NULL");
+    int64_t b = check_x(t, x);
+    if (!b)
+        return ANVIL_ERR_SHAPE;
+    anvil_counters before = t->be->counters;
+    anvil_program *p;
+    ANVIL_TRY(get_program(t, PROG_TRAIN, b, &p));
+    ANVIL_TRY(check_y(p, t->train_y, y));
+    before.device_allocs = t->be->counters.device_allocs; /* compiling is not the step */
+    ANVIL_TRY(feed_and_run(t, p, t->train_y, x, y));
+    t->last_step = counters_diff(t->be->counters, before);
+    t->steps++;
+    return ANVIL_OK;
+}
+
+static anvil_status read_hyper(anvil_trainer *t, anvil_hyper *h)
+{
+    ANVIL_TRY(t->be->sync(t->be));
+    return t->be->download(t->be, h, t->ex.hyper, sizeof *h);
+}
+
+anvil_status anvil_trainer_last_loss(anvil_trainer *t, float *loss)
+{
+    anvil_hyper h;
+    ANVIL_TRY(read_hyper(t, &h));
+    *loss = h.loss_last;
+    return ANVIL_OK;
+}
+
+anvil_status anvil_trainer_take_mean_loss(anvil_trainer *t, float *mean_loss)
+{
+    anvil_hyper h;
+    ANVIL_TRY(read_hyper(t, &h));
+    *mean_loss = h.loss_count > 0 ? (float)(h.loss_sum / h.loss_count) : NAN;
+    double zero[2] = {0, 0};
+    return t->be->upload(t->be, &t->ex.hyper->loss_sum, zero, sizeof zero);
+}
+
+anvil_status anvil_trainer_set_lr(anvil_trainer *t, float lr)
+{
+    if (!(lr > 0.0f) || !isfinite(lr))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "learning rate must be positive, got %g", (double)lr);
+    return t->be->upload(t->be, &t->ex.hyper->lr, &lr, sizeof lr);
+}
+
+anvil_status anvil_predict(anvil_trainer *t, const anvil_tensor *x, anvil_tensor **out)
+{
+    if (!t || !out)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_predict: NULL argument");
+    *out = NULL;
+    int64_t b = check_x(t, x);
+    if (!b)
+        return ANVIL_ERR_SHAPE;
+    anvil_program *p;
+    ANVIL_TRY(get_program(t, PROG_PREDICT, b, &p));
+    ANVIL_TRY(feed_and_run(t, p, ANVIL_NO_VALUE, x, NULL));
+    const anvil_node *o = &p->g->nodes[t->model->output];
+    anvil_tensor *r;
+    ANVIL_TRY(anvil_tensor_create(&r, ANVIL_F32, o->ndim, o->shape, NULL));
+    anvil_persist_map pm = persist_map(t, false);
+    anvil_status st = t->be->sync(t->be);
+    if (st == ANVIL_OK)
+        st = t->be->download(t->be, r->data, anvil_program_ptr(p, &pm, t->model->output), anvil_tensor_nbytes(r));
+    if (st != ANVIL_OK) {
+        anvil_tensor_release(r);
+        return st;
+    }
+    *out = r;
+    return ANVIL_OK;
+}
+
+anvil_status anvil_evaluate(anvil_trainer *t, const anvil_dataset *d, int batch_size, anvil_eval_result *out)
+{
+    if (!t || !d || !out)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_evaluate: NULL argument");
+    if (batch_size <= 0)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_evaluate: batch size must be positive, got %d", batch_size);
+    if (t->cfg.loss != ANVIL_LOSS_CROSS_ENTROPY)
+        return anvil_fail(ANVIL_ERR_UNSUPPORTED, "anvil_evaluate: a labelled dataset needs the cross_entropy loss, "
+                          "the trainer uses %s", anvil_loss_name(t->cfg.loss));
+    memset(out, 0, sizeof *out);
+    double zero[3] = {0, 0, 0};
+    ANVIL_TRY(t->be->upload(t->be, &t->ex.hyper->eval_loss_sum, zero, sizeof zero));
+    anvil_batcher *b;
+    ANVIL_TRY(anvil_batcher_create(&b, d, batch_size, false, 0));
+    anvil_status st = ANVIL_OK;
+    for (;;) {
+        anvil_tensor *x = NULL, *y = NULL;
+        bool done = false;
+        st = anvil_batcher_next(b, &x, &y, &done);
+        if (st != ANVIL_OK || done)
+            break;
+        anvil_program *p = NULL;
+        int64_t n = check_x(t, x);
+        st = n ? get_program(t, PROG_EVAL, n, &p) : ANVIL_ERR_SHAPE;
+        if (st == ANVIL_OK)
+            st = feed_and_run(t, p, t->eval_y, x, y);
+        anvil_tensor_release(x);
+        anvil_tensor_release(y);
+        if (st != ANVIL_OK)
+            break;
+    }
+    anvil_batcher_free(b);
+    ANVIL_TRY(st);
+    anvil_hyper h;
+    ANVIL_TRY(read_hyper(t, &h));
+    out->samples = (int64_t)h.eval_count;
+    out->mean_loss = h.eval_count > 0 ? h.eval_loss_sum / h.eval_count : NAN;
+    out->accuracy = h.eval_count > 0 ? h.eval_correct / h.eval_count : 0;
+    return ANVIL_OK;
+}
+
+anvil_status anvil_trainer_plan_stats(anvil_trainer *t, int batch_size, anvil_plan_stats *out)
+{
+    if (!t || !out || batch_size <= 0)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_plan_stats: bad argument");
+    anvil_program *p;
+    ANVIL_TRY(get_program(t, PROG_TRAIN, batch_size, &p));
+    *out = p->stats;
+    return ANVIL_OK;
+}
+
+anvil_status anvil_trainer_counters(const anvil_trainer *t, anvil_counters *total, anvil_counters *last_step)
+{
+    if (!t)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_counters: trainer is NULL");
+    if (total)
+        *total = t->be->counters;
+    if (last_step)
+        *last_step = t->last_step;
+    return ANVIL_OK;
+}
+
+/* ---- parameters by name */
+
+static anvil_value find_source(const anvil_trainer *t, const char *name)
+{
+    const anvil_graph *g = t->model->g;
+    for (int v = 0; name && v < g->n; v++)
+        if ((g->nodes[v].op == OP_PARAM || g->nodes[v].op == OP_BUFFER) && g->nodes[v].name &&
+            strcmp(g->nodes[v].name, name) == 0)
+            return v;
+    return ANVIL_NO_VALUE;
+}
+
+anvil_status anvil_trainer_get_param(anvil_trainer *t, const char *name, anvil_tensor **out)
+{
+    if (!t || !out)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_get_param: NULL argument");
+    *out = NULL;
+    anvil_value v = find_source(t, name);
+    if (v == ANVIL_NO_VALUE)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "the model has no parameter or buffer '%s'", name ? name : "(null)");
+    const anvil_node *n = &t->model->g->nodes[v];
+    anvil_tensor *r;
+    ANVIL_TRY(anvil_tensor_create(&r, n->dtype, n->ndim, n->shape, NULL));
+    anvil_status st = t->be->sync(t->be);
+    if (st == ANVIL_OK)
+        st = t->be->download(t->be, r->data, t->persistent + t->source_offset[v], anvil_tensor_nbytes(r));
+    if (st != ANVIL_OK) {
+        anvil_tensor_release(r);
+        return st;
+    }
+    *out = r;
+    return ANVIL_OK;
+}
+
+anvil_status anvil_trainer_set_param(anvil_trainer *t, const char *name, const anvil_tensor *value)
+{
+    if (!t || !value)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_set_param: NULL argument");
+    anvil_value v = find_source(t, name);
+    if (v == ANVIL_NO_VALUE)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "the model has no parameter or buffer '%s'", name ? name : "(null)");
+    const anvil_node *n = &t->model->g->nodes[v];
+    bool ok = value->dtype == n->dtype && value->ndim == n->ndim;
+    for (int i = 0; ok && i < n->ndim; i++)
+        ok = value->shape[i] == n->shape[i];
+    if (!ok) {
+        char a[96], b[96];
+        return anvil_fail(ANVIL_ERR_SHAPE, "'%s': expected %s %s, got %s %s", name, anvil_dtype_name(n->dtype),
+                          anvil_shape_str(a, sizeof a, n->ndim, n->shape), anvil_dtype_name(value->dtype),
+                          anvil_shape_str(b, sizeof b, value->ndim, value->shape));
+    }
+    return t->be->upload(t->be, t->persistent + t->source_offset[v], value->data, anvil_tensor_nbytes(value));
+}
+
+anvil_status anvil_trainer_save(anvil_trainer *t, const char *path)
+{
+    if (!t || !path)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_save: NULL argument");
+    const anvil_graph *g = t->model->g;
+    int n = 0;
+    const char **names = anvil_xcalloc((size_t)g->n, sizeof *names, "save");
+    anvil_tensor **ts = anvil_xcalloc((size_t)g->n, sizeof *ts, "save");
+    anvil_status st = (names && ts) ? ANVIL_OK : ANVIL_ERR_OOM;
+    for (int v = 0; st == ANVIL_OK && v < g->n; v++) {
+        if (g->nodes[v].op != OP_PARAM && g->nodes[v].op != OP_BUFFER)
+            continue;
+        names[n] = g->nodes[v].name;
+        st = anvil_trainer_get_param(t, names[n], &ts[n]);
+        if (st == ANVIL_OK)
+            n++;
+    }
+    if (st == ANVIL_OK)
+        st = anvil_safetensors_write(path, n, names, (const anvil_tensor *const *)ts);
+    for (int i = 0; i < n; i++)
+        anvil_tensor_release(ts[i]);
+    free(names);
+    free(ts);
+    return st;
+}
+
+anvil_status anvil_trainer_load(anvil_trainer *t, const char *path)
+{
+    if (!t || !path)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_load: NULL argument");
+    int n;
+    char **names;
+    anvil_tensor **ts;
+    ANVIL_TRY(anvil_safetensors_read(path, &n, &names, &ts));
+    anvil_status st = ANVIL_OK;
+    /* every file tensor must be a model tensor, and every model tensor in the file */
+    for (int i = 0; i < n && st == ANVIL_OK; i++)
+        if (find_source(t, names[i]) == ANVIL_NO_VALUE)
+            st = anvil_fail(ANVIL_ERR_FORMAT, "%s: tensor '%s' is not a parameter or buffer of the model", path, names[i]);
+    const anvil_graph *g = t->model->g;
+    for (int v = 0; v < g->n && st == ANVIL_OK; v++) {
+        if (g->nodes[v].op != OP_PARAM && g->nodes[v].op != OP_BUFFER)
+            continue;
+        int i = 0;
+        while (i < n && strcmp(names[i], g->nodes[v].name) != 0)
+            i++;
+        if (i == n)
+            st = anvil_fail(ANVIL_ERR_FORMAT, "%s: missing tensor '%s'", path, g->nodes[v].name);
+        else if ((st = anvil_trainer_set_param(t, names[i], ts[i])) != ANVIL_OK)
+            st = anvil_fail(ANVIL_ERR_FORMAT, "%s: %s", path, anvil_last_error());
+    }
+    anvil_safetensors_free(n, names, ts);
+    return st;
+}

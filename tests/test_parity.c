@@ -1,0 +1,641 @@
+/* test_parity.c — PyTorch parity of single ops, losses and two short MLP trainings.
+ *
+ * The reference values live in the safetensors files of tests/golden/ (committed),
+ * written by tests/golden/make_golden.py (expected environment: python3, torch 2.x,
+ * safetensors; see that script for how to regenerate and for the key names).  This
+ * test never needs Python and skips nothing: a missing or unreadable golden file fails
+ * every test.
+ *
+ * What is checked
+ *  - every op / loss case (one cmocka test each): built with the graph API, every input
+ *    fed through anvil_input with its full shape, loss = sum(y * R) for a fixed random R
+ *    (or R * y when y is a scalar), gradients by anvil_gradient, run once on the CPU with
+ *    anvil_graph_run; the forward value and every gradient are compared;
+ *  - mlp_{sgd,adamw}_forward_backward: the MLP of the golden files built as a graph with
+ *    its weights as inputs: output, loss and parameter gradients of step 1;
+ *  - mlp_{sgd,adamw}: the same MLP as a model (anvil_model_add) trained by a CPU trainer
+ *    for 20 steps: the loss of every step (anvil_trainer_last_loss), the output before
+ *    training (anvil_predict) and the parameters after steps 1, 10 and 20.
+ *
+ * Tolerances (the reference is float64 rounded to float32; Anvil computes in float32):
+ *    single ops, losses, step-1 forward/backward:  |got - want| <= 1e-5 + 1e-4 * |want|
+ *    MLP training (every loss, params at 1/10/20): |got - want| <= 1e-4 + 1e-3 * |want|
+ *  make_golden.py checks that float32 PyTorch itself stays well inside both (it prints
+ *  the worst float32 error as a fraction of these tolerances: ~0.06 for single ops,
+ *  ~0.0006 for the MLP runs), so a failure here is a real difference, not rounding.
+ *
+ * ANVIL_PARITY_VERBOSE=1 prints the worst error of every comparison, passing or not.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "anvil.h"
+
+#ifndef ANVIL_GOLDEN_DIR
+#error "ANVIL_GOLDEN_DIR must name the tests/golden folder"
+#endif
+
+#define OP_ATOL 1e-5
+#define OP_RTOL 1e-4
+#define MLP_ATOL 1e-4
+#define MLP_RTOL 1e-3
+
+/* ------------------------------------------------------------ golden files */
+
+typedef struct {
+    const char *file;
+    int n;
+    char **names;
+    anvil_tensor **t;
+} golden;
+
+static golden G_OPS = {"ops.safetensors", 0, NULL, NULL};
+static golden G_LOSSES = {"losses.safetensors", 0, NULL, NULL};
+static golden G_SGD = {"mlp_sgd.safetensors", 0, NULL, NULL};
+static golden G_ADAMW = {"mlp_adamw.safetensors", 0, NULL, NULL};
+static golden *const G_ALL[] = {&G_OPS, &G_LOSSES, &G_SGD, &G_ADAMW};
+
+static int verbose(void) {
+    const char *v = getenv("ANVIL_PARITY_VERBOSE");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+/* The golden tensor named by a printf-style key, or NULL (and a message). */
+static const anvil_tensor *gget(const golden *gf, const char *fmt, ...) {
+    char key[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(key, sizeof key, fmt, ap);
+    va_end(ap);
+    for (int i = 0; i < gf->n; i++)
+        if (strcmp(gf->names[i], key) == 0) return gf->t[i];
+    print_error("golden %s has no tensor \"%s\"\n", gf->file, key);
+    return NULL;
+}
+
+/* Like gget, but quiet when absent. */
+static const anvil_tensor *gfind(const golden *gf, const char *key) {
+    for (int i = 0; i < gf->n; i++)
+        if (strcmp(gf->names[i], key) == 0) return gf->t[i];
+    return NULL;
+}
+
+/* A [1] float golden parameter (e.g. "elu.alpha"), or dflt when absent. */
+static float gscalar(const golden *gf, const char *key, float dflt) {
+    const anvil_tensor *t = gfind(gf, key);
+    if (!t) return dflt;
+    return ((const float *)anvil_tensor_cdata(t))[0];
+}
+
+static int load_golden(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof G_ALL / sizeof G_ALL[0]; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", ANVIL_GOLDEN_DIR, G_ALL[i]->file);
+        anvil_status s = anvil_safetensors_read(path, &G_ALL[i]->n, &G_ALL[i]->names,
+                                                &G_ALL[i]->t);
+        if (s != ANVIL_OK) {
+            print_error("cannot read golden file %s: %s: %s\n"
+                        "(regenerate with python3 tests/golden/make_golden.py)\n",
+                        path, anvil_status_name(s), anvil_last_error());
+            G_ALL[i]->n = 0;
+            G_ALL[i]->names = NULL;
+            G_ALL[i]->t = NULL;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int free_golden(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof G_ALL / sizeof G_ALL[0]; i++) {
+        if (G_ALL[i]->names) anvil_safetensors_free(G_ALL[i]->n, G_ALL[i]->names, G_ALL[i]->t);
+        G_ALL[i]->n = 0;
+        G_ALL[i]->names = NULL;
+        G_ALL[i]->t = NULL;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ comparison */
+
+static void format_shape(char *buf, size_t n, int ndim, const int64_t *shape) {
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < ndim && k < n; d++)
+        k += (size_t)snprintf(buf + k, n - k, d ? ",%lld" : "%lld", (long long)shape[d]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+}
+
+static void format_index(char *buf, size_t n, int ndim, const int64_t *shape, int64_t flat) {
+    int64_t idx[ANVIL_MAX_DIMS] = {0};
+    for (int d = ndim - 1; d >= 0; d--) {
+        idx[d] = shape[d] ? flat % shape[d] : 0;
+        flat = shape[d] ? flat / shape[d] : 0;
+    }
+    format_shape(buf, n, ndim, idx);
+}
+
+/* Compares got with the golden want elementwise: |got - want| <= atol + rtol * |want|.
+ * Returns the number of failures (0 or 1) after printing, on failure, the key, the
+ * number of elements out of tolerance and the worst one. */
+static int compare(const char *key, const anvil_tensor *got, const anvil_tensor *want,
+                   double atol, double rtol) {
+    char gs[128], ws[128];
+    if (!want) return 1; /* gget already said which key is missing */
+    if (!got) {
+        print_error("%s: Anvil produced no tensor\n", key);
+        return 1;
+    }
+    format_shape(ws, sizeof ws, anvil_tensor_ndim(want), anvil_tensor_shape(want));
+    format_shape(gs, sizeof gs, anvil_tensor_ndim(got), anvil_tensor_shape(got));
+    if (anvil_tensor_dtype(got) != ANVIL_F32 || anvil_tensor_dtype(want) != ANVIL_F32) {
+        print_error("%s: dtype %s, want %s\n", key, anvil_dtype_name(anvil_tensor_dtype(got)),
+                    anvil_dtype_name(anvil_tensor_dtype(want)));
+        return 1;
+    }
+    /* A golden scalar is stored as [1]; Anvil may give [] or [1]. */
+    bool scalar_ok = anvil_tensor_numel(want) == 1 && anvil_tensor_ndim(want) == 1 &&
+                     anvil_tensor_numel(got) == 1 && anvil_tensor_ndim(got) <= 1;
+    if (!scalar_ok && strcmp(gs, ws) != 0) {
+        print_error("%s: shape %s, want %s\n", key, gs, ws);
+        return 1;
+    }
+    const float *a = anvil_tensor_cdata(got);
+    const float *b = anvil_tensor_cdata(want);
+    int64_t n = anvil_tensor_numel(want), bad = 0, worst = 0;
+    double worst_ratio = -1.0;
+    for (int64_t i = 0; i < n; i++) {
+        double err = fabs((double)a[i] - (double)b[i]);
+        double tol = atol + rtol * fabs((double)b[i]);
+        double ratio = isnan(err) ? INFINITY : err / tol;
+        if (!(err <= tol)) bad++;
+        if (ratio > worst_ratio) {
+            worst_ratio = ratio;
+            worst = i;
+        }
+    }
+    char at[128];
+    format_index(at, sizeof at, anvil_tensor_ndim(want), anvil_tensor_shape(want), worst);
+    double werr = fabs((double)a[worst] - (double)b[worst]);
+    double wtol = atol + rtol * fabs((double)b[worst]);
+    if (bad) {
+        print_error("%s %s: %lld of %lld elements out of tolerance; worst at %s: got %.9g, "
+                    "want %.9g, |diff| %.3g > %.3g (= %g + %g*|want|, %.3gx)\n",
+                    key, ws, (long long)bad, (long long)n, at, (double)a[worst],
+                    (double)b[worst], werr, wtol, atol, rtol, worst_ratio);
+        return 1;
+    }
+    if (verbose())
+        print_message("  ok %-28s %-10s worst at %s: got %.9g want %.9g |diff| %.3g "
+                      "(%.3g of tol)\n",
+                      key, ws, at, (double)a[worst], (double)b[worst], werr, worst_ratio);
+    return 0;
+}
+
+/* Reports a failed Anvil call (with its message) and returns 1. */
+static int failed_call(const char *what, anvil_status s) {
+    print_error("%s: %s: %s\n", what, anvil_status_name(s), anvil_last_error());
+    return 1;
+}
+
+#define CALL(fails, what, expr)                                   \
+    do {                                                          \
+        anvil_status s_ = (expr);                                 \
+        if (s_ != ANVIL_OK) (fails) += failed_call((what), s_);   \
+    } while (0)
+
+static anvil_value input_like(anvil_graph *g, const char *name, const anvil_tensor *t) {
+    return anvil_input(g, name, anvil_tensor_dtype(t), anvil_tensor_ndim(t),
+                       anvil_tensor_shape(t));
+}
+
+static anvil_run_options cpu_options(void) {
+    anvil_run_options o = anvil_run_default_options();
+    o.device = ANVIL_DEVICE_CPU;
+    o.training = false;
+    o.seed = 1;
+    return o;
+}
+
+/* ------------------------------------------------------------ op and loss cases */
+
+typedef enum {
+    K_LINEAR, K_MATMUL, K_ADD, K_SUB, K_MUL, K_DIV, K_SCALE,
+    K_RELU, K_LEAKY_RELU, K_ELU, K_SIGMOID, K_TANH, K_SILU, K_GELU, K_GELU_TANH,
+    K_SOFTMAX, K_LOG_SOFTMAX, K_SUM, K_MEAN, K_RESHAPE, K_RESHAPE_INFER, K_FLATTEN,
+    /* losses (losses.safetensors; the output key is "<key>.loss") */
+    K_CE, K_BCE, K_BCE_LOGITS, K_MSE, K_L1, K_HUBER, K_SMOOTH_L1,
+} op_kind;
+
+typedef struct {
+    const char *key;    /* golden key prefix, also the cmocka test name */
+    op_kind kind;
+    int n_in;
+    const char *in[3];  /* golden input names, fed in this order */
+    int n_grad;         /* gradients checked: of in[0..n_grad-1] */
+    int dim;            /* softmax / reductions */
+    bool keep;          /* reductions */
+    bool ta, tb;        /* matmul */
+} op_case;
+
+#define UN(key, kind) {key, kind, 1, {"x"}, 1, 0, false, false, false}
+#define BIN(key, kind) {key, kind, 2, {"a", "b"}, 2, 0, false, false, false}
+#define BIN4(op, kind) BIN(op "_same", kind), BIN(op "_b1", kind), BIN(op "_b2", kind), \
+                       BIN(op "_b3", kind)
+#define MM(key, ta, tb) {key, K_MATMUL, 2, {"a", "b"}, 2, 0, false, ta, tb}
+#define RED(key, kind, dim, keep) {key, kind, 1, {"x"}, 1, dim, keep, false, false}
+#define RED6(op, kind) RED(op "_d0", kind, 0, false), RED(op "_d0_keep", kind, 0, true), \
+                       RED(op "_d1", kind, 1, false), RED(op "_d1_keep", kind, 1, true), \
+                       RED(op "_dlast", kind, -1, false), RED(op "_dlast_keep", kind, -1, true), \
+                       RED(op "_all", kind, ANVIL_ALL_DIMS, false)
+#define LOSS(key, kind, pred, target) {key, kind, 2, {pred, target}, 1, 0, false, false, false}
+
+static const op_case CASES[] = {
+    {"linear", K_LINEAR, 3, {"x", "w", "b"}, 3, 0, false, false, false},
+    MM("matmul_nn", false, false), MM("matmul_nt", false, true),
+    MM("matmul_tn", true, false), MM("matmul_tt", true, true),
+    BIN4("add", K_ADD), BIN4("sub", K_SUB), BIN4("mul", K_MUL), BIN4("div", K_DIV),
+    UN("scale", K_SCALE),
+    UN("relu", K_RELU), UN("leaky_relu", K_LEAKY_RELU), UN("elu", K_ELU),
+    UN("sigmoid", K_SIGMOID), UN("tanh", K_TANH), UN("silu", K_SILU),
+    UN("gelu", K_GELU), UN("gelu_tanh", K_GELU_TANH),
+    RED("softmax_last", K_SOFTMAX, -1, false), RED("softmax_dim1", K_SOFTMAX, 1, false),
+    RED("log_softmax_last", K_LOG_SOFTMAX, -1, false),
+    RED("log_softmax_dim1", K_LOG_SOFTMAX, 1, false),
+    RED6("sum", K_SUM), RED6("mean", K_MEAN),
+    UN("reshape", K_RESHAPE), UN("reshape_infer", K_RESHAPE_INFER), UN("flatten", K_FLATTEN),
+    LOSS("ce", K_CE, "logits", "labels"),
+    LOSS("ce_ls", K_CE, "logits", "labels"),
+    LOSS("ce_probs", K_CE, "logits", "target"),
+    LOSS("bce", K_BCE, "probs", "target"),
+    LOSS("bce_logits", K_BCE_LOGITS, "logits", "target"),
+    LOSS("mse", K_MSE, "x", "target"),
+    LOSS("l1", K_L1, "x", "target"),
+    LOSS("huber", K_HUBER, "x", "target"),
+    LOSS("smooth_l1", K_SMOOTH_L1, "x", "target"),
+};
+#define N_CASES (sizeof CASES / sizeof CASES[0])
+
+static anvil_value build_case(anvil_graph *g, const op_case *c, const golden *gf,
+                              const anvil_value *in) {
+    char k[128];
+#define P(name, dflt) (snprintf(k, sizeof k, "%s." name, c->key), gscalar(gf, k, dflt))
+    switch (c->kind) {
+    case K_LINEAR: return anvil_linear(g, in[0], in[1], in[2]);
+    case K_MATMUL: return anvil_matmul(g, in[0], in[1], c->ta, c->tb);
+    case K_ADD: return anvil_add(g, in[0], in[1]);
+    case K_SUB: return anvil_sub(g, in[0], in[1]);
+    case K_MUL: return anvil_mul(g, in[0], in[1]);
+    case K_DIV: return anvil_div(g, in[0], in[1]);
+    case K_SCALE: return anvil_scale(g, in[0], P("s", NAN));
+    case K_RELU: return anvil_relu(g, in[0]);
+    case K_LEAKY_RELU: return anvil_leaky_relu(g, in[0], P("slope", NAN));
+    case K_ELU: return anvil_elu(g, in[0], P("alpha", NAN));
+    case K_SIGMOID: return anvil_sigmoid(g, in[0]);
+    case K_TANH: return anvil_tanh(g, in[0]);
+    case K_SILU: return anvil_silu(g, in[0]);
+    case K_GELU: return anvil_gelu(g, in[0], false);
+    case K_GELU_TANH: return anvil_gelu(g, in[0], true);
+    case K_SOFTMAX: return anvil_softmax(g, in[0], c->dim);
+    case K_LOG_SOFTMAX: return anvil_log_softmax(g, in[0], c->dim);
+    case K_SUM: return anvil_sum(g, in[0], c->dim, c->keep);
+    case K_MEAN: return anvil_mean(g, in[0], c->dim, c->keep);
+    case K_RESHAPE: return anvil_reshape(g, in[0], 2, (const int64_t[]){4, 6});
+    case K_RESHAPE_INFER: return anvil_reshape(g, in[0], 2, (const int64_t[]){ANVIL_INFER_DIM, 3});
+    case K_FLATTEN: return anvil_flatten(g, in[0]);
+    case K_CE: return anvil_cross_entropy(g, in[0], in[1], P("smoothing", 0.0f));
+    case K_BCE: return anvil_bce(g, in[0], in[1]);
+    case K_BCE_LOGITS: return anvil_bce_with_logits(g, in[0], in[1]);
+    case K_MSE: return anvil_mse(g, in[0], in[1]);
+    case K_L1: return anvil_l1(g, in[0], in[1]);
+    case K_HUBER: return anvil_huber(g, in[0], in[1], P("delta", NAN));
+    case K_SMOOTH_L1: return anvil_smooth_l1(g, in[0], in[1], P("beta", NAN));
+    }
+#undef P
+    return ANVIL_NO_VALUE;
+}
+
+static void test_op_case(void **state) {
+    const op_case *c = *state;
+    const bool is_loss = c->kind >= K_CE;
+    const golden *gf = is_loss ? &G_LOSSES : &G_OPS;
+    const char *out_name = is_loss ? "loss" : "y";
+    int fails = 0;
+
+    const anvil_tensor *tin[3], *ty = gget(gf, "%s.%s", c->key, out_name);
+    const anvil_tensor *tR = gget(gf, "%s.R", c->key);
+    for (int i = 0; i < c->n_in; i++) {
+        tin[i] = gget(gf, "%s.%s", c->key, c->in[i]);
+        assert_non_null(tin[i]);
+    }
+    assert_non_null(ty);
+    assert_non_null(tR);
+
+    anvil_graph *g = NULL;
+    assert_int_equal(anvil_graph_create(&g), ANVIL_OK);
+    anvil_value in[3], feed[4];
+    anvil_tensor *feeds[4];
+    int n_feed = 0;
+    for (int i = 0; i < c->n_in; i++) {
+        in[i] = input_like(g, c->in[i], tin[i]);
+        feed[n_feed] = in[i];
+        feeds[n_feed++] = (anvil_tensor *)tin[i];
+    }
+    anvil_value y = build_case(g, c, gf, in), loss;
+    if (anvil_tensor_numel(ty) == 1) {
+        /* scalar output (a loss, a sum over all dims): loss = R * y */
+        loss = anvil_scale(g, y, ((const float *)anvil_tensor_cdata(tR))[0]);
+    } else {
+        anvil_value R = input_like(g, "R", tR);
+        feed[n_feed] = R;
+        feeds[n_feed++] = (anvil_tensor *)tR;
+        loss = anvil_sum(g, anvil_mul(g, y, R), ANVIL_ALL_DIMS, false);
+    }
+    anvil_value fetch[4];
+    fetch[0] = y;
+    for (int i = 0; i < c->n_grad; i++) fetch[1 + i] = anvil_gradient(g, loss, in[i]);
+    const int n_fetch = 1 + c->n_grad;
+
+    anvil_status s = anvil_graph_status(g);
+    if (s != ANVIL_OK) {
+        failed_call("building the graph", s);
+        anvil_graph_free(g);
+        fail_msg("%s: graph construction failed", c->key);
+    }
+
+    anvil_tensor *out[4] = {NULL, NULL, NULL, NULL};
+    anvil_run_options opt = cpu_options();
+    s = anvil_graph_run(g, &opt, n_feed, feed, feeds, n_fetch, fetch, out);
+    if (s != ANVIL_OK) {
+        failed_call("anvil_graph_run", s);
+        anvil_graph_free(g);
+        fail_msg("%s: run failed", c->key);
+    }
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", c->key, out_name);
+    fails += compare(key, out[0], ty, OP_ATOL, OP_RTOL);
+    for (int i = 0; i < c->n_grad; i++) {
+        snprintf(key, sizeof key, "%s.d%s", c->key, c->in[i]);
+        fails += compare(key, out[1 + i], gget(gf, "%s", key), OP_ATOL, OP_RTOL);
+    }
+    for (int i = 0; i < n_fetch; i++) anvil_tensor_release(out[i]);
+    anvil_graph_free(g);
+    assert_int_equal(fails, 0);
+}
+
+/* ------------------------------------------------------------ the MLP */
+
+static const char *const MLP_PARAMS[6] = {"0.weight", "0.bias", "2.weight",
+                                          "2.bias",   "4.weight", "4.bias"};
+#define MLP_STEPS 20
+
+/* Step 1 of the golden run as one graph with the weights as inputs: the output, the
+ * loss and the gradient of every parameter. */
+static void mlp_forward_backward(const golden *gf) {
+    int fails = 0;
+    const anvil_tensor *tx = gget(gf, "x.0"), *ty = gget(gf, "y.0");
+    const anvil_tensor *tw[6];
+    for (int i = 0; i < 6; i++) {
+        tw[i] = gget(gf, "init.%s", MLP_PARAMS[i]);
+        assert_non_null(tw[i]);
+    }
+    assert_non_null(tx);
+    assert_non_null(ty);
+    anvil_graph *g = NULL;
+    assert_int_equal(anvil_graph_create(&g), ANVIL_OK);
+    anvil_value feed[8], w[6];
+    anvil_tensor *feeds[8];
+    feed[0] = input_like(g, "x", tx);
+    feed[1] = input_like(g, "labels", ty);
+    feeds[0] = (anvil_tensor *)tx;
+    feeds[1] = (anvil_tensor *)ty;
+    for (int i = 0; i < 6; i++) {
+        w[i] = feed[2 + i] = input_like(g, MLP_PARAMS[i], tw[i]);
+        feeds[2 + i] = (anvil_tensor *)tw[i];
+    }
+    anvil_value h = anvil_relu(g, anvil_linear(g, feed[0], w[0], w[1]));
+    h = anvil_tanh(g, anvil_linear(g, h, w[2], w[3]));
+    anvil_value out = anvil_linear(g, h, w[4], w[5]);
+    anvil_value loss = anvil_cross_entropy(g, out, feed[1], 0.0f);
+    anvil_value fetch[8] = {out, loss};
+    for (int i = 0; i < 6; i++) fetch[2 + i] = anvil_gradient(g, loss, w[i]);
+    anvil_status s = anvil_graph_status(g);
+    if (s != ANVIL_OK) {
+        failed_call("building the MLP graph", s);
+        anvil_graph_free(g);
+        fail_msg("%s: graph construction failed", gf->file);
+    }
+    anvil_tensor *res[8] = {0};
+    anvil_run_options opt = cpu_options();
+    s = anvil_graph_run(g, &opt, 8, feed, feeds, 8, fetch, res);
+    if (s != ANVIL_OK) {
+        failed_call("anvil_graph_run (MLP)", s);
+        anvil_graph_free(g);
+        fail_msg("%s: run failed", gf->file);
+    }
+    fails += compare("step0.out", res[0], gget(gf, "step0.out"), OP_ATOL, OP_RTOL);
+    /* loss[0] is the step-1 loss; compare its first element only */
+    const anvil_tensor *tl = gget(gf, "loss");
+    if (tl) {
+        anvil_tensor *l0 = NULL;
+        assert_int_equal(anvil_tensor_create(&l0, ANVIL_F32, 1, (const int64_t[]){1},
+                                             anvil_tensor_cdata(tl)),
+                         ANVIL_OK);
+        fails += compare("loss[0] (graph)", res[1], l0, OP_ATOL, OP_RTOL);
+        anvil_tensor_release(l0);
+    } else {
+        fails++;
+    }
+    for (int i = 0; i < 6; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "step0.grad.%s", MLP_PARAMS[i]);
+        fails += compare(key, res[2 + i], gget(gf, "%s", key), OP_ATOL, OP_RTOL);
+    }
+    for (int i = 0; i < 8; i++) anvil_tensor_release(res[i]);
+    anvil_graph_free(g);
+    assert_int_equal(fails, 0);
+}
+
+static anvil_model *build_mlp(void) {
+    anvil_model *m = NULL;
+    anvil_status s = anvil_model_create(&m, "parity_mlp", 1, (const int64_t[]){6});
+    if (s != ANVIL_OK) {
+        failed_call("anvil_model_create", s);
+        return NULL;
+    }
+    const anvil_layer_type types[5] = {ANVIL_LAYER_LINEAR, ANVIL_LAYER_RELU, ANVIL_LAYER_LINEAR,
+                                       ANVIL_LAYER_TANH, ANVIL_LAYER_LINEAR};
+    const int64_t outs[5] = {16, 0, 16, 0, 4};
+    for (int i = 0; i < 5; i++) {
+        anvil_layer_desc d = anvil_layer_default(types[i]);
+        if (types[i] == ANVIL_LAYER_LINEAR) d.out_features = outs[i];
+        s = anvil_model_add(m, &d);
+        if (s != ANVIL_OK) {
+            failed_call("anvil_model_add", s);
+            anvil_model_free(m);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+/* The 20-step golden training run through the model builder and a CPU trainer. */
+static void mlp_train(const golden *gf, const anvil_optimizer_config *oc) {
+    int fails = 0;
+    anvil_model *m = build_mlp();
+    assert_non_null(m);
+    anvil_trainer_config cfg = anvil_trainer_default_config();
+    cfg.device = ANVIL_DEVICE_CPU;
+    cfg.loss = ANVIL_LOSS_CROSS_ENTROPY;
+    cfg.label_smoothing = 0.0f;
+    cfg.optimizer = *oc;
+    cfg.seed = 1;
+    cfg.verbose = 0;
+    anvil_trainer *t = NULL;
+    anvil_status s = anvil_trainer_create(&t, m, &cfg);
+    if (s != ANVIL_OK) {
+        failed_call("anvil_trainer_create", s);
+        anvil_model_free(m);
+        fail();
+    }
+    for (int i = 0; i < 6; i++) {
+        const anvil_tensor *w = gget(gf, "init.%s", MLP_PARAMS[i]);
+        if (!w) {
+            fails++;
+            continue;
+        }
+        CALL(fails, MLP_PARAMS[i], anvil_trainer_set_param(t, MLP_PARAMS[i], w));
+    }
+    if (fails) goto done;
+
+    /* the output before any step (evaluation mode; the MLP has no dropout) */
+    anvil_tensor *pred = NULL;
+    s = anvil_predict(t, gget(gf, "x.0"), &pred);
+    if (s != ANVIL_OK)
+        fails += failed_call("anvil_predict", s);
+    else
+        fails += compare("step0.out (predict)", pred, gget(gf, "step0.out"), OP_ATOL, OP_RTOL);
+    anvil_tensor_release(pred);
+
+    const anvil_tensor *tl = gget(gf, "loss");
+    if (!tl) {
+        fails++;
+        goto done;
+    }
+    const float *want_loss = anvil_tensor_cdata(tl);
+    for (int k = 0; k < MLP_STEPS; k++) {
+        const anvil_tensor *x = gget(gf, "x.%d", k), *y = gget(gf, "y.%d", k);
+        if (!x || !y) {
+            fails++;
+            break;
+        }
+        s = anvil_train_step(t, x, y);
+        if (s != ANVIL_OK) {
+            char what[64];
+            snprintf(what, sizeof what, "anvil_train_step %d", k + 1);
+            fails += failed_call(what, s);
+            break;
+        }
+        float loss = NAN;
+        CALL(fails, "anvil_trainer_last_loss", anvil_trainer_last_loss(t, &loss));
+        double err = fabs((double)loss - want_loss[k]);
+        double tol = MLP_ATOL + MLP_RTOL * fabs(want_loss[k]);
+        if (!(err <= tol)) {
+            print_error("loss of step %d: got %.9g, want %.9g, |diff| %.3g > %.3g\n", k + 1,
+                        (double)loss, (double)want_loss[k], err, tol);
+            fails++;
+        } else if (verbose()) {
+            print_message("  ok loss of step %-2d got %.9g want %.9g |diff| %.3g\n", k + 1,
+                          (double)loss, (double)want_loss[k], err);
+        }
+        if (k + 1 == 1 || k + 1 == 10 || k + 1 == MLP_STEPS) {
+            for (int i = 0; i < 6; i++) {
+                char key[64];
+                snprintf(key, sizeof key, "step%d.%s", k + 1, MLP_PARAMS[i]);
+                anvil_tensor *p = NULL;
+                s = anvil_trainer_get_param(t, MLP_PARAMS[i], &p);
+                if (s != ANVIL_OK) {
+                    fails += failed_call(key, s);
+                    continue;
+                }
+                fails += compare(key, p, gget(gf, "%s", key), MLP_ATOL, MLP_RTOL);
+                anvil_tensor_release(p);
+            }
+        }
+    }
+    if (anvil_trainer_step_count(t) != MLP_STEPS) {
+        print_error("step count %lld, want %d\n", (long long)anvil_trainer_step_count(t),
+                    MLP_STEPS);
+        fails++;
+    }
+done:
+    anvil_trainer_free(t);
+    anvil_model_free(m);
+    assert_int_equal(fails, 0);
+}
+
+static anvil_optimizer_config sgd_config(void) {
+    /* torch.optim.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3) */
+    anvil_optimizer_config c = anvil_optimizer_default_config(ANVIL_OPT_SGD);
+    c.lr = 0.05f;
+    c.momentum = 0.9f;
+    c.dampening = 0.0f;
+    c.nesterov = true;
+    c.weight_decay = 1e-3f;
+    return c;
+}
+
+static anvil_optimizer_config adamw_config(void) {
+    /* torch.optim.AdamW(lr=0.01, betas=(0.9, 0.99), eps=1e-7, weight_decay=0.05) */
+    anvil_optimizer_config c = anvil_optimizer_default_config(ANVIL_OPT_ADAMW);
+    c.lr = 0.01f;
+    c.beta1 = 0.9f;
+    c.beta2 = 0.99f;
+    c.eps = 1e-7f;
+    c.weight_decay = 0.05f;
+    return c;
+}
+
+static void test_mlp_sgd_forward_backward(void **state) {
+    (void)state;
+    mlp_forward_backward(&G_SGD);
+}
+
+static void test_mlp_adamw_forward_backward(void **state) {
+    (void)state;
+    mlp_forward_backward(&G_ADAMW);
+}
+
+static void test_mlp_sgd(void **state) {
+    (void)state;
+    anvil_optimizer_config c = sgd_config();
+    mlp_train(&G_SGD, &c);
+}
+
+static void test_mlp_adamw(void **state) {
+    (void)state;
+    anvil_optimizer_config c = adamw_config();
+    mlp_train(&G_ADAMW, &c);
+}
+
+int main(void) {
+    static struct CMUnitTest tests[N_CASES + 4];
+    for (size_t i = 0; i < N_CASES; i++) {
+        tests[i] = (struct CMUnitTest){CASES[i].key, test_op_case, NULL, NULL,
+                                       (void *)&CASES[i]};
+    }
+    tests[N_CASES + 0] = (struct CMUnitTest)cmocka_unit_test(test_mlp_sgd_forward_backward);
+    tests[N_CASES + 1] = (struct CMUnitTest)cmocka_unit_test(test_mlp_adamw_forward_backward);
+    tests[N_CASES + 2] = (struct CMUnitTest)cmocka_unit_test(test_mlp_sgd);
+    tests[N_CASES + 3] = (struct CMUnitTest)cmocka_unit_test(test_mlp_adamw);
+    return cmocka_run_group_tests_name("parity", tests, load_golden, free_golden);
+}

@@ -1,0 +1,32 @@
+/* testutil.h — small helpers shared by the cmocka tests. */
+#ifndef ANVIL_TESTUTIL_H
+#define ANVIL_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "anvil.h"
+
+/* Asserts a call returned ANVIL_OK, printing anvil_last_error() otherwise. */
+#define CHECK_OK(expr)                                                              \
+    do {                                                                            \
+        anvil_status s_ = (expr);                                                   \
+        if (s_ != ANVIL_OK)                                                         \
+            fail_msg("%s -> %s: %s", #expr, anvil_status_name(s_), anvil_last_error()); \
+    } while (0)
+
+/* A fresh temporary directory (mkdtemp); the caller removes it with tu_rmdir. */
+char *tu_mkdtemp(void);
+void tu_rmdir(char *dir);
+/* Deterministic uniform floats in [lo, hi) from a seed. */
+void tu_fill_uniform(float *x, int64_t n, float lo, float hi, uint64_t seed);
+/* A new float32 host tensor filled from tu_fill_uniform. */
+anvil_tensor *tu_rand_tensor(int ndim, const int64_t *shape, float lo, float hi, uint64_t seed);
+/* max |a-b| / (atol + rtol*|b|) over n elements: <= 1 passes. Index of the worst in *worst. */
+double tu_rel_err(const float *a, const float *b, int64_t n, double atol, double rtol, int64_t *worst);
+int tu_write_file(const char *path, const void *data, size_t n);
+
+#endif
