@@ -173,6 +173,7 @@ static anvil_value b_linear3d(anvil_graph *g, const anvil_value *x) { return anv
 static anvil_value b_matmul(anvil_graph *g, const anvil_value *x) { return anvil_matmul(g, x[0], x[1], false, false); }
 static anvil_value b_matmul_tb(anvil_graph *g, const anvil_value *x) { return anvil_matmul(g, x[0], x[1], false, true); }
 static anvil_value b_matmul_ta(anvil_graph *g, const anvil_value *x) { return anvil_matmul(g, x[0], x[1], true, false); }
+static anvil_value b_matmul_tt(anvil_graph *g, const anvil_value *x) { return anvil_matmul(g, x[0], x[1], true, true); }
 static anvil_value b_add(anvil_graph *g, const anvil_value *x) { return anvil_add(g, x[0], x[1]); }
 static anvil_value b_sub(anvil_graph *g, const anvil_value *x) { return anvil_sub(g, x[0], x[1]); }
 static anvil_value b_mul(anvil_graph *g, const anvil_value *x) { return anvil_mul(g, x[0], x[1]); }
@@ -223,6 +224,7 @@ static const op_case cases[] = {
     {"matmul", 2, {2, 2}, {S2(4, 3), S2(3, 5)}, {1, 1}, false, -1, 1, b_matmul},
     {"matmul-tb", 2, {2, 2}, {S2(4, 3), S2(5, 3)}, {1, 1}, false, -1, 1, b_matmul_tb},
     {"matmul-ta", 2, {2, 2}, {S2(3, 4), S2(3, 5)}, {1, 1}, false, -1, 1, b_matmul_ta},
+    {"matmul-tt", 2, {2, 2}, {S2(3, 4), S2(5, 3)}, {1, 1}, false, -1, 1, b_matmul_tt},
     {"add-broadcast", 2, {2, 1}, {S2(4, 5), {5}}, {1, 1}, false, -1, 1, b_add},
     {"sub-broadcast", 2, {2, 2}, {S2(4, 1), S2(1, 5)}, {1, 1}, false, -1, 1, b_sub},
     {"mul-broadcast", 2, {3, 2}, {S3(2, 3, 4), S2(3, 1)}, {1, 1}, false, -1, 1, b_mul},
@@ -284,7 +286,7 @@ static anvil_value b_leaky_other(anvil_graph *g, const anvil_value *x) { return 
 static void test_wrong_vjp_fails(void **state)
 {
     (void)state;
-    op_case right = cases[11], other = cases[11];
+    op_case right = cases[12], other = cases[12];
     other.build = b_leaky_other;
     harness hr, ho;
     harness_init(&hr, &right, 77);

@@ -43,6 +43,9 @@ static char g_bad_json[320];     /* a model file that is not JSON */
 static char g_small_model[320];  /* a good model file: flatten + linear */
 static char g_weights[320];      /* --save target */
 static char g_garbage[320];      /* a file that is no safetensors file */
+/* The output of the latest run; freed by the next run and by teardown, so that a failed
+ * assertion (which longjmps out of a test) leaks nothing. */
+static char *g_out, *g_err;
 
 static void put_be32(FILE *f, uint32_t v)
 {
@@ -169,6 +172,9 @@ static int teardown(void **state)
     remove_dir(g_trunc, idx);
     remove_dir(g_empty, none);
     remove_dir(g_dir, top);
+    free(g_out);
+    free(g_err);
+    g_out = g_err = NULL;
     return 0;
 }
 
@@ -208,12 +214,7 @@ static char *slurp(const char *path)
     return buf ? buf : calloc(1, 1);
 }
 
-static void run_free(run_result *r)
-{
-    free(r->out);
-    free(r->err);
-    r->out = r->err = NULL;
-}
+static void run_free(run_result *r) { r->out = r->err = NULL; }
 
 /* Runs the tool with a NULL-terminated list of arguments. */
 static void run_tool_v(run_result *r, const char *const *args)
@@ -261,8 +262,10 @@ static void run_tool_v(run_result *r, const char *const *args)
         nanosleep(&tick, NULL);
         waited += 0.01;
     }
-    r->out = slurp(out_path);
-    r->err = slurp(err_path);
+    free(g_out);
+    free(g_err);
+    g_out = r->out = slurp(out_path);
+    g_err = r->err = slurp(err_path);
 }
 
 #define run_tool(r, ...)                                    \

@@ -370,7 +370,7 @@ static int run_train(const tool_options *o)
             }
         }
         double secs = tool_now() - t0;
-        tool_progress_clear(&prog);
+        tool_progress_message(&prog, "evaluating on the test set ...");
 
         anvil_eval_result ev;
         memset(&ev, 0, sizeof ev);
@@ -380,6 +380,7 @@ static int run_train(const tool_options *o)
             st = tool_evaluate(s.trainer, s.test, (int)o->batch_size, &s.ad, &ev);
         else
             st = anvil_evaluate(s.trainer, s.test, (int)o->batch_size, &ev);
+        tool_progress_clear(&prog);
         if (st != ANVIL_OK) {
             fprintf(stderr, "anvil train: evaluation on the test set failed: %s\n",
                     lib_error(st));

@@ -318,11 +318,11 @@ tool_parse_status tool_options_parse(tool_options *o, int argc, char **argv, cha
     }
 
     /* Options that only make sense together. */
-    if (o->have_momentum && o->optimizer != ANVIL_OPT_SGD)
-        return usage_error(err, cap, "--momentum applies only to --optimizer sgd (got '%s')",
-                           anvil_optimizer_name(o->optimizer));
     if (o->nesterov && o->optimizer != ANVIL_OPT_SGD)
         return usage_error(err, cap, "--nesterov applies only to --optimizer sgd (got '%s')",
+                           anvil_optimizer_name(o->optimizer));
+    if (o->have_momentum && o->optimizer != ANVIL_OPT_SGD)
+        return usage_error(err, cap, "--momentum applies only to --optimizer sgd (got '%s')",
                            anvil_optimizer_name(o->optimizer));
     if (o->nesterov && !(o->have_momentum && o->momentum > 0.0f))
         return usage_error(err, cap, "--nesterov needs --momentum > 0");

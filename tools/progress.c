@@ -108,6 +108,15 @@ void tool_progress_draw(tool_progress *p, double now, int64_t done, int64_t samp
     p->drawn = true;
 }
 
+void tool_progress_message(tool_progress *p, const char *message)
+{
+    if (!p->enabled)
+        return;
+    fprintf(stderr, "\r\033[Kepoch %lld: %s", (long long)p->epoch, message);
+    fflush(stderr);
+    p->drawn = true;
+}
+
 void tool_progress_clear(tool_progress *p)
 {
     if (p->enabled && p->drawn) {

@@ -29,6 +29,8 @@ bool tool_progress_due(const tool_progress *p, double now);
 /* Redraws the line: `done` steps, `samples` samples so far in this epoch. */
 void tool_progress_draw(tool_progress *p, double now, int64_t done, int64_t samples, float loss,
                         bool have_loss);
+/* Replaces the line with "epoch E: message" (e.g. while evaluating). */
+void tool_progress_message(tool_progress *p, const char *message);
 /* Erases the line (before anything else is printed). */
 void tool_progress_clear(tool_progress *p);
 

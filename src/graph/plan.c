@@ -159,8 +159,18 @@ anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
     memset(&p->stats, 0, sizeof p->stats);
     for (int v = 0; v < n; v++)
         slast[v] = last[v];
+    /* Inputs are written by the host before the run: they hold their slots throughout,
+     * so they are placed first. */
+    for (int v = 0; v < n; v++)
+        if (needed[v] && g->nodes[v].op == OP_INPUT) {
+            size_t bytes = anvil_align_up(anvil_node_bytes(&g->nodes[v]));
+            p->where[v] = WHERE_TRANSIENT;
+            p->offset[v] = arena_alloc(&a, bytes);
+            p->stats.values++;
+            p->stats.unplanned_bytes += bytes;
+        }
     for (int v = 0; v < n; v++) {
-        if (!needed[v])
+        if (!needed[v] || g->nodes[v].op == OP_INPUT)
             continue;
         const anvil_node *nd = &g->nodes[v];
         const anvil_opdef *def = anvil_opdef_of(nd->op);

@@ -617,14 +617,9 @@ anvil_status anvil_trainer_get_param(anvil_trainer *t, const char *name, anvil_t
     return ANVIL_OK;
 }
 
-anvil_status anvil_trainer_set_param(anvil_trainer *t, const char *name, const anvil_tensor *value)
+/* Checks that value fits source v; the message names it. */
+static anvil_status check_value(const anvil_node *n, const char *name, const anvil_tensor *value)
 {
-    if (!t || !value)
-        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_set_param: NULL argument");
-    anvil_value v = find_source(t, name);
-    if (v == ANVIL_NO_VALUE)
-        return anvil_fail(ANVIL_ERR_INVALID_ARG, "the model has no parameter or buffer '%s'", name ? name : "(null)");
-    const anvil_node *n = &t->model->g->nodes[v];
     bool ok = value->dtype == n->dtype && value->ndim == n->ndim;
     for (int i = 0; ok && i < n->ndim; i++)
         ok = value->shape[i] == n->shape[i];
@@ -634,6 +629,17 @@ anvil_status anvil_trainer_set_param(anvil_trainer *t, const char *name, const a
                           anvil_shape_str(a, sizeof a, n->ndim, n->shape), anvil_dtype_name(value->dtype),
                           anvil_shape_str(b, sizeof b, value->ndim, value->shape));
     }
+    return ANVIL_OK;
+}
+
+anvil_status anvil_trainer_set_param(anvil_trainer *t, const char *name, const anvil_tensor *value)
+{
+    if (!t || !value)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_set_param: NULL argument");
+    anvil_value v = find_source(t, name);
+    if (v == ANVIL_NO_VALUE)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "the model has no parameter or buffer '%s'", name ? name : "(null)");
+    ANVIL_TRY(check_value(&t->model->g->nodes[v], name, value));
     return t->be->upload(t->be, t->persistent + t->source_offset[v], value->data, anvil_tensor_nbytes(value));
 }
 
@@ -672,22 +678,32 @@ anvil_status anvil_trainer_load(anvil_trainer *t, const char *path)
     anvil_tensor **ts;
     ANVIL_TRY(anvil_safetensors_read(path, &n, &names, &ts));
     anvil_status st = ANVIL_OK;
-    /* every file tensor must be a model tensor, and every model tensor in the file */
+    /* Check everything first (every file tensor is a model tensor, every model tensor is
+     * in the file with its shape), so a bad file changes nothing. */
     for (int i = 0; i < n && st == ANVIL_OK; i++)
         if (find_source(t, names[i]) == ANVIL_NO_VALUE)
             st = anvil_fail(ANVIL_ERR_FORMAT, "%s: tensor '%s' is not a parameter or buffer of the model", path, names[i]);
     const anvil_graph *g = t->model->g;
+    int *match = anvil_xcalloc((size_t)g->n, sizeof *match, "load");
+    if (!match)
+        st = ANVIL_ERR_OOM;
     for (int v = 0; v < g->n && st == ANVIL_OK; v++) {
         if (g->nodes[v].op != OP_PARAM && g->nodes[v].op != OP_BUFFER)
             continue;
         int i = 0;
         while (i < n && strcmp(names[i], g->nodes[v].name) != 0)
             i++;
+        match[v] = i;
         if (i == n)
             st = anvil_fail(ANVIL_ERR_FORMAT, "%s: missing tensor '%s'", path, g->nodes[v].name);
-        else if ((st = anvil_trainer_set_param(t, names[i], ts[i])) != ANVIL_OK)
+        else if (check_value(&g->nodes[v], names[i], ts[i]) != ANVIL_OK)
             st = anvil_fail(ANVIL_ERR_FORMAT, "%s: %s", path, anvil_last_error());
     }
+    for (int v = 0; v < g->n && st == ANVIL_OK; v++)
+        if (g->nodes[v].op == OP_PARAM || g->nodes[v].op == OP_BUFFER)
+            st = t->be->upload(t->be, t->persistent + t->source_offset[v], ts[match[v]]->data,
+                               anvil_tensor_nbytes(ts[match[v]]));
+    free(match);
     anvil_safetensors_free(n, names, ts);
     return st;
 }

@@ -3,15 +3,19 @@
 
 #include <cblas.h>
 
-/* a [M,K] (stored [K,M] if trans_a) x b [K,N] (stored [N,K] if trans_b) -> [M,N]. */
+/* Each operand is viewed as a matrix by flattening all but its last dim (the op's
+ * definition, graph/ops/matmul.c): a [..., K] x b [K, N] -> [..., N]; with trans_a,
+ * a [R, M] and b [R, N] (both flattened) give a^T b -> [M, N]; trans_b reads b as [N, K]. */
 anvil_status anvil_cpu_matmul(const anvil_exec *ex, const anvil_step *s)
 {
     (void)ex;
-    const anvil_node *n = s->node, *a = s->in_node[0];
-    if (n->ndim != 2 || a->ndim != 2)
-        return anvil_fail(ANVIL_ERR_UNSUPPORTED, "matmul: only 2-D operands on the CPU");
-    bool ta = n->ia[0] != 0, tb = n->ia[1] != 0;
-    int64_t M = n->shape[0], N = n->shape[1], K = ta ? a->shape[0] : a->shape[1];
+    const anvil_node *a = s->in_node[0], *b = s->in_node[1];
+    if (a->ndim < 1 || b->ndim < 1)
+        return anvil_fail(ANVIL_ERR_SHAPE, "matmul: scalar operand");
+    bool ta = s->node->ia[0] != 0, tb = s->node->ia[1] != 0;
+    int64_t acols = a->shape[a->ndim - 1], bcols = b->shape[b->ndim - 1];
+    int64_t arows = acols ? cpu_numel(a) / acols : 0, brows = bcols ? cpu_numel(b) / bcols : 0;
+    int64_t M = ta ? acols : arows, K = ta ? arows : acols, N = tb ? brows : bcols;
     if (M == 0 || N == 0)
         return ANVIL_OK;
     if (K == 0) { /* an empty sum; not every BLAS writes C when K is 0 */
@@ -20,7 +24,7 @@ anvil_status anvil_cpu_matmul(const anvil_exec *ex, const anvil_step *s)
     }
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 (blasint)M, (blasint)N, (blasint)K, 1.0f, (const float *)s->in[0],
-                (blasint)(ta ? M : K), (const float *)s->in[1], (blasint)(tb ? K : N), 0.0f,
+                (blasint)acols, (const float *)s->in[1], (blasint)bcols, 0.0f,
                 (float *)s->out, (blasint)N);
     return ANVIL_OK;
 }

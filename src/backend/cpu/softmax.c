@@ -40,7 +40,7 @@ static anvil_status sm_shape_of(const anvil_step *s, const char *op, sm_shape *s
 
 static anvil_status softmax_fwd(const anvil_step *s, bool logsm)
 {
-    sm_shape sh;
+    sm_shape sh = {0, 0, 0};
     ANVIL_TRY(sm_shape_of(s, logsm ? "log_softmax" : "softmax", &sh));
     const float *x = (const float *)s->in[0];
     float *y = (float *)s->out;
@@ -86,7 +86,7 @@ anvil_status anvil_cpu_log_softmax(const anvil_exec *ex, const anvil_step *s)
 /* in (dy, y): softmax: dx = y (dy - sum(dy y)); log_softmax: dx = dy - exp(y) sum(dy). */
 static anvil_status softmax_bwd(const anvil_step *s, bool logsm)
 {
-    sm_shape sh;
+    sm_shape sh = {0, 0, 0};
     ANVIL_TRY(sm_shape_of(s, logsm ? "log_softmax_bwd" : "softmax_bwd", &sh));
     const float *dy = (const float *)s->in[0], *y = (const float *)s->in[1];
     float *dx = (float *)s->out;

@@ -60,11 +60,15 @@ static bool find_device(int *dev, char *why, size_t cap)
     return false;
 }
 
+/* False (with the reason as the last error) when no usable GPU or driver is present. */
 extern "C" bool anvil_cuda_available(void)
 {
     int dev;
     char why[256];
-    return find_device(&dev, why, sizeof why);
+    if (find_device(&dev, why, sizeof why))
+        return true;
+    anvil_fail(ANVIL_ERR_DEVICE, "no CUDA device: %s", why);
+    return false;
 }
 
 /* ---------------------------------------------------------------- error word */
@@ -137,7 +141,7 @@ static anvil_status cuda_upload(anvil_backend *be, void *dst, const void *src, s
         size_t n = bytes - done;
         if (n > ANVIL_CUDA_STAGING_BYTES)
             n = ANVIL_CUDA_STAGING_BYTES;
-        int k;
+        int k = 0;
         ANVIL_TRY(staging_slot(c, &k));
         char *stage = c->staging + (size_t)k * ANVIL_CUDA_STAGING_BYTES;
         memcpy(stage, (const char *)src + done, n);
@@ -229,11 +233,14 @@ static anvil_status capture(anvil_cuda_ctx *c, anvil_program *p, const anvil_exe
             return anvil_fail(ANVIL_ERR_UNSUPPORTED, "cuda backend: no kernel for op '%s' (node %d)",
                               anvil_op_name(op), p->steps[i].id);
     }
-    ANVIL_CUDA_CHECK(cudaGetLastError(), "before graph capture");
+    cudaGetLastError(); /* a stale, already reported launch error must not fail this capture */
     cuda_program_state *st = (cuda_program_state *)anvil_xcalloc(1, sizeof *st, "a CUDA graph");
     if (!st)
         return ANVIL_ERR_OOM;
-    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+    /* Relaxed: a library's one-time internal setup (cuBLASLt, lazy module loading) may
+     * allocate while we capture; our own kernels never allocate or synchronize (and a
+     * synchronization of the capturing stream fails the capture in any mode). */
+    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeRelaxed);
     if (e != cudaSuccess) {
         free(st);
         return anvil_cuda_fail(e, "cudaStreamBeginCapture");

@@ -25,7 +25,7 @@ extern "C" {
 
 /* Bits of the device error word. */
 enum {
-    ANVIL_CUDA_ERR_LABEL = 1u << 0, /* cross_entropy / accum_eval: label outside [0, C) */
+    ANVIL_CUDA_ERR_LABEL = 1u << 0, /* cross_entropy(_bwd): a class label outside [0, C) */
 };
 
 #define ANVIL_CUDA_STAGING_SLOTS 4
@@ -41,7 +41,7 @@ typedef struct {
     cudaStream_t stream;
     cublasLtHandle_t lt;
     void *lt_workspace;     /* ANVIL_CUDA_LT_WORKSPACE bytes, allocated once */
-    float *scratch;         /* ANVIL_CUDA_SCRATCH_FLOATS floats, device */
+    float *scratch;         /* ANVIL_CUDA_SCRATCH_FLOATS floats, device (partials, float or double) */
     /* pinned host staging: upload ring slots, each with the event of its last copy */
     char *staging;          /* ANVIL_CUDA_STAGING_SLOTS * ANVIL_CUDA_STAGING_BYTES */
     cudaEvent_t staging_done[ANVIL_CUDA_STAGING_SLOTS];
@@ -86,6 +86,14 @@ static inline anvil_cuda_ctx *anvil_cuda_ctx_of(const anvil_exec *ex)
 #ifdef __CUDACC__
 
 #define ANVIL_CUDA_THREADS 256
+
+/* Raises a bit of the error word (mapped host memory).  A plain store, not an atomic
+ * (atomics on host memory need PCIe atomics): there is one bit today, and every writer
+ * stores the same value.  A second bit would need its own word. */
+static __device__ __forceinline__ void anvil_cuda_flag_error(unsigned int *err, unsigned int bit)
+{
+    *(volatile unsigned int *)err = bit;
+}
 
 static inline unsigned int anvil_cuda_blocks(int64_t n, int threads, unsigned int cap = 65535u * 8)
 {

@@ -79,7 +79,7 @@ static __global__ void ce_partials(ce_args k, double *partials, unsigned int *er
             int32_t y = ((const int32_t *)k.t)[n];
             if (y < 0 || y >= k.C) {
                 if (lane == 0)
-                    atomicOr(err, (unsigned int)ANVIL_CUDA_ERR_LABEL);
+                    anvil_cuda_flag_error(err, ANVIL_CUDA_ERR_LABEL);
                 continue;
             }
             l = (1.0 - (double)k.eps) * (lse - row[y]);
@@ -145,7 +145,7 @@ static __global__ void ce_bwd_kernel(ce_args k, const float *dloss, float *dx, u
             int32_t y = ((const int32_t *)k.t)[n];
             bool bad = y < 0 || y >= k.C;
             if (bad && lane == 0)
-                atomicOr(err, (unsigned int)ANVIL_CUDA_ERR_LABEL);
+                anvil_cuda_flag_error(err, ANVIL_CUDA_ERR_LABEL);
             for (int64_t c = lane; c < k.C; c += 32) {
                 float tc = (c == y ? onem : 0.0f) + unif;
                 o[c] = bad ? 0.0f : g * (expf(row[c] - lse) - tc);

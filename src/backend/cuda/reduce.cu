@@ -1,22 +1,23 @@
 /* reduce.cu — sum/mean over one dim or all, sum_to (the adjoint of broadcasting) and
  * broadcast_to (the adjoint of sum, or of mean when it divides).  Deterministic: every
  * sum has a fixed shape of work for a given input shape (block trees, a fixed grid and
- * a second pass for long single sums), never atomics. */
+ * a second pass for long single sums), never atomics.  Sums accumulate in double, as
+ * the CPU kernels' do, so the two backends agree to about the last float bit. */
 #include "backend/cuda/cuda_internal.h"
 
 /* out[o] = sum_r in[o, r] / div: one block per row (grid-stride over rows). */
 static __global__ void reduce_rows(const float *__restrict__ in, float *out, int64_t outer,
-                                   int64_t R, float div)
+                                   int64_t R, double div)
 {
-    __shared__ float sh[32];
+    __shared__ double sh[32];
     for (int64_t o = blockIdx.x; o < outer; o += gridDim.x) {
         const float *p = in + o * R;
-        float acc = 0.0f;
+        double acc = 0.0;
         for (int64_t r = threadIdx.x; r < R; r += blockDim.x)
             acc += p[r];
         acc = anvil_cuda_block_sum(acc, sh);
         if (threadIdx.x == 0)
-            out[o] = acc / div;
+            out[o] = (float)(acc / div);
     }
 }
 
@@ -25,13 +26,13 @@ static __global__ void reduce_rows(const float *__restrict__ in, float *out, int
 #define COLS_X 32
 #define COLS_Y 8
 static __global__ void reduce_cols(const float *__restrict__ in, float *out, int64_t outer,
-                                   int64_t R, int64_t inner, float div)
+                                   int64_t R, int64_t inner, double div)
 {
-    __shared__ float sh[COLS_Y][COLS_X + 1];
+    __shared__ double sh[COLS_Y][COLS_X + 1];
     int64_t tiles = (inner + COLS_X - 1) / COLS_X;
     for (int64_t t = blockIdx.x; t < outer * tiles; t += gridDim.x) {
         int64_t o = t / tiles, i = (t % tiles) * COLS_X + threadIdx.x;
-        float acc = 0.0f;
+        double acc = 0.0;
         if (i < inner) {
             const float *p = in + o * R * inner + i;
             for (int64_t r = threadIdx.y; r < R; r += COLS_Y)
@@ -41,18 +42,18 @@ static __global__ void reduce_cols(const float *__restrict__ in, float *out, int
         sh[threadIdx.y][threadIdx.x] = acc;
         __syncthreads();
         if (threadIdx.y == 0 && i < inner) {
-            float sum = sh[0][threadIdx.x];
+            double sum = sh[0][threadIdx.x];
             for (int y = 1; y < COLS_Y; y++)
                 sum += sh[y][threadIdx.x];
-            out[o * inner + i] = sum / div;
+            out[o * inner + i] = (float)(sum / div);
         }
     }
 }
 
 /* Pass 1 of a long single sum: partials[block] = the sum of its contiguous range. */
-static __global__ void sum_partials(const float *__restrict__ in, int64_t n, float *partials)
+static __global__ void sum_partials(const float *__restrict__ in, int64_t n, double *partials)
 {
-    float v = anvil_cuda_split_partial<float>(n, [=](int64_t i) { return in[i]; });
+    double v = anvil_cuda_split_partial<double>(n, [=](int64_t i) { return in[i]; });
     if (threadIdx.x == 0)
         partials[blockIdx.x] = v;
 }
@@ -67,16 +68,17 @@ static unsigned int row_threads(int64_t R)
 
 /* out = in viewed as [outer, R, inner] summed over R, divided by div. */
 static anvil_status reduce_ori(anvil_cuda_ctx *c, const float *in, float *out, int64_t outer,
-                               int64_t R, int64_t inner, float div, const char *name)
+                               int64_t R, int64_t inner, double div, const char *name)
 {
     if (outer * inner == 0)
         return ANVIL_OK;
     if (inner == 1) {
         if (outer == 1 && R > 32768) {
             unsigned int nb = anvil_cuda_split_blocks(R);
-            sum_partials<<<nb, ANVIL_CUDA_SPLIT_THREADS, 0, c->stream>>>(in, R, c->scratch);
+            double *partials = (double *)c->scratch;
+            sum_partials<<<nb, ANVIL_CUDA_SPLIT_THREADS, 0, c->stream>>>(in, R, partials);
             ANVIL_TRY(anvil_cuda_launched(c, name));
-            anvil_cuda_finish_sum<float, float><<<1, 1024, 0, c->stream>>>(c->scratch, (int)nb, div, out);
+            anvil_cuda_finish_sum<double, float><<<1, 1024, 0, c->stream>>>(partials, (int)nb, div, out);
             return anvil_cuda_launched(c, name);
         }
         unsigned int nb = (unsigned int)(outer < 65535 * 4 ? outer : 65535 * 4);
@@ -107,7 +109,7 @@ ANVIL_CUDA_KERNEL(reduce)
     const float *in = (const float *)s->in[0];
     float *out = (float *)s->out;
     if (dim == ANVIL_ALL_DIMS || x->ndim == 0)
-        return reduce_ori(c, in, out, 1, n, 1, mean ? (float)n : 1.0f, "reduce");
+        return reduce_ori(c, in, out, 1, n, 1, mean ? (double)n : 1.0, "reduce");
     if (dim < 0)
         dim += x->ndim;
     if (dim < 0 || dim >= x->ndim)
@@ -115,7 +117,7 @@ ANVIL_CUDA_KERNEL(reduce)
                           s->node->ia[0], x->ndim);
     int64_t R = x->shape[dim];
     return reduce_ori(c, in, out, prod(x->shape, 0, dim), R, prod(x->shape, dim + 1, x->ndim),
-                      mean ? (float)R : 1.0f, "reduce");
+                      mean ? (double)R : 1.0, "reduce");
 }
 
 /* sum_to with several separate reduced runs of dims: each output element walks its
@@ -139,7 +141,7 @@ static __global__ void sum_to_general(const float *__restrict__ in, float *out, 
                 rem /= p.gsz[g];
             }
         }
-        float acc = 0.0f;
+        double acc = 0.0;
         for (int64_t r = 0; r < p.rtot; r++) {
             int64_t off = 0, rr = r;
             for (int g = p.ng - 1; g >= 0; g--) {
@@ -150,7 +152,7 @@ static __global__ void sum_to_general(const float *__restrict__ in, float *out, 
             }
             acc += in[base + off];
         }
-        out[o] = acc;
+        out[o] = (float)acc;
     }
 }
 
@@ -201,7 +203,7 @@ ANVIL_CUDA_KERNEL(sum_to)
                 outer *= p.gsz[g];
             }
         }
-        return reduce_ori(c, in, out, outer, R, inner, 1.0f, "sum_to");
+        return reduce_ori(c, in, out, outer, R, inner, 1.0, "sum_to");
     }
     int64_t st = 1;
     p.rtot = 1;

@@ -163,7 +163,7 @@ static anvil_status sm_fwd(const anvil_exec *ex, const anvil_step *s)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
     const char *name = LOG ? "log_softmax" : "softmax";
-    sm_shape sh;
+    sm_shape sh = {0, 0, 0};
     ANVIL_TRY(sm_shape_of(s, name, &sh));
     if (sh.outer * sh.D * sh.inner == 0)
         return ANVIL_OK;
@@ -186,7 +186,7 @@ static anvil_status sm_bwd(const anvil_exec *ex, const anvil_step *s)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
     const char *name = LOG ? "log_softmax_bwd" : "softmax_bwd";
-    sm_shape sh;
+    sm_shape sh = {0, 0, 0};
     ANVIL_TRY(sm_shape_of(s, name, &sh));
     if (sh.outer * sh.D * sh.inner == 0)
         return ANVIL_OK;

@@ -1,6 +1,7 @@
 /* matmul.c — matrix products.  MATMUL views each operand as a matrix by flattening all
  * but its last dimension: a [..., K] x b [K, N] -> [..., N]; with trans_a, a [R, M]
- * (flattened) gives M rows: a^T b -> [M, N] with b [R, N].  LINEAR is x w^T + b. */
+ * (flattened) gives M rows: a^T b -> [M, N] with b [R, N]; both transposed: 2-D only.
+ * LINEAR is x w^T + b. */
 #include "graph/ops/ops.h"
 
 /* rows (symbolic) and columns of a value viewed as a matrix */
@@ -32,11 +33,19 @@ static anvil_status matmul_infer(const anvil_graph *g, anvil_node *n)
                               SHAPE_STR(sa, a), SHAPE_STR(sb, b), tb ? "^T" : "");
         anvil_copy_shape(n, a);
         n->shape[n->ndim - 1] = nb;
+    } else if (tb) {
+        /* a^T [M, K] x b^T [K, N], both 2-D */
+        if (a->ndim != 2 || a->shape[0] != b->shape[1])
+            return anvil_fail(ANVIL_ERR_SHAPE, "matmul: inner dimensions differ: %s^T x %s^T",
+                              SHAPE_STR(sa, a), SHAPE_STR(sb, b));
+        n->ndim = 2;
+        n->shape[0] = a->shape[1];
+        n->shape[1] = b->shape[0];
     } else {
         /* a^T [M, R] x b [R, N] (b flattened like a) */
-        if (ark != brk || arp != brp || tb)
-            return anvil_fail(ANVIL_ERR_SHAPE, "matmul: rows differ for a^T b: %s^T x %s%s",
-                              SHAPE_STR(sa, a), SHAPE_STR(sb, b), tb ? "^T (unsupported)" : "");
+        if (ark != brk || arp != brp)
+            return anvil_fail(ANVIL_ERR_SHAPE, "matmul: rows differ for a^T b: %s^T x %s",
+                              SHAPE_STR(sa, a), SHAPE_STR(sb, b));
         n->ndim = 2;
         n->shape[0] = acols;
         n->shape[1] = bcols;
@@ -57,6 +66,12 @@ static void matmul_vjp(anvil_graph *g, anvil_value self, anvil_value dy, const b
             dx[0] = anvil_matmul(g, dy, b, false, !tb);
         if (need[1])
             dx[1] = tb ? anvil_matmul(g, dy, a, true, false) : anvil_matmul(g, a, dy, true, false);
+    } else if (tb) {
+        /* C = A^T B^T with A [K, M], B [N, K]: dA = B^T dC^T; dB = dC^T A^T */
+        if (need[0])
+            dx[0] = anvil_matmul(g, b, dy, true, true);
+        if (need[1])
+            dx[1] = anvil_matmul(g, dy, a, true, true);
     } else {
         /* C = A^T B with A [R, M], B [R, N]: dA = B dC^T; dB = A dC */
         if (need[0])

@@ -1,0 +1,1045 @@
+/* test_gpu_ops.c — the CUDA backend against the CPU backend, op by op.
+ *
+ * Every case builds a small graph with the graph API, runs it once with anvil_graph_run
+ * on ANVIL_DEVICE_CPU and once on ANVIL_DEVICE_CUDA with the same feeds, and compares
+ * every fetched value: forward outputs and gradients (anvil_gradient of
+ * loss = sum(y * R) for a fixed random R).  Shapes include large ones that take the GPU
+ * kernels' other code paths (split reductions, block-per-row softmax, many blocks).
+ * Optimizers, step bookkeeping and metrics are compared through the trainer API: CPU and
+ * CUDA trainers with the same seed, the same batches, 5 steps, then every parameter.
+ *
+ * Tolerances: |gpu - cpu| <= atol + rtol * |cpu| with
+ *    elementwise ops (and their same-shape gradients):  atol 1e-6, rtol 1e-5
+ *    reductions, softmax, losses, gradients that sum:  atol 1e-5, rtol 1e-4
+ *    matmul / linear (and their gradients): rtol 1e-4 and atol 1e-5 + 1e-4 * max|cpu|, a
+ *      normwise bound: a K-term dot product's rounding scales with its terms, not with
+ *      its (possibly cancelling) result
+ *    dropout: the same masks, bit for bit (zeros in the same places)
+ *    trainer parity after 5 steps: SGD atol 1e-5 rtol 1e-4; Adam/AdamW atol 5e-5 rtol 1e-3
+ *      (Adam divides by sqrt(v), which magnifies the rounding of tiny gradients)
+ *
+ * Without a usable CUDA GPU every test is skipped.  ANVIL_GPU_TEST_SELFCHECK=1 runs the
+ * "GPU" side on the CPU backend instead: a check of this harness on machines without a
+ * GPU (every comparison should then pass trivially). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "anvil.h"
+#include "backend/backend.h"
+#include "graph/ops/ops.h"
+#include "testutil.h"
+
+#define EW_ATOL 1e-6
+#define EW_RTOL 1e-5
+#define RED_ATOL 1e-5
+#define RED_RTOL 1e-4
+
+static bool have_gpu;
+static anvil_device gpu_device = ANVIL_DEVICE_CUDA;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *self = getenv("ANVIL_GPU_TEST_SELFCHECK");
+    if (self && *self && strcmp(self, "0") != 0) {
+        fprintf(stderr, "test_gpu_ops: ANVIL_GPU_TEST_SELFCHECK: comparing the CPU backend with itself\n");
+        gpu_device = ANVIL_DEVICE_CPU;
+        have_gpu = true;
+        return 0;
+    }
+    have_gpu = anvil_cuda_available();
+    if (!have_gpu)
+        fprintf(stderr, "test_gpu_ops: no usable CUDA GPU (%s); skipping every test\n", anvil_last_error());
+    return 0;
+}
+
+#define NEED_GPU()          \
+    do {                    \
+        if (!have_gpu)      \
+            skip();         \
+    } while (0)
+
+/* ------------------------------------------------------------ a case: graph + feeds + fetches */
+
+#define MAX_FEED 8
+#define MAX_FETCH 16
+
+typedef enum { TOL_EW, TOL_RED, TOL_MM, TOL_EXACT_MASK } tol_class;
+
+typedef struct {
+    anvil_graph *g;
+    int nf;
+    anvil_value feed[MAX_FEED];
+    anvil_tensor *feeds[MAX_FEED];
+    int nx;
+    anvil_value fetch[MAX_FETCH];
+    char fname[MAX_FETCH][64];
+    tol_class tol[MAX_FETCH];
+    uint64_t seed;
+} gcase;
+
+static void case_init(gcase *c)
+{
+    memset(c, 0, sizeof *c);
+    CHECK_OK(anvil_graph_create(&c->g));
+    c->seed = 1000;
+}
+
+static void case_free(gcase *c)
+{
+    for (int i = 0; i < c->nf; i++)
+        anvil_tensor_release(c->feeds[i]);
+    anvil_graph_free(c->g);
+}
+
+/* A fed float input with uniform values in [lo, hi). */
+static anvil_value in_rand(gcase *c, const char *name, int nd, const int64_t *shape, float lo, float hi)
+{
+    assert_true(c->nf < MAX_FEED);
+    anvil_value v = anvil_input(c->g, name, ANVIL_F32, nd, shape);
+    assert_int_not_equal(v, ANVIL_NO_VALUE);
+    anvil_tensor *t = tu_rand_tensor(nd, shape, lo, hi, ++c->seed);
+    assert_non_null(t);
+    c->feed[c->nf] = v;
+    c->feeds[c->nf++] = t;
+    return v;
+}
+
+/* Random values with |v| in [0.5, 1.5) and a random sign (divisors). */
+static anvil_value in_away_from_zero(gcase *c, const char *name, int nd, const int64_t *shape)
+{
+    anvil_value v = in_rand(c, name, nd, shape, 0.5f, 1.5f);
+    float *d = anvil_tensor_data(c->feeds[c->nf - 1]);
+    int64_t n = anvil_tensor_numel(c->feeds[c->nf - 1]);
+    float *sgn = malloc((size_t)n * sizeof *sgn);
+    assert_non_null(sgn);
+    tu_fill_uniform(sgn, n, -1.0f, 1.0f, ++c->seed);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = sgn[i] < 0 ? -d[i] : d[i];
+    free(sgn);
+    return v;
+}
+
+/* Int32 class labels in [0, C) (label_at >= 0: that row gets `bad` instead). */
+static anvil_value in_labels(gcase *c, const char *name, int64_t N, int64_t C, int64_t label_at, int32_t bad)
+{
+    assert_true(c->nf < MAX_FEED);
+    anvil_value v = anvil_input(c->g, name, ANVIL_I32, 1, &N);
+    assert_int_not_equal(v, ANVIL_NO_VALUE);
+    anvil_tensor *t;
+    CHECK_OK(anvil_tensor_create(&t, ANVIL_I32, 1, &N, NULL));
+    float *u = malloc((size_t)N * sizeof *u);
+    assert_non_null(u);
+    tu_fill_uniform(u, N, 0.0f, (float)C, ++c->seed);
+    int32_t *d = anvil_tensor_data(t);
+    for (int64_t i = 0; i < N; i++) {
+        int32_t k = (int32_t)u[i];
+        d[i] = k >= C ? (int32_t)C - 1 : k;
+    }
+    if (label_at >= 0)
+        d[label_at] = bad;
+    free(u);
+    c->feed[c->nf] = v;
+    c->feeds[c->nf++] = t;
+    return v;
+}
+
+/* Probability targets [N, C]: each row positive, summing to 1. */
+static anvil_value in_probs(gcase *c, const char *name, int64_t N, int64_t C)
+{
+    int64_t shape[2] = {N, C};
+    anvil_value v = in_rand(c, name, 2, shape, 0.05f, 1.0f);
+    float *d = anvil_tensor_data(c->feeds[c->nf - 1]);
+    for (int64_t n = 0; n < N; n++) {
+        double s = 0;
+        for (int64_t k = 0; k < C; k++)
+            s += d[n * C + k];
+        for (int64_t k = 0; k < C; k++)
+            d[n * C + k] = (float)(d[n * C + k] / s);
+    }
+    return v;
+}
+
+static void fetch(gcase *c, anvil_value v, const char *name, tol_class tol)
+{
+    assert_true(c->nx < MAX_FETCH);
+    if (v == ANVIL_NO_VALUE)
+        fail_msg("building '%s' failed: %s", name, anvil_last_error());
+    c->fetch[c->nx] = v;
+    snprintf(c->fname[c->nx], sizeof c->fname[0], "%s", name);
+    c->tol[c->nx++] = tol;
+}
+
+/* loss = sum(y * R) for a fed random R shaped like y (R = 1 for a scalar y). */
+static anvil_value weighted_sum(gcase *c, anvil_value y)
+{
+    int64_t shape[ANVIL_MAX_DIMS];
+    int nd = anvil_value_shape(c->g, y, shape);
+    assert_true(nd >= 0);
+    if (nd == 0)
+        return y;
+    anvil_value R = in_rand(c, "R", nd, shape, -1.0f, 1.0f);
+    return anvil_sum(c->g, anvil_mul(c->g, y, R), ANVIL_ALL_DIMS, false);
+}
+
+/* Fetches d(loss)/d(wrt) as "<name>". */
+static void fetch_grad(gcase *c, anvil_value loss, anvil_value wrt, const char *name, tol_class tol)
+{
+    anvil_value d = anvil_gradient(c->g, loss, wrt);
+    fetch(c, d, name, tol);
+}
+
+static void tol_of(tol_class t, double *atol, double *rtol)
+{
+    *atol = t == TOL_EW || t == TOL_EXACT_MASK ? EW_ATOL : RED_ATOL;
+    *rtol = t == TOL_EW || t == TOL_EXACT_MASK ? EW_RTOL : RED_RTOL;
+}
+
+/* Runs the case on both devices and compares every fetched value. */
+static void compare_opts(gcase *c, const char *what, bool training, uint32_t rng_counter)
+{
+    CHECK_OK(anvil_graph_status(c->g));
+    anvil_tensor *cpu[MAX_FETCH] = {0}, *gpu[MAX_FETCH] = {0};
+    anvil_run_options o = anvil_run_default_options();
+    o.training = training;
+    o.seed = 0x1234567890abcdefull;
+    o.rng_counter = rng_counter;
+    o.device = ANVIL_DEVICE_CPU;
+    CHECK_OK(anvil_graph_run(c->g, &o, c->nf, c->feed, c->feeds, c->nx, c->fetch, cpu));
+    o.device = gpu_device;
+    CHECK_OK(anvil_graph_run(c->g, &o, c->nf, c->feed, c->feeds, c->nx, c->fetch, gpu));
+    int failures = 0;
+    for (int i = 0; i < c->nx; i++) {
+        int64_t n = anvil_tensor_numel(cpu[i]);
+        assert_int_equal(n, anvil_tensor_numel(gpu[i]));
+        assert_int_equal(anvil_tensor_dtype(cpu[i]), anvil_tensor_dtype(gpu[i]));
+        if (anvil_tensor_dtype(cpu[i]) != ANVIL_F32) {
+            if (memcmp(anvil_tensor_cdata(cpu[i]), anvil_tensor_cdata(gpu[i]), anvil_tensor_nbytes(cpu[i])) != 0) {
+                print_error("%s: %s differs (non-float)\n", what, c->fname[i]);
+                failures++;
+            }
+            continue;
+        }
+        const float *a = anvil_tensor_cdata(gpu[i]), *b = anvil_tensor_cdata(cpu[i]);
+        double atol, rtol;
+        tol_of(c->tol[i], &atol, &rtol);
+        if (c->tol[i] == TOL_MM) {
+            double mx = 0;
+            for (int64_t k = 0; k < n; k++)
+                mx = fabs((double)b[k]) > mx ? fabs((double)b[k]) : mx;
+            atol += RED_RTOL * mx;
+        }
+        int64_t worst = 0;
+        double e = tu_rel_err(a, b, n, atol, rtol, &worst);
+        if (e > 1.0) {
+            print_error("%s: %s: gpu %.9g vs cpu %.9g at [%lld] of %lld (error %.3g x tolerance)\n", what,
+                        c->fname[i], (double)a[worst], (double)b[worst], (long long)worst, (long long)n, e);
+            failures++;
+        }
+        if (c->tol[i] == TOL_EXACT_MASK) {
+            int64_t diff = 0;
+            for (int64_t k = 0; k < n; k++)
+                diff += (a[k] == 0.0f) != (b[k] == 0.0f);
+            if (diff) {
+                print_error("%s: %s: dropout masks differ in %lld of %lld places\n", what, c->fname[i],
+                            (long long)diff, (long long)n);
+                failures++;
+            }
+        }
+        if (getenv("ANVIL_GPU_TEST_VERBOSE"))
+            print_message("%s: %s: worst %.3g x tolerance over %lld\n", what, c->fname[i], e, (long long)n);
+    }
+    for (int i = 0; i < c->nx; i++) {
+        anvil_tensor_release(cpu[i]);
+        anvil_tensor_release(gpu[i]);
+    }
+    if (failures)
+        fail_msg("%s: %d value(s) differ between CPU and CUDA", what, failures);
+}
+
+static void compare(gcase *c, const char *what) { compare_opts(c, what, false, 0); }
+
+/* ------------------------------------------------------------ data movement */
+
+static void test_copy_fill(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    gcase c;
+    case_init(&c);
+    int64_t s[2] = {37, 13};
+    anvil_value x = in_rand(&c, "x", 2, s, -2, 2);
+    anvil_value y = anvil_op1(c.g, OP_COPY, x);
+    fetch(&c, y, "copy", TOL_EW);
+    anvil_value f = anvil_fill(c.g, 2, s, 0.625f);
+    fetch(&c, f, "fill", TOL_EW);
+    fetch(&c, anvil_add(c.g, y, f), "copy+fill", TOL_EW);
+    compare(&c, "copy/fill");
+    case_free(&c);
+}
+
+/* ------------------------------------------------------------ matmul / linear */
+
+static void matmul_case(int64_t M, int64_t K, int64_t N, bool ta, bool tb)
+{
+    gcase c;
+    case_init(&c);
+    int64_t sa[2] = {ta ? K : M, ta ? M : K}, sb[2] = {tb ? N : K, tb ? K : N};
+    anvil_value a = in_rand(&c, "a", 2, sa, -1, 1), b = in_rand(&c, "b", 2, sb, -1, 1);
+    anvil_value y = anvil_matmul(c.g, a, b, ta, tb);
+    fetch(&c, y, "y", TOL_MM);
+    anvil_value loss = weighted_sum(&c, y);
+    fetch_grad(&c, loss, a, "da", TOL_MM);
+    fetch_grad(&c, loss, b, "db", TOL_MM);
+    char what[96];
+    snprintf(what, sizeof what, "matmul %lldx%lldx%lld %c%c", (long long)M, (long long)K, (long long)N,
+             ta ? 't' : 'n', tb ? 't' : 'n');
+    compare(&c, what);
+    case_free(&c);
+}
+
+static void test_matmul(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            if (ta && tb)
+                continue; /* a^T b^T is not an op of the graph (see ops/matmul.c) */
+            matmul_case(4, 6, 5, ta, tb);
+            matmul_case(67, 129, 33, ta, tb); /* odd sizes: unaligned leading dims */
+            matmul_case(256, 512, 128, ta, tb);
+        }
+    /* a flattened 3-D left operand: a [2, 3, 8] x b [8, 5] -> [2, 3, 5] */
+    gcase c;
+    case_init(&c);
+    int64_t sa[3] = {2, 3, 8}, sb[2] = {8, 5};
+    anvil_value a = in_rand(&c, "a", 3, sa, -1, 1), b = in_rand(&c, "b", 2, sb, -1, 1);
+    anvil_value y = anvil_matmul(c.g, a, b, false, false);
+    fetch(&c, y, "y", TOL_MM);
+    anvil_value loss = weighted_sum(&c, y);
+    fetch_grad(&c, loss, a, "da", TOL_MM);
+    fetch_grad(&c, loss, b, "db", TOL_MM);
+    compare(&c, "matmul 3-D");
+    case_free(&c);
+}
+
+static void linear_case(int nd, const int64_t *xs, int64_t out, bool bias)
+{
+    gcase c;
+    case_init(&c);
+    int64_t in = xs[nd - 1], ws[2] = {out, in};
+    anvil_value x = in_rand(&c, "x", nd, xs, -1, 1);
+    anvil_value w = in_rand(&c, "w", 2, ws, -0.5f, 0.5f);
+    anvil_value b = bias ? in_rand(&c, "b", 1, &out, -0.5f, 0.5f) : ANVIL_NO_VALUE;
+    anvil_value y = anvil_linear(c.g, x, w, b);
+    fetch(&c, y, "y", TOL_MM);
+    anvil_value loss = weighted_sum(&c, y);
+    fetch_grad(&c, loss, x, "dx", TOL_MM);
+    fetch_grad(&c, loss, w, "dw", TOL_MM);
+    if (bias)
+        fetch_grad(&c, loss, b, "db", TOL_MM);
+    char what[64];
+    snprintf(what, sizeof what, "linear in %lld out %lld%s", (long long)in, (long long)out, bias ? " +bias" : "");
+    compare(&c, what);
+    case_free(&c);
+}
+
+static void test_linear(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    int64_t x1[2] = {5, 7}, x2[2] = {128, 784}, x3[3] = {3, 4, 9}, x4[2] = {33, 17};
+    linear_case(2, x1, 3, true);
+    linear_case(2, x1, 3, false);
+    linear_case(2, x2, 512, true);
+    linear_case(3, x3, 6, true);
+    linear_case(2, x4, 11, true);
+}
+
+/* ------------------------------------------------------------ elementwise */
+
+typedef anvil_value (*binop_fn)(anvil_graph *, anvil_value, anvil_value);
+
+static void binary_case(const char *name, binop_fn fn, bool divisor, int na, const int64_t *sa, int nb,
+                        const int64_t *sb)
+{
+    gcase c;
+    case_init(&c);
+    anvil_value a = in_rand(&c, "a", na, sa, -2, 2);
+    anvil_value b = divisor ? in_away_from_zero(&c, "b", nb, sb) : in_rand(&c, "b", nb, sb, -2, 2);
+    anvil_value y = fn(c.g, a, b);
+    fetch(&c, y, "y", TOL_EW);
+    anvil_value loss = weighted_sum(&c, y);
+    fetch_grad(&c, loss, a, "da", TOL_RED);
+    fetch_grad(&c, loss, b, "db", TOL_RED);
+    char what[64];
+    snprintf(what, sizeof what, "%s %dD x %dD", name, na, nb);
+    compare(&c, what);
+    case_free(&c);
+}
+
+static void test_elementwise(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    static const struct {
+        const char *name;
+        binop_fn fn;
+        bool div;
+    } ops[] = {{"add", anvil_add, false}, {"sub", anvil_sub, false}, {"mul", anvil_mul, false},
+               {"div", anvil_div, true}};
+    int64_t s34[2] = {3, 4}, s45[2] = {4, 5}, s5[1] = {5}, s41[2] = {4, 1}, s15[2] = {1, 5};
+    int64_t s234[3] = {2, 3, 4}, s31[2] = {3, 1}, s1[1] = {1};
+    int64_t big[2] = {1000, 1001}, bigrow[1] = {1001}, bigcol[2] = {1000, 1};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        binary_case(ops[i].name, ops[i].fn, ops[i].div, 2, s34, 2, s34);
+        binary_case(ops[i].name, ops[i].fn, ops[i].div, 2, s45, 1, s5);
+        binary_case(ops[i].name, ops[i].fn, ops[i].div, 2, s41, 2, s15);
+        binary_case(ops[i].name, ops[i].fn, ops[i].div, 3, s234, 2, s31);
+        binary_case(ops[i].name, ops[i].fn, ops[i].div, 3, s234, 1, s1);
+        binary_case(ops[i].name, ops[i].fn, ops[i].div, 1, s1, 3, s234);
+        binary_case(ops[i].name, ops[i].fn, ops[i].div, 2, big, 2, big);
+        binary_case(ops[i].name, ops[i].fn, ops[i].div, 2, big, 1, bigrow);
+        binary_case(ops[i].name, ops[i].fn, ops[i].div, 2, big, 2, bigcol);
+    }
+}
+
+static void test_scale(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    gcase c;
+    case_init(&c);
+    int64_t s[3] = {3, 5, 7};
+    anvil_value x = in_rand(&c, "x", 3, s, -2, 2);
+    anvil_value y = anvil_scale(c.g, x, -1.7f);
+    fetch(&c, y, "y", TOL_EW);
+    fetch_grad(&c, weighted_sum(&c, y), x, "dx", TOL_EW);
+    compare(&c, "scale");
+    case_free(&c);
+}
+
+/* ------------------------------------------------------------ reductions */
+
+static void reduce_case(int nd, const int64_t *s, int dim, bool keep, bool mean)
+{
+    gcase c;
+    case_init(&c);
+    anvil_value x = in_rand(&c, "x", nd, s, -1, 1);
+    anvil_value y = mean ? anvil_mean(c.g, x, dim, keep) : anvil_sum(c.g, x, dim, keep);
+    fetch(&c, y, "y", TOL_RED);
+    fetch_grad(&c, weighted_sum(&c, y), x, "dx", TOL_RED);
+    char what[96];
+    snprintf(what, sizeof what, "%s dim %d%s over %dD [%lld, ...]", mean ? "mean" : "sum", dim,
+             keep ? " keepdim" : "", nd, (long long)s[0]);
+    compare(&c, what);
+    case_free(&c);
+}
+
+static void test_reduce(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    int64_t s345[3] = {3, 4, 5};
+    for (int mean = 0; mean < 2; mean++) {
+        for (int dim = -1; dim < 3; dim++)
+            for (int keep = 0; keep < 2; keep++)
+                reduce_case(3, s345, dim, keep, mean);
+        reduce_case(3, s345, ANVIL_ALL_DIMS, false, mean);
+    }
+    int64_t longrow[2] = {3, 5000}, tall[2] = {5000, 7}, huge[1] = {300001}, wide[3] = {2, 3000, 70};
+    reduce_case(2, longrow, 1, false, false);
+    reduce_case(2, tall, 0, false, true);
+    reduce_case(1, huge, ANVIL_ALL_DIMS, false, false); /* the two-pass split reduction */
+    reduce_case(1, huge, ANVIL_ALL_DIMS, false, true);
+    reduce_case(3, wide, 1, true, false);
+}
+
+/* sum_to and broadcast_to built directly (their use in gradients is covered above). */
+static void test_sum_to_broadcast_to(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    static const struct {
+        int nd;
+        int64_t big[4];
+        int snd;
+        int64_t small[4];
+    } cases[] = {
+        {2, {6, 5}, 1, {5}},       {2, {6, 5}, 2, {6, 1}},        {3, {4, 3, 5}, 3, {1, 3, 1}},
+        {3, {4, 3, 5}, 0, {0}},    {4, {2, 3, 4, 5}, 3, {3, 1, 5}}, {2, {4000, 3}, 1, {3}},
+        {2, {3, 4000}, 2, {3, 1}}, {3, {4, 3, 5}, 3, {4, 3, 5}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gcase c;
+        case_init(&c);
+        anvil_value x = in_rand(&c, "x", cases[i].nd, cases[i].big, -1, 1);
+        anvil_node like;
+        memset(&like, 0, sizeof like);
+        like.ndim = cases[i].snd;
+        for (int d = 0; d < like.ndim; d++)
+            like.shape[d] = cases[i].small[d];
+        anvil_value s = anvil_sum_to(c.g, x, &like);
+        fetch(&c, s, "sum_to", TOL_RED);
+        anvil_value b = anvil_broadcast_to(c.g, s, cases[i].nd, cases[i].big, false);
+        fetch(&c, b, "broadcast_to", TOL_RED);
+        anvil_value bd = anvil_broadcast_to(c.g, s, cases[i].nd, cases[i].big, true);
+        fetch(&c, bd, "broadcast_to/divide", TOL_RED);
+        char what[64];
+        snprintf(what, sizeof what, "sum_to/broadcast_to case %zu", i);
+        compare(&c, what);
+        case_free(&c);
+    }
+}
+
+/* ------------------------------------------------------------ activations */
+
+static void test_activations(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    for (int kind = ACT_RELU; kind <= ACT_GELU_TANH; kind++) {
+        gcase c;
+        case_init(&c);
+        int64_t s[2] = {61, 67};
+        anvil_value x = in_rand(&c, "x", 2, s, -4, 4);
+        anvil_value y;
+        switch (kind) {
+        case ACT_RELU: y = anvil_relu(c.g, x); break;
+        case ACT_LEAKY_RELU: y = anvil_leaky_relu(c.g, x, 0.1f); break;
+        case ACT_ELU: y = anvil_elu(c.g, x, 1.3f); break;
+        case ACT_SIGMOID: y = anvil_sigmoid(c.g, x); break;
+        case ACT_TANH: y = anvil_tanh(c.g, x); break;
+        case ACT_SILU: y = anvil_silu(c.g, x); break;
+        case ACT_GELU: y = anvil_gelu(c.g, x, false); break;
+        default: y = anvil_gelu(c.g, x, true); break;
+        }
+        fetch(&c, y, "y", TOL_EW);
+        fetch_grad(&c, weighted_sum(&c, y), x, "dx", TOL_EW);
+        char what[32];
+        snprintf(what, sizeof what, "activation kind %d", kind);
+        compare(&c, what);
+        case_free(&c);
+    }
+}
+
+/* ------------------------------------------------------------ softmax */
+
+static void softmax_case(bool logsm, int nd, const int64_t *s, int dim, float spread)
+{
+    gcase c;
+    case_init(&c);
+    anvil_value x = in_rand(&c, "x", nd, s, -spread, spread);
+    anvil_value y = logsm ? anvil_log_softmax(c.g, x, dim) : anvil_softmax(c.g, x, dim);
+    fetch(&c, y, "y", TOL_RED);
+    fetch_grad(&c, weighted_sum(&c, y), x, "dx", TOL_RED);
+    char what[96];
+    snprintf(what, sizeof what, "%s dim %d of %dD [%lld, ...]", logsm ? "log_softmax" : "softmax", dim, nd,
+             (long long)s[0]);
+    compare(&c, what);
+    case_free(&c);
+}
+
+static void test_softmax(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    int64_t s234[3] = {2, 3, 4}, rows[2] = {300, 10}, longrows[2] = {5, 5000}, strided[3] = {4, 100, 33};
+    for (int lg = 0; lg < 2; lg++) {
+        softmax_case(lg, 3, s234, -1, 2);
+        softmax_case(lg, 3, s234, 1, 2);
+        softmax_case(lg, 3, s234, 0, 2);
+        softmax_case(lg, 2, rows, 1, 8);
+        softmax_case(lg, 2, longrows, 1, 8); /* a block per row */
+        softmax_case(lg, 3, strided, 1, 4);  /* strided lines */
+    }
+}
+
+/* ------------------------------------------------------------ dropout */
+
+static void dropout_case(int64_t rows, int64_t cols, float p, uint32_t counter)
+{
+    gcase c;
+    case_init(&c);
+    int64_t s[2] = {rows, cols};
+    anvil_value x = in_rand(&c, "x", 2, s, 0.5f, 2.0f); /* nonzero: a zero output means dropped */
+    anvil_value y = anvil_dropout(c.g, x, p);
+    anvil_value y2 = anvil_dropout(c.g, anvil_scale(c.g, x, 2.0f), p); /* a second stream */
+    fetch(&c, y, "y", TOL_EXACT_MASK);
+    fetch(&c, y2, "y2", TOL_EXACT_MASK);
+    anvil_value loss = anvil_add(c.g, weighted_sum(&c, y), anvil_sum(c.g, y2, ANVIL_ALL_DIMS, false));
+    fetch_grad(&c, loss, x, "dx", TOL_RED);
+    char what[64];
+    snprintf(what, sizeof what, "dropout p %.2f [%lld, %lld] counter %u", (double)p, (long long)rows,
+             (long long)cols, counter);
+    compare_opts(&c, what, true, counter);
+    case_free(&c);
+}
+
+static void test_dropout(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    dropout_case(37, 50, 0.3f, 0);  /* 1850 elements: not a multiple of 4 per row */
+    dropout_case(37, 50, 0.3f, 7);  /* another step's masks */
+    dropout_case(128, 512, 0.5f, 3);
+    dropout_case(3, 3, 0.9f, 1);
+    dropout_case(16, 16, 0.0f, 0);  /* p = 0: the identity */
+
+    /* the masks really change with the step counter, and about p of them are dropped */
+    gcase c;
+    case_init(&c);
+    int64_t s[2] = {64, 64};
+    anvil_value x = in_rand(&c, "x", 2, s, 0.5f, 2.0f);
+    anvil_value y = anvil_dropout(c.g, x, 0.25f);
+    anvil_run_options o = anvil_run_default_options();
+    o.device = gpu_device;
+    o.training = true;
+    o.seed = 99;
+    anvil_tensor *a = NULL, *b = NULL;
+    CHECK_OK(anvil_graph_run(c.g, &o, c.nf, c.feed, c.feeds, 1, &y, &a));
+    o.rng_counter = 1;
+    CHECK_OK(anvil_graph_run(c.g, &o, c.nf, c.feed, c.feeds, 1, &y, &b));
+    const float *pa = anvil_tensor_cdata(a), *pb = anvil_tensor_cdata(b);
+    int64_t same = 0, dropped = 0, n = anvil_tensor_numel(a);
+    for (int64_t i = 0; i < n; i++) {
+        same += (pa[i] == 0.0f) == (pb[i] == 0.0f);
+        dropped += pa[i] == 0.0f;
+    }
+    assert_true(same < n);
+    assert_true(dropped > n / 8 && dropped < n * 3 / 8);
+    anvil_tensor_release(a);
+    anvil_tensor_release(b);
+    case_free(&c);
+}
+
+/* ------------------------------------------------------------ losses */
+
+static void ce_case(int64_t N, int64_t C, float smoothing, bool probs)
+{
+    gcase c;
+    case_init(&c);
+    int64_t s[2] = {N, C};
+    anvil_value x = in_rand(&c, "logits", 2, s, -4, 4);
+    anvil_value t = probs ? in_probs(&c, "target", N, C) : in_labels(&c, "labels", N, C, -1, 0);
+    anvil_value loss = anvil_cross_entropy(c.g, x, t, smoothing);
+    fetch(&c, loss, "loss", TOL_RED);
+    anvil_value R = in_rand(&c, "R", 0, NULL, 0.5f, 2.0f);
+    fetch_grad(&c, anvil_mul(c.g, loss, R), x, "dlogits", TOL_RED);
+    char what[96];
+    snprintf(what, sizeof what, "cross_entropy N %lld C %lld smoothing %.2f%s", (long long)N, (long long)C,
+             (double)smoothing, probs ? " probabilities" : "");
+    compare(&c, what);
+    case_free(&c);
+}
+
+static void test_cross_entropy(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    for (int probs = 0; probs < 2; probs++) {
+        ce_case(6, 5, 0.0f, probs);
+        ce_case(6, 5, 0.1f, probs);
+        ce_case(128, 10, 0.0f, probs);
+        ce_case(1000, 37, 0.2f, probs); /* many blocks of partial sums */
+        ce_case(7, 3000, 0.1f, probs);  /* long rows */
+    }
+}
+
+/* A label outside [0, C) cannot stop a captured graph: the CUDA backend flags it on the
+ * device and the synchronization after the run reports it. */
+static void test_cross_entropy_bad_label(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    for (int bad = 0; bad < 2; bad++) {
+        gcase c;
+        case_init(&c);
+        int64_t s[2] = {8, 5};
+        anvil_value x = in_rand(&c, "logits", 2, s, -1, 1);
+        anvil_value t = in_labels(&c, "labels", 8, 5, 3, bad ? -1 : 5);
+        anvil_value loss = anvil_cross_entropy(c.g, x, t, 0.0f);
+        anvil_run_options o = anvil_run_default_options();
+        o.device = gpu_device;
+        anvil_tensor *out = NULL;
+        anvil_status st = anvil_graph_run(c.g, &o, c.nf, c.feed, c.feeds, 1, &loss, &out);
+        assert_int_equal(st, ANVIL_ERR_INVALID_ARG);
+        if (gpu_device == ANVIL_DEVICE_CUDA)
+            assert_non_null(strstr(anvil_last_error(), "label outside [0, C)"));
+        assert_null(out);
+        /* and the gradient kernel */
+        anvil_value d = anvil_gradient(c.g, loss, x);
+        st = anvil_graph_run(c.g, &o, c.nf, c.feed, c.feeds, 1, &d, &out);
+        assert_int_equal(st, ANVIL_ERR_INVALID_ARG);
+        assert_null(out);
+        case_free(&c);
+    }
+}
+
+static void pw_case(const char *name, int kind, float param, int64_t rows, int64_t cols)
+{
+    gcase c;
+    case_init(&c);
+    int64_t s[2] = {rows, cols};
+    anvil_value x, t;
+    if (kind == PW_BCE) {
+        x = in_rand(&c, "p", 2, s, 0.02f, 0.98f);
+        t = in_rand(&c, "t", 2, s, 0.0f, 1.0f);
+    } else if (kind == PW_BCE_LOGITS) {
+        x = in_rand(&c, "x", 2, s, -5, 5);
+        t = in_rand(&c, "t", 2, s, 0.0f, 1.0f);
+    } else {
+        x = in_rand(&c, "x", 2, s, -2, 2);
+        t = in_rand(&c, "t", 2, s, -2, 2);
+    }
+    anvil_value loss;
+    switch (kind) {
+    case PW_MSE: loss = anvil_mse(c.g, x, t); break;
+    case PW_L1: loss = anvil_l1(c.g, x, t); break;
+    case PW_BCE: loss = anvil_bce(c.g, x, t); break;
+    case PW_BCE_LOGITS: loss = anvil_bce_with_logits(c.g, x, t); break;
+    case PW_HUBER: loss = anvil_huber(c.g, x, t, param); break;
+    default: loss = anvil_smooth_l1(c.g, x, t, param); break;
+    }
+    fetch(&c, loss, "loss", TOL_RED);
+    anvil_value R = in_rand(&c, "R", 0, NULL, 0.5f, 2.0f);
+    fetch_grad(&c, anvil_mul(c.g, loss, R), x, "dx", TOL_RED);
+    char what[96];
+    snprintf(what, sizeof what, "%s [%lld, %lld]", name, (long long)rows, (long long)cols);
+    compare(&c, what);
+    case_free(&c);
+}
+
+static void test_pw_losses(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    static const struct {
+        const char *name;
+        int kind;
+        float param;
+    } ks[] = {{"mse", PW_MSE, 0},     {"l1", PW_L1, 0},          {"bce", PW_BCE, 0},
+              {"bce_logits", PW_BCE_LOGITS, 0}, {"huber", PW_HUBER, 0.7f}, {"smooth_l1", PW_SMOOTH_L1, 0.5f},
+              {"smooth_l1 beta 0", PW_SMOOTH_L1, 0.0f}};
+    for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
+        pw_case(ks[i].name, ks[i].kind, ks[i].param, 6, 3);
+        pw_case(ks[i].name, ks[i].kind, ks[i].param, 700, 300); /* many partial sums */
+    }
+}
+
+/* ------------------------------------------------------------ trainer parity: optimizers, metrics */
+
+static anvil_model *small_model(int64_t in_features, bool dropout)
+{
+    anvil_model *m;
+    CHECK_OK(anvil_model_create(&m, "small", 1, &in_features));
+    anvil_layer_desc l;
+    l = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    l.out_features = 32;
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_TANH);
+    CHECK_OK(anvil_model_add(m, &l));
+    if (dropout) {
+        l = anvil_layer_default(ANVIL_LAYER_DROPOUT);
+        l.p = 0.2f;
+        CHECK_OK(anvil_model_add(m, &l));
+    }
+    l = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    l.out_features = 16;
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_RELU);
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    l.out_features = 5;
+    CHECK_OK(anvil_model_add(m, &l));
+    return m;
+}
+
+#define PAR_STEPS 5
+#define PAR_BATCH 24
+#define PAR_IN 12
+
+static void batch_of(int k, anvil_tensor **x, anvil_tensor **y)
+{
+    int64_t xs[2] = {PAR_BATCH, PAR_IN}, n = PAR_BATCH;
+    *x = tu_rand_tensor(2, xs, -2, 2, 500 + (uint64_t)k);
+    assert_non_null(*x);
+    CHECK_OK(anvil_tensor_create(y, ANVIL_I32, 1, &n, NULL));
+    const float *xd = anvil_tensor_cdata(*x);
+    int32_t *yd = anvil_tensor_data(*y);
+    for (int i = 0; i < PAR_BATCH; i++) { /* a learnable rule: the argmax of 5 input sums */
+        int best = 0;
+        float bv = -1e30f;
+        for (int c = 0; c < 5; c++) {
+            float v = xd[i * PAR_IN + c] + xd[i * PAR_IN + c + 5];
+            if (v > bv) {
+                bv = v;
+                best = c;
+            }
+        }
+        yd[i] = best;
+    }
+}
+
+static void compare_params(anvil_model *mc, anvil_trainer *tc, anvil_trainer *tg, double atol, double rtol,
+                           const char *what)
+{
+    anvil_graph *g = anvil_model_graph(mc);
+    int failures = 0;
+    for (int v = 0; v < g->n; v++) {
+        if (g->nodes[v].op != OP_PARAM)
+            continue;
+        anvil_tensor *a = NULL, *b = NULL;
+        CHECK_OK(anvil_trainer_get_param(tc, g->nodes[v].name, &a));
+        CHECK_OK(anvil_trainer_get_param(tg, g->nodes[v].name, &b));
+        int64_t worst = 0, n = anvil_tensor_numel(a);
+        double e = tu_rel_err(anvil_tensor_cdata(b), anvil_tensor_cdata(a), n, atol, rtol, &worst);
+        if (e > 1.0) {
+            print_error("%s: parameter %s: gpu %.9g vs cpu %.9g at [%lld] (error %.3g x tolerance)\n", what,
+                        g->nodes[v].name, (double)((const float *)anvil_tensor_cdata(b))[worst],
+                        (double)((const float *)anvil_tensor_cdata(a))[worst], (long long)worst, e);
+            failures++;
+        }
+        anvil_tensor_release(a);
+        anvil_tensor_release(b);
+    }
+    if (failures)
+        fail_msg("%s: %d parameter(s) differ between CPU and CUDA", what, failures);
+}
+
+static void trainer_parity(anvil_optimizer_config oc, bool dropout, double atol, double rtol, const char *what)
+{
+    anvil_model *mc = small_model(PAR_IN, dropout), *mg = small_model(PAR_IN, dropout);
+    anvil_trainer_config cfg = anvil_trainer_default_config();
+    cfg.optimizer = oc;
+    cfg.seed = 4242;
+    cfg.verbose = 0;
+    anvil_trainer *tc, *tg;
+    cfg.device = ANVIL_DEVICE_CPU;
+    CHECK_OK(anvil_trainer_create(&tc, mc, &cfg));
+    cfg.device = gpu_device;
+    CHECK_OK(anvil_trainer_create(&tg, mg, &cfg));
+    assert_int_equal(anvil_trainer_device(tg), gpu_device);
+    compare_params(mc, tc, tg, 1e-30, 0.0, "initial parameters"); /* the same init, bit for bit */
+    for (int k = 0; k < PAR_STEPS; k++) {
+        anvil_tensor *x, *y;
+        batch_of(k, &x, &y);
+        CHECK_OK(anvil_train_step(tc, x, y));
+        CHECK_OK(anvil_train_step(tg, x, y));
+        float lc, lg;
+        CHECK_OK(anvil_trainer_last_loss(tc, &lc));
+        CHECK_OK(anvil_trainer_last_loss(tg, &lg));
+        if (!(fabs((double)lc - lg) <= 1e-4 + 1e-3 * fabs((double)lc)))
+            fail_msg("%s: step %d loss gpu %.9g vs cpu %.9g", what, k + 1, (double)lg, (double)lc);
+        anvil_tensor_release(x);
+        anvil_tensor_release(y);
+    }
+    assert_int_equal(anvil_trainer_step_count(tg), PAR_STEPS);
+    /* accum_loss: the mean over the steps */
+    float mcl, mgl;
+    CHECK_OK(anvil_trainer_take_mean_loss(tc, &mcl));
+    CHECK_OK(anvil_trainer_take_mean_loss(tg, &mgl));
+    if (!(fabs((double)mcl - mgl) <= 1e-4 + 1e-3 * fabs((double)mcl)))
+        fail_msg("%s: mean loss gpu %.9g vs cpu %.9g", what, (double)mgl, (double)mcl);
+    compare_params(mc, tc, tg, atol, rtol, what);
+    /* predict (evaluation mode: dropout off) */
+    anvil_tensor *x, *y, *pc, *pg;
+    batch_of(99, &x, &y);
+    CHECK_OK(anvil_predict(tc, x, &pc));
+    CHECK_OK(anvil_predict(tg, x, &pg));
+    int64_t worst;
+    double e = tu_rel_err(anvil_tensor_cdata(pg), anvil_tensor_cdata(pc), anvil_tensor_numel(pc), atol * 10,
+                          rtol * 10, &worst);
+    if (e > 1.0)
+        fail_msg("%s: predictions differ at [%lld] (%.3g x tolerance)", what, (long long)worst, e);
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
+    anvil_tensor_release(pc);
+    anvil_tensor_release(pg);
+    anvil_trainer_free(tc);
+    anvil_trainer_free(tg);
+    anvil_model_free(mc);
+    anvil_model_free(mg);
+}
+
+static void test_sgd_nesterov(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    anvil_optimizer_config oc = anvil_optimizer_default_config(ANVIL_OPT_SGD);
+    oc.lr = 0.05f;
+    oc.momentum = 0.9f;
+    oc.nesterov = true;
+    oc.weight_decay = 1e-3f;
+    trainer_parity(oc, false, 1e-5, 1e-4, "sgd nesterov");
+    oc.nesterov = false;
+    oc.dampening = 0.1f;
+    trainer_parity(oc, false, 1e-5, 1e-4, "sgd momentum dampening");
+    oc = anvil_optimizer_default_config(ANVIL_OPT_SGD);
+    oc.lr = 0.1f;
+    trainer_parity(oc, false, 1e-5, 1e-4, "plain sgd");
+}
+
+static void test_adam(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    anvil_optimizer_config oc = anvil_optimizer_default_config(ANVIL_OPT_ADAM);
+    oc.lr = 0.01f;
+    trainer_parity(oc, false, 5e-5, 1e-3, "adam");
+    oc.weight_decay = 0.01f;
+    trainer_parity(oc, false, 5e-5, 1e-3, "adam weight decay");
+}
+
+static void test_adamw(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    anvil_optimizer_config oc = anvil_optimizer_default_config(ANVIL_OPT_ADAMW);
+    oc.lr = 0.01f;
+    oc.beta2 = 0.99f;
+    oc.eps = 1e-7f;
+    oc.weight_decay = 0.05f;
+    trainer_parity(oc, false, 5e-5, 1e-3, "adamw");
+}
+
+/* Dropout inside a trained model: the step counter advances on the device (step_end)
+ * and both devices draw the same masks every step. */
+static void test_trainer_dropout(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    anvil_optimizer_config oc = anvil_optimizer_default_config(ANVIL_OPT_SGD);
+    oc.lr = 0.05f;
+    oc.momentum = 0.9f;
+    trainer_parity(oc, true, 1e-5, 1e-4, "sgd with dropout");
+}
+
+/* accum_eval through anvil_evaluate on a small IDX dataset written here. */
+static void write_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static void test_evaluate(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    enum { N = 300, H = 4, W = 3 };
+    char *dir = tu_mkdtemp();
+    assert_non_null(dir);
+    unsigned char img[16 + N * H * W], lab[8 + N];
+    write_be32(img, 0x803);
+    write_be32(img + 4, N);
+    write_be32(img + 8, H);
+    write_be32(img + 12, W);
+    write_be32(lab, 0x801);
+    write_be32(lab + 4, N);
+    float u[N * H * W];
+    tu_fill_uniform(u, N * H * W, 0, 256, 77);
+    for (int i = 0; i < N; i++) {
+        int best = 0, bv = -1;
+        for (int j = 0; j < H * W; j++) {
+            img[16 + i * H * W + j] = (unsigned char)u[i * H * W + j];
+            if (j < 5 && (int)img[16 + i * H * W + j] > bv) {
+                bv = img[16 + i * H * W + j];
+                best = j;
+            }
+        }
+        lab[8 + i] = (unsigned char)best;
+    }
+    char ip[600], lp[600];
+    snprintf(ip, sizeof ip, "%s/images-idx3-ubyte", dir);
+    snprintf(lp, sizeof lp, "%s/labels-idx1-ubyte", dir);
+    assert_int_equal(tu_write_file(ip, img, sizeof img), 0);
+    assert_int_equal(tu_write_file(lp, lab, sizeof lab), 0);
+    anvil_dataset *d;
+    CHECK_OK(anvil_dataset_load_idx(&d, ip, lp));
+
+    int64_t in[3] = {1, H, W};
+    anvil_model *m[2];
+    anvil_trainer *t[2];
+    anvil_eval_result r[2];
+    for (int k = 0; k < 2; k++) {
+        CHECK_OK(anvil_model_create(&m[k], "eval", 3, in));
+        anvil_layer_desc l = anvil_layer_default(ANVIL_LAYER_FLATTEN);
+        CHECK_OK(anvil_model_add(m[k], &l));
+        l = anvil_layer_default(ANVIL_LAYER_LINEAR);
+        l.out_features = 16;
+        CHECK_OK(anvil_model_add(m[k], &l));
+        l = anvil_layer_default(ANVIL_LAYER_RELU);
+        CHECK_OK(anvil_model_add(m[k], &l));
+        l = anvil_layer_default(ANVIL_LAYER_LINEAR);
+        l.out_features = 5;
+        CHECK_OK(anvil_model_add(m[k], &l));
+        anvil_trainer_config cfg = anvil_trainer_default_config();
+        cfg.device = k ? gpu_device : ANVIL_DEVICE_CPU;
+        cfg.seed = 5;
+        cfg.optimizer.lr = 0.01f;
+        CHECK_OK(anvil_trainer_create(&t[k], m[k], &cfg));
+        anvil_batcher *b;
+        CHECK_OK(anvil_batcher_create(&b, d, 32, true, 11));
+        for (;;) {
+            anvil_tensor *x = NULL, *y = NULL;
+            bool done = false;
+            CHECK_OK(anvil_batcher_next(b, &x, &y, &done));
+            if (done)
+                break;
+            CHECK_OK(anvil_train_step(t[k], x, y)); /* includes the final partial batch (300 = 9*32 + 12) */
+            anvil_tensor_release(x);
+            anvil_tensor_release(y);
+        }
+        anvil_batcher_free(b);
+        CHECK_OK(anvil_evaluate(t[k], d, 64, &r[k]));
+    }
+    assert_int_equal(r[0].samples, N);
+    assert_int_equal(r[1].samples, N);
+    if (!(fabs(r[0].mean_loss - r[1].mean_loss) <= 1e-4 + 1e-3 * fabs(r[0].mean_loss)))
+        fail_msg("evaluate: mean loss gpu %.9g vs cpu %.9g", r[1].mean_loss, r[0].mean_loss);
+    /* argmax near-ties could differ by rounding; allow one sample */
+    if (fabs(r[0].accuracy - r[1].accuracy) > 1.5 / N)
+        fail_msg("evaluate: accuracy gpu %.6f vs cpu %.6f", r[1].accuracy, r[0].accuracy);
+    for (int k = 0; k < 2; k++) {
+        anvil_trainer_free(t[k]);
+        anvil_model_free(m[k]);
+    }
+    anvil_dataset_free(d);
+    tu_rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_copy_fill),
+        cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_reduce),
+        cmocka_unit_test(test_sum_to_broadcast_to),
+        cmocka_unit_test(test_activations),
+        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_cross_entropy),
+        cmocka_unit_test(test_cross_entropy_bad_label),
+        cmocka_unit_test(test_pw_losses),
+        cmocka_unit_test(test_sgd_nesterov),
+        cmocka_unit_test(test_adam),
+        cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_trainer_dropout),
+        cmocka_unit_test(test_evaluate),
+    };
+    return cmocka_run_group_tests(tests, group_setup, NULL);
+}

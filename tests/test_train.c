@@ -1,0 +1,488 @@
+/* test_train.c — the trainer end to end on the CPU: memory plan, learning, determinism,
+ * partial batches, save/load, learning-rate changes, bad input, and the built-in mlp on
+ * Fashion-MNIST (>= 0.85 test accuracy after one epoch). */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static anvil_trainer_config cpu_config(anvil_optimizer_kind opt, uint64_t seed)
+{
+    anvil_trainer_config c = anvil_trainer_default_config();
+    c.device = ANVIL_DEVICE_CPU;
+    c.optimizer = anvil_optimizer_default_config(opt);
+    c.seed = seed;
+    return c;
+}
+
+/* A 2-feature, 3-class problem: class k centered at angle 2*pi*k/3. */
+static void make_blobs(int n, uint64_t seed, anvil_tensor **x, anvil_tensor **y)
+{
+    int64_t xs[2] = {n, 2}, ys[1] = {n};
+    CHECK_OK(anvil_tensor_create(x, ANVIL_F32, 2, xs, NULL));
+    CHECK_OK(anvil_tensor_create(y, ANVIL_I32, 1, ys, NULL));
+    float *xd = anvil_tensor_data(*x);
+    int32_t *yd = anvil_tensor_data(*y);
+    float noise[2];
+    for (int i = 0; i < n; i++) {
+        int k = (int)((i * 7 + (int)seed) % 3);
+        tu_fill_uniform(noise, 2, -0.6f, 0.6f, seed * 1000003u + (uint64_t)i);
+        xd[2 * i] = 2.0f * cosf(2.0943951f * (float)k) + noise[0];
+        xd[2 * i + 1] = 2.0f * sinf(2.0943951f * (float)k) + noise[1];
+        yd[i] = k;
+    }
+}
+
+static anvil_model *small_mlp(float dropout)
+{
+    anvil_model *m;
+    int64_t in[1] = {2};
+    CHECK_OK(anvil_model_create(&m, "small", 1, in));
+    anvil_layer_desc l1 = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    l1.out_features = 32;
+    CHECK_OK(anvil_model_add(m, &l1));
+    anvil_layer_desc r = anvil_layer_default(ANVIL_LAYER_RELU);
+    CHECK_OK(anvil_model_add(m, &r));
+    if (dropout > 0) {
+        anvil_layer_desc d = anvil_layer_default(ANVIL_LAYER_DROPOUT);
+        d.p = dropout;
+        CHECK_OK(anvil_model_add(m, &d));
+    }
+    anvil_layer_desc l2 = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    l2.out_features = 3;
+    CHECK_OK(anvil_model_add(m, &l2));
+    return m;
+}
+
+static double accuracy(anvil_trainer *t, anvil_tensor *x, anvil_tensor *y)
+{
+    anvil_tensor *out;
+    CHECK_OK(anvil_predict(t, x, &out));
+    const float *o = anvil_tensor_data(out);
+    const int32_t *yd = anvil_tensor_data(y);
+    int64_t n = anvil_tensor_shape(out)[0], c = anvil_tensor_shape(out)[1], ok = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t best = 0;
+        for (int64_t j = 1; j < c; j++)
+            if (o[i * c + j] > o[i * c + best])
+                best = j;
+        ok += best == yd[i];
+    }
+    anvil_tensor_release(out);
+    return (double)ok / (double)n;
+}
+
+static void test_learns_blobs(void **state)
+{
+    (void)state;
+    anvil_model *m = small_mlp(0.1f);
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 3);
+    c.optimizer.lr = 0.01f;
+    anvil_trainer *t;
+    CHECK_OK(anvil_trainer_create(&t, m, &c));
+    anvil_tensor *x, *y;
+    make_blobs(64, 1, &x, &y);
+    float first = 0, last = 0;
+    for (int s = 0; s < 100; s++) {
+        CHECK_OK(anvil_train_step(t, x, y));
+        if (s == 0)
+            CHECK_OK(anvil_trainer_last_loss(t, &first));
+    }
+    CHECK_OK(anvil_trainer_last_loss(t, &last));
+    print_message("  blobs: loss %.4f -> %.4f\n", first, last);
+    assert_true(last < 0.3f * first);
+    anvil_tensor *tx, *ty;
+    make_blobs(300, 2, &tx, &ty);
+    double acc = accuracy(t, tx, ty);
+    print_message("  blobs: held-out accuracy %.3f\n", acc);
+    assert_true(acc > 0.95);
+    assert_int_equal(anvil_trainer_step_count(t), 100);
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
+    anvil_tensor_release(tx);
+    anvil_tensor_release(ty);
+    anvil_trainer_free(t);
+    anvil_model_free(m);
+}
+
+/* The memory plan shares storage: the arena is smaller than all intermediates. */
+static void test_memory_plan(void **state)
+{
+    (void)state;
+    anvil_model *m;
+    CHECK_OK(anvil_model_builtin(&m, "mlp"));
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 0);
+    anvil_trainer *t;
+    CHECK_OK(anvil_trainer_create(&t, m, &c));
+    anvil_plan_stats s;
+    CHECK_OK(anvil_trainer_plan_stats(t, 128, &s));
+    print_message("  mlp batch 128: transient %zu bytes planned vs %zu unplanned, %d values, %d in place, "
+                  "%d kernels, persistent %zu\n", s.transient_bytes, s.unplanned_bytes, s.values, s.inplace,
+                  s.kernels, s.persistent_bytes);
+    assert_true(s.transient_bytes > 0);
+    assert_true(s.transient_bytes < s.unplanned_bytes);
+    assert_true(s.inplace > 0);
+    /* params + grads + 2 Adam slots, each at least 669706 floats */
+    assert_true(s.persistent_bytes >= 4 * 669706 * 4);
+    assert_int_equal(anvil_model_param_count(m), 669706);
+    anvil_trainer_free(t);
+    anvil_model_free(m);
+}
+
+static void params_equal(anvil_trainer *a, anvil_trainer *b, const char *name, bool expect_equal)
+{
+    anvil_tensor *ta, *tb;
+    CHECK_OK(anvil_trainer_get_param(a, name, &ta));
+    CHECK_OK(anvil_trainer_get_param(b, name, &tb));
+    bool eq = memcmp(anvil_tensor_data(ta), anvil_tensor_data(tb), anvil_tensor_nbytes(ta)) == 0;
+    if (eq != expect_equal)
+        fail_msg("parameter %s: expected %s", name, expect_equal ? "bitwise equal" : "different");
+    anvil_tensor_release(ta);
+    anvil_tensor_release(tb);
+}
+
+/* Same seed, same result bit for bit (dropout included); another seed differs. */
+static void test_deterministic(void **state)
+{
+    (void)state;
+    anvil_model *m = small_mlp(0.5f);
+    anvil_trainer *t[3];
+    uint64_t seeds[3] = {11, 11, 12};
+    anvil_tensor *x, *y;
+    make_blobs(32, 5, &x, &y);
+    for (int i = 0; i < 3; i++) {
+        anvil_trainer_config c = cpu_config(ANVIL_OPT_SGD, seeds[i]);
+        c.optimizer.momentum = 0.9f;
+        CHECK_OK(anvil_trainer_create(&t[i], m, &c));
+        for (int s = 0; s < 10; s++)
+            CHECK_OK(anvil_train_step(t[i], x, y));
+    }
+    params_equal(t[0], t[1], "0.weight", true);
+    params_equal(t[0], t[1], "3.bias", true);
+    params_equal(t[0], t[2], "0.weight", false);
+    for (int i = 0; i < 3; i++)
+        anvil_trainer_free(t[i]);
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
+    anvil_model_free(m);
+}
+
+/* Dropout draws a new mask every step: two steps on the same batch from the same
+ * parameters give different losses; evaluation (predict) is deterministic. */
+static void test_dropout_fresh_mask(void **state)
+{
+    (void)state;
+    anvil_model *m = small_mlp(0.5f);
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_SGD, 1);
+    c.optimizer.lr = 1e-30f; /* parameters effectively frozen */
+    anvil_trainer *t;
+    CHECK_OK(anvil_trainer_create(&t, m, &c));
+    anvil_tensor *x, *y;
+    make_blobs(16, 9, &x, &y);
+    float l1, l2;
+    CHECK_OK(anvil_train_step(t, x, y));
+    CHECK_OK(anvil_trainer_last_loss(t, &l1));
+    CHECK_OK(anvil_train_step(t, x, y));
+    CHECK_OK(anvil_trainer_last_loss(t, &l2));
+    assert_true(l1 != l2);
+    anvil_tensor *p1, *p2;
+    CHECK_OK(anvil_predict(t, x, &p1));
+    CHECK_OK(anvil_predict(t, x, &p2));
+    assert_memory_equal(anvil_tensor_data(p1), anvil_tensor_data(p2), anvil_tensor_nbytes(p1));
+    anvil_tensor_release(p1);
+    anvil_tensor_release(p2);
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
+    anvil_trainer_free(t);
+    anvil_model_free(m);
+}
+
+/* Batches of different sizes each get their own program; none crashes or is dropped. */
+static void test_partial_batch_and_counters(void **state)
+{
+    (void)state;
+    anvil_model *m = small_mlp(0);
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAMW, 1);
+    anvil_trainer *t;
+    CHECK_OK(anvil_trainer_create(&t, m, &c));
+    anvil_tensor *x, *y, *x2, *y2;
+    make_blobs(32, 1, &x, &y);
+    make_blobs(7, 2, &x2, &y2);
+    CHECK_OK(anvil_train_step(t, x, y));
+    CHECK_OK(anvil_train_step(t, x2, y2));
+    CHECK_OK(anvil_train_step(t, x, y));
+    anvil_counters total, step;
+    CHECK_OK(anvil_trainer_counters(t, &total, &step));
+    assert_int_equal(step.device_allocs, 0);
+    assert_int_equal(step.d2h_copies, 0);
+    assert_int_equal(step.h2d_copies, 2); /* the batch: x and y */
+    CHECK_OK(anvil_trainer_set_lr(t, 0.5f));
+    CHECK_OK(anvil_train_step(t, x, y));
+    CHECK_OK(anvil_trainer_counters(t, &total, &step));
+    assert_int_equal(step.device_allocs, 0);
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
+    anvil_tensor_release(x2);
+    anvil_tensor_release(y2);
+    anvil_trainer_free(t);
+    anvil_model_free(m);
+}
+
+/* The learning rate lives in the trainer's state: changing it changes the update. */
+static void test_set_lr_reaches_update(void **state)
+{
+    (void)state;
+    anvil_model *m = small_mlp(0);
+    anvil_trainer *a, *b;
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_SGD, 4);
+    CHECK_OK(anvil_trainer_create(&a, m, &c));
+    CHECK_OK(anvil_trainer_create(&b, m, &c));
+    anvil_tensor *x, *y;
+    make_blobs(16, 3, &x, &y);
+    CHECK_OK(anvil_train_step(a, x, y));
+    CHECK_OK(anvil_train_step(b, x, y));
+    params_equal(a, b, "0.weight", true);
+    CHECK_OK(anvil_trainer_set_lr(b, 0.2f));
+    CHECK_OK(anvil_train_step(a, x, y));
+    CHECK_OK(anvil_train_step(b, x, y));
+    params_equal(a, b, "0.weight", false);
+    assert_int_equal(anvil_trainer_set_lr(b, -1.0f), ANVIL_ERR_INVALID_ARG);
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
+    anvil_trainer_free(a);
+    anvil_trainer_free(b);
+    anvil_model_free(m);
+}
+
+static void test_save_load(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp();
+    char path[512];
+    snprintf(path, sizeof path, "%s/w.safetensors", dir);
+    anvil_model *m = small_mlp(0);
+    anvil_trainer *a, *b;
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 1);
+    CHECK_OK(anvil_trainer_create(&a, m, &c));
+    c.seed = 2;
+    CHECK_OK(anvil_trainer_create(&b, m, &c));
+    anvil_tensor *x, *y;
+    make_blobs(16, 3, &x, &y);
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(anvil_train_step(a, x, y));
+    params_equal(a, b, "0.weight", false);
+    CHECK_OK(anvil_trainer_save(a, path));
+    CHECK_OK(anvil_trainer_load(b, path));
+    params_equal(a, b, "0.weight", true);
+    params_equal(a, b, "2.bias", true);
+    /* a model of another shape rejects the file and keeps its weights */
+    anvil_model *m2;
+    int64_t in[1] = {2};
+    CHECK_OK(anvil_model_create(&m2, "other", 1, in));
+    anvil_layer_desc l = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    l.out_features = 5;
+    CHECK_OK(anvil_model_add(m2, &l));
+    anvil_trainer *o;
+    CHECK_OK(anvil_trainer_create(&o, m2, &c));
+    anvil_tensor *before;
+    CHECK_OK(anvil_trainer_get_param(o, "0.weight", &before));
+    anvil_status s = anvil_trainer_load(o, path);
+    assert_int_not_equal(s, ANVIL_OK);
+    print_message("  mismatched load: %s\n", anvil_last_error());
+    assert_non_null(strstr(anvil_last_error(), "w.safetensors"));
+    assert_non_null(strstr(anvil_last_error(), "weight"));
+    anvil_tensor *after;
+    CHECK_OK(anvil_trainer_get_param(o, "0.weight", &after));
+    assert_memory_equal(anvil_tensor_data(before), anvil_tensor_data(after), anvil_tensor_nbytes(after));
+    anvil_tensor_release(before);
+    anvil_tensor_release(after);
+    anvil_trainer_free(o);
+    anvil_model_free(m2);
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
+    anvil_trainer_free(a);
+    anvil_trainer_free(b);
+    anvil_model_free(m);
+    tu_rmdir(dir);
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    anvil_model *m = small_mlp(0);
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 1);
+    anvil_trainer *t;
+    CHECK_OK(anvil_trainer_create(&t, m, &c));
+    anvil_tensor *x, *y, *bad;
+    make_blobs(8, 1, &x, &y);
+    int64_t s[2] = {8, 3};
+    CHECK_OK(anvil_tensor_create(&bad, ANVIL_F32, 2, s, NULL));
+    assert_int_equal(anvil_train_step(t, bad, y), ANVIL_ERR_SHAPE);
+    assert_non_null(strstr(anvil_last_error(), "[8, 3]"));
+    assert_int_equal(anvil_train_step(t, x, x), ANVIL_ERR_SHAPE); /* float targets for class labels */
+    assert_non_null(strstr(anvil_last_error(), "int32"));
+    int32_t *yd = anvil_tensor_data(y);
+    yd[2] = 3; /* 3 classes: label out of range */
+    assert_int_equal(anvil_train_step(t, x, y), ANVIL_ERR_INVALID_ARG);
+    print_message("  bad label: %s\n", anvil_last_error());
+    assert_int_equal(anvil_trainer_set_param(t, "nope", x), ANVIL_ERR_INVALID_ARG);
+    assert_int_equal(anvil_trainer_set_param(t, "0.weight", x), ANVIL_ERR_SHAPE);
+    /* config values */
+    anvil_trainer *t2;
+    c.optimizer.lr = -1;
+    assert_int_equal(anvil_trainer_create(&t2, m, &c), ANVIL_ERR_INVALID_ARG);
+    c = cpu_config(ANVIL_OPT_SGD, 0);
+    c.optimizer.nesterov = true;
+    assert_int_equal(anvil_trainer_create(&t2, m, &c), ANVIL_ERR_INVALID_ARG);
+    assert_non_null(strstr(anvil_last_error(), "nesterov"));
+    anvil_tensor_release(bad);
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
+    anvil_trainer_free(t);
+    anvil_model_free(m);
+}
+
+static void test_model_errors(void **state)
+{
+    (void)state;
+    anvil_model *m;
+    int64_t in[1] = {4};
+    CHECK_OK(anvil_model_create(&m, "bad", 1, in));
+    anvil_layer_desc l = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    l.name = "fc";
+    l.out_features = 0;
+    assert_int_equal(anvil_model_add(m, &l), ANVIL_ERR_INVALID_ARG);
+    assert_non_null(strstr(anvil_last_error(), "'fc'"));
+    anvil_model_free(m);
+
+    CHECK_OK(anvil_model_create(&m, "bad2", 1, in));
+    anvil_layer_desc a = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    a.name = "a";
+    a.out_features = 3;
+    CHECK_OK(anvil_model_add(m, &a));
+    anvil_layer_desc b = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    b.name = "b";
+    b.out_features = 5;
+    CHECK_OK(anvil_model_add(m, &b));
+    anvil_layer_desc add = anvil_layer_default(ANVIL_LAYER_ADD);
+    add.n_inputs = 2;
+    add.inputs[0] = "a";
+    add.inputs[1] = "b";
+    assert_int_equal(anvil_model_add(m, &add), ANVIL_ERR_SHAPE);
+    print_message("  residual mismatch: %s\n", anvil_last_error());
+    assert_non_null(strstr(anvil_last_error(), "[B, 3]"));
+    add.inputs[1] = "zz";
+    assert_int_equal(anvil_model_add(m, &add), ANVIL_ERR_INVALID_ARG);
+    assert_non_null(strstr(anvil_last_error(), "'zz'"));
+    anvil_model_free(m);
+
+    /* graph builder: a shape error is sticky and reported by compile */
+    anvil_graph *g;
+    CHECK_OK(anvil_graph_create(&g));
+    int64_t s1[2] = {ANVIL_BATCH, 3}, s2[2] = {ANVIL_BATCH, 4};
+    anvil_value x = anvil_input(g, "x", ANVIL_F32, 2, s1), y = anvil_input(g, "y", ANVIL_F32, 2, s2);
+    anvil_value z = anvil_add(g, x, y);
+    assert_int_equal(z, ANVIL_NO_VALUE);
+    assert_int_equal(anvil_relu(g, z), ANVIL_NO_VALUE);
+    assert_int_equal(anvil_graph_status(g), ANVIL_ERR_SHAPE);
+    assert_non_null(strstr(anvil_last_error(), "[B, 3]"));
+    anvil_graph_free(g);
+}
+
+/* A custom graph as a model: residual connection built with the graph API. */
+static void test_graph_model(void **state)
+{
+    (void)state;
+    anvil_graph *g;
+    CHECK_OK(anvil_graph_create(&g));
+    int64_t xs[2] = {ANVIL_BATCH, 2}, ws[2] = {2, 2}, w2s[2] = {3, 2}, bs[1] = {3};
+    anvil_init u = {ANVIL_INIT_UNIFORM, 0.7f}, z = {ANVIL_INIT_ZEROS, 0};
+    anvil_value x = anvil_input(g, "x", ANVIL_F32, 2, xs);
+    anvil_value w = anvil_param(g, "w", 2, ws, u);
+    anvil_value h = anvil_add(g, x, anvil_tanh(g, anvil_linear(g, x, w, ANVIL_NO_VALUE)));
+    anvil_value out = anvil_linear(g, h, anvil_param(g, "w2", 2, w2s, u), anvil_param(g, "b2", 1, bs, z));
+    anvil_model *m;
+    CHECK_OK(anvil_model_from_graph(&m, g, x, out));
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 1);
+    c.optimizer.lr = 0.05f;
+    anvil_trainer *t;
+    CHECK_OK(anvil_trainer_create(&t, m, &c));
+    anvil_tensor *bx, *by;
+    make_blobs(64, 4, &bx, &by);
+    for (int i = 0; i < 150; i++)
+        CHECK_OK(anvil_train_step(t, bx, by));
+    double acc = accuracy(t, bx, by);
+    print_message("  graph model accuracy %.3f\n", acc);
+    assert_true(acc > 0.9);
+    anvil_tensor_release(bx);
+    anvil_tensor_release(by);
+    anvil_trainer_free(t);
+    anvil_model_free(m);
+}
+
+static void test_fashion_mnist_mlp(void **state)
+{
+    (void)state;
+    const char *dir = getenv("ANVIL_DATA_DIR") ? getenv("ANVIL_DATA_DIR") : ANVIL_DEFAULT_DATA_DIR;
+    anvil_dataset *train, *test;
+    if (anvil_dataset_load_folder(&train, &test, dir) != ANVIL_OK) {
+        print_message("  Fashion-MNIST not found in %s (%s): skipped\n", dir, anvil_last_error());
+        skip();
+    }
+    anvil_model *m;
+    CHECK_OK(anvil_model_builtin(&m, "mlp"));
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 0);
+    anvil_trainer *t;
+    CHECK_OK(anvil_trainer_create(&t, m, &c));
+    anvil_batcher *b;
+    CHECK_OK(anvil_batcher_create(&b, train, 128, true, 0));
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int steps = 0;
+    for (;;) {
+        anvil_tensor *x, *y;
+        bool done;
+        CHECK_OK(anvil_batcher_next(b, &x, &y, &done));
+        if (done)
+            break;
+        CHECK_OK(anvil_train_step(t, x, y));
+        anvil_tensor_release(x);
+        anvil_tensor_release(y);
+        steps++;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    anvil_eval_result r;
+    CHECK_OK(anvil_evaluate(t, test, 1000, &r));
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    print_message("  mlp, 1 epoch on the CPU: %d steps in %.1f s (%.2f ms/step), test loss %.4f, accuracy %.4f\n",
+                  steps, secs, 1e3 * secs / steps, r.mean_loss, r.accuracy);
+    assert_int_equal(steps, 469);
+    assert_int_equal(r.samples, 10000);
+    assert_true(r.accuracy >= 0.85);
+    anvil_batcher_free(b);
+    anvil_trainer_free(t);
+    anvil_model_free(m);
+    anvil_dataset_free(train);
+    anvil_dataset_free(test);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_learns_blobs),
+        cmocka_unit_test(test_memory_plan),
+        cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_dropout_fresh_mask),
+        cmocka_unit_test(test_partial_batch_and_counters),
+        cmocka_unit_test(test_set_lr_reaches_update),
+        cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_model_errors),
+        cmocka_unit_test(test_graph_model),
+        cmocka_unit_test(test_fashion_mnist_mlp),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
