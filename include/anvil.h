@@ -406,6 +406,17 @@ int64_t anvil_batcher_batches_per_epoch(const anvil_batcher *b);
 anvil_status anvil_batcher_next(anvil_batcher *b, anvil_tensor **x, anvil_tensor **y,
                                 bool *done);
 
+/* Device-resident data: the dataset is copied to the trainer's device once (images as
+ * uint8, converted on the device) and every resident step gathers its batch there, in
+ * the same order an anvil_batcher with these arguments would give: no host-to-device
+ * traffic per step (one small upload of the sample order per epoch).  The dataset's
+ * sample shape must be the model's input; the loss must take class labels. */
+anvil_status anvil_trainer_attach_data(anvil_trainer *t, const anvil_dataset *d, int batch_size,
+                                       bool shuffle, uint64_t seed);
+/* One training step on the next batch of the attached data.  At the end of an epoch it
+ * takes no step and sets *epoch_done; the next call starts the next epoch. */
+anvil_status anvil_train_step_resident(anvil_trainer *t, bool *epoch_done);
+
 /* Mean loss and accuracy over the whole dataset, in evaluation mode. */
 anvil_status anvil_evaluate(anvil_trainer *t, const anvil_dataset *d, int batch_size,
                             anvil_eval_result *out);

@@ -7,8 +7,9 @@
  * sum of |a_ik b_kj| (a float32 dot product's error grows with its terms, not its
  * result).
  *
- * Sizes run from single elements to a few hundred thousand, so every kernel runs both
- * below and above the CPU backend's threading threshold; reductions are also checked to
+ * Sizes run from single elements to just over a million, so every kernel runs both
+ * below and above the CPU backend's threading thresholds (cpu.h: 2^20 elements, 2^17
+ * for exp/erf/Philox-heavy ops); reductions are also checked to
  * give the same bits with 1, 2 and 3 OpenMP threads. */
 #include <dlfcn.h>
 #include <math.h>
@@ -200,7 +201,7 @@ static int setup(void **state)
 static void test_copy_fill(void **state)
 {
     (void)state;
-    anvil_node x = mk(OP_INPUT, ANVIL_F32, 2, SH(3, 70001 / 3)), y = x;
+    anvil_node x = mk(OP_INPUT, ANVIL_F32, 2, SH(3, 1100001 / 3)), y = x;
     y.op = OP_COPY;
     int64_t n = numel(&x);
     float *a = rvec(n, -1, 1), *o = fzeros(n);
@@ -371,10 +372,10 @@ static void test_elementwise(void **state)
         {4, {2, 1, 3, 1}, 3, {4, 1, 5}},
         {0, {0}, 2, {7, 3}},            /* scalar a */
         {3, {4, 1, 6}, 3, {1, 5, 1}},
-        {2, {300, 257}, 1, {257}},      /* threaded row vector */
-        {1, {70001}, 1, {70001}},       /* threaded equal */
-        {3, {5, 1, 70001}, 1, {1}},     /* threaded scalar, long last dim */
-        {2, {1000, 40}, 2, {1000, 1}},  /* threaded column */
+        {2, {1100, 1000}, 1, {1000}},   /* threaded row vector */
+        {1, {1048583}, 1, {1048583}},   /* threaded equal */
+        {3, {5, 1, 210001}, 1, {1}},    /* threaded scalar, long last dim */
+        {2, {30000, 40}, 2, {30000, 1}}, /* threaded column */
         {1, {1}, 1, {1}},
     };
     const anvil_op ops[] = {OP_ADD, OP_SUB, OP_MUL, OP_DIV};
@@ -421,7 +422,7 @@ static void test_elementwise(void **state)
 static void test_scale(void **state)
 {
     (void)state;
-    int64_t n = 50003;
+    int64_t n = 1048579;
     anvil_node x = mk(OP_INPUT, ANVIL_F32, 1, SH(n)), y = mk(OP_SCALE, ANVIL_F32, 1, SH(n));
     y.fa[0] = -0.37f;
     float *a = rvec(n, -3, 3), *o = fzeros(n);
@@ -506,12 +507,12 @@ static void test_reduce(void **state)
                 reduce_case(4, s4, dim, keep, mean);
     for (int mean = 0; mean < 2; mean++) {
         reduce_case(4, s4, ANVIL_ALL_DIMS, 0, mean);
-        reduce_case(2, SH(200, 300), 0, 0, mean);        /* threaded inner tiles */
-        reduce_case(2, SH(200, 300), 1, 1, mean);        /* threaded rows */
+        reduce_case(2, SH(1100, 1000), 0, 0, mean);      /* threaded inner tiles */
+        reduce_case(2, SH(1100, 1000), 1, 1, mean);      /* threaded rows */
         reduce_case(2, SH(200, 300), ANVIL_ALL_DIMS, 0, mean);
-        reduce_case(2, SH(5, 40001), 1, 0, mean);        /* few long rows */
-        reduce_case(2, SH(40001, 3), 0, 0, mean);        /* long columns */
-        reduce_case(1, SH(1000003), ANVIL_ALL_DIMS, 0, mean);
+        reduce_case(2, SH(5, 220001), 1, 0, mean);       /* few long rows */
+        reduce_case(2, SH(400001, 3), 0, 0, mean);       /* long columns */
+        reduce_case(1, SH(1100003), ANVIL_ALL_DIMS, 0, mean);
         reduce_case(1, SH(1), 0, 0, mean);
         reduce_case(0, NULL, ANVIL_ALL_DIMS, 0, mean);
     }
@@ -560,10 +561,10 @@ static void test_sum_to(void **state)
     sum_to_case(4, SH(2, 3, 4, 5), 3, SH(3, 1, 5));
     sum_to_case(4, SH(2, 3, 4, 5), 4, SH(1, 3, 1, 1));
     sum_to_case(3, SH(4, 1, 5), 2, SH(1, 5));
-    sum_to_case(2, SH(300, 200), 1, SH(200));
-    sum_to_case(2, SH(300, 200), 2, SH(300, 1));
-    sum_to_case(3, SH(40, 30, 50), 2, SH(30, 1));
-    sum_to_case(1, SH(100003), 0, NULL);
+    sum_to_case(2, SH(1100, 1000), 1, SH(1000));
+    sum_to_case(2, SH(1100, 1000), 2, SH(1100, 1));
+    sum_to_case(3, SH(40, 300, 100), 2, SH(300, 1));
+    sum_to_case(1, SH(1100003), 0, NULL);
 }
 
 static void broadcast_to_case(int ndi, const int64_t *is, int ndo, const int64_t *osh, int div)
@@ -591,8 +592,8 @@ static void test_broadcast_to(void **state)
         broadcast_to_case(2, SH(3, 1), 2, SH(3, 4), div);
         broadcast_to_case(0, NULL, 2, SH(2, 3), div);
         broadcast_to_case(3, SH(2, 1, 4), 3, SH(2, 3, 4), div);
-        broadcast_to_case(0, NULL, 1, SH(70001), div);
-        broadcast_to_case(2, SH(1, 300), 2, SH(200, 300), div);
+        broadcast_to_case(0, NULL, 1, SH(1100001), div);
+        broadcast_to_case(2, SH(1, 1000), 2, SH(1100, 1000), div);
         broadcast_to_case(2, SH(3, 4), 2, SH(3, 4), div);
     }
 }
@@ -642,7 +643,7 @@ static void test_activations(void **state)
                          ACT_TANH, ACT_SILU, ACT_GELU, ACT_GELU_TANH};
     const float params[] = {0, 0.2f, 0.7f, 0, 0, 0, 0, 0};
     const float kinks[] = {0.0f, -0.0f, 1e-7f, -1e-7f, 1.0f, -1.0f, 20.0f, -20.0f, 1e-30f};
-    const int64_t sizes[] = {1000, 50003};
+    const int64_t sizes[] = {1000, 140001};
     for (size_t si = 0; si < 2; si++) {
         int64_t n = sizes[si];
         float *x = rvec(n, -5, 5), *dy = rvec(n, -2, 2);
@@ -799,9 +800,9 @@ static void test_softmax(void **state)
     softmax_case(2, SH(1, 10), 1, 3);
     softmax_case(1, SH(9), 0, 3);
     softmax_case(2, SH(6, 11), -1, 200); /* large logits: needs the max subtraction */
-    softmax_case(2, SH(300, 129), 1, 5); /* threaded */
-    softmax_case(2, SH(300, 129), 0, 5);
-    softmax_case(3, SH(20, 50, 40), 1, 5);
+    softmax_case(2, SH(1100, 129), 1, 5); /* threaded */
+    softmax_case(2, SH(1100, 129), 0, 5);
+    softmax_case(3, SH(20, 50, 150), 1, 5);
     softmax_case(0, NULL, 0, 3);
 }
 
@@ -821,7 +822,7 @@ static void run_dropout(anvil_kernel_fn fn, float p, int stream, int64_t n, cons
 static void test_dropout(void **state)
 {
     (void)state;
-    const int64_t n = 100003;
+    const int64_t n = 140003;
     const float p = 0.3f;
     float *x = rvec(n, 0.5, 1.5), *o = fzeros(n), *o2 = fzeros(n), *g = fzeros(n);
     g_hyper.rng_counter = 7;
@@ -999,8 +1000,8 @@ static void test_cross_entropy(void **state)
         ce_case(13, 7, 1, 1, eps[e]);
         ce_case(13, 7, 1, 0, eps[e]); /* unnormalized probabilities */
         ce_case(1, 1, 0, 0, eps[e]);
-        ce_case(5000, 10, 0, 0, eps[e]); /* threaded */
-        ce_case(400, 100, 1, 1, eps[e]);
+        ce_case(14000, 10, 0, 0, eps[e]); /* threaded */
+        ce_case(1400, 100, 1, 1, eps[e]);
     }
     /* A label outside [0, C) is an error naming it, forward and backward. */
     int64_t N = 5, C = 7;
@@ -1106,7 +1107,7 @@ static void pw_case(int kind, float a, int64_t n)
 static void test_pw_losses(void **state)
 {
     (void)state;
-    const int64_t sizes[] = {1, 1001, 50003};
+    const int64_t sizes[] = {1, 1001, 140003};
     for (int s = 0; s < 3; s++) {
         int64_t n = sizes[s];
         pw_case(PW_MSE, 0, n);
@@ -1181,7 +1182,7 @@ static void test_sgd(void **state)
             for (int nv = 0; nv < 2; nv++)
                 for (int w = 0; w < 2; w++)
                     sgd_case(37, moms[m], damps[d], nv, wds[w]);
-    sgd_case(70001, 0.9f, 0.1f, 1, 0.01f); /* threaded */
+    sgd_case(1100001, 0.9f, 0.1f, 1, 0.01f); /* threaded */
 }
 
 static void adam_case(int64_t n, float b1, float b2, float eps, float wd, int decoupled)
@@ -1238,7 +1239,7 @@ static void test_adam(void **state)
         adam_case(37, 0.9f, 0.999f, 1e-8f, 0.1f, dec);
         adam_case(37, 0.3f, 0.99f, 1e-3f, 0.05f, dec); /* lerp's other branch */
     }
-    adam_case(70001, 0.9f, 0.999f, 1e-8f, 0.01f, 1); /* threaded */
+    adam_case(1100001, 0.9f, 0.999f, 1e-8f, 0.01f, 1); /* threaded */
 }
 
 /* ------------------------------------------------------------------ metrics */
@@ -1275,7 +1276,7 @@ static void test_metrics(void **state)
     assert_true(g_hyper.eval_loss_sum == 7.5);
 
     /* Threaded argmax over many rows: one correct row in every three. */
-    int64_t N = 30000, C = 4;
+    int64_t N = 300000, C = 4;
     float *big = rvec(N * C, -1, 1);
     int32_t *bl = malloc((size_t)N * sizeof(int32_t));
     int64_t want = 0;
@@ -1330,7 +1331,7 @@ static void test_determinism(void **state)
     (void)state;
     if (!set_threads)
         print_message("omp_set_num_threads not found: checking repeatability only\n");
-    int64_t n = 1000003;
+    int64_t n = 1100003;
     float *a = rvec(n, -1, 1), *b = rvec(n, -1, 1);
     anvil_node x = mk(OP_INPUT, ANVIL_F32, 1, SH(n));
     anvil_node *inn[2] = {&x, &x};
@@ -1340,14 +1341,14 @@ static void test_determinism(void **state)
     r.ia[0] = ANVIL_ALL_DIMS;
     same_bits("reduce all", anvil_cpu_reduce, &r, 1, inn, in, 1);
 
-    anvil_node x2 = mk(OP_INPUT, ANVIL_F32, 2, SH(1000, 1000));
+    anvil_node x2 = mk(OP_INPUT, ANVIL_F32, 2, SH(1100, 1000));
     anvil_node *inn2[1] = {&x2};
     anvil_node st = mk(OP_SUM_TO, ANVIL_F32, 1, SH(1000));
     same_bits("sum_to rows", anvil_cpu_sum_to, &st, 1, inn2, in, 1000);
-    anvil_node r1 = mk(OP_REDUCE, ANVIL_F32, 1, SH(1000));
+    anvil_node r1 = mk(OP_REDUCE, ANVIL_F32, 1, SH(1100));
     r1.ia[0] = 1;
-    same_bits("reduce dim 1", anvil_cpu_reduce, &r1, 1, inn2, in, 1000);
-    anvil_node x3 = mk(OP_INPUT, ANVIL_F32, 2, SH(2, 500001));
+    same_bits("reduce dim 1", anvil_cpu_reduce, &r1, 1, inn2, in, 1100);
+    anvil_node x3 = mk(OP_INPUT, ANVIL_F32, 2, SH(2, 550001));
     anvil_node *inn3[1] = {&x3};
     anvil_node r2 = mk(OP_REDUCE, ANVIL_F32, 1, SH(2));
     r2.ia[0] = 1;

@@ -423,15 +423,178 @@ static void test_graph_model(void **state)
     anvil_model_free(m);
 }
 
-static void test_fashion_mnist_mlp(void **state)
+/* Writes a tiny IDX dataset (n images of 4x4, 3 classes) and loads it. */
+static anvil_dataset *tiny_dataset(const char *dir, int n)
+{
+    char ip[512], lp[512];
+    snprintf(ip, sizeof ip, "%s/img.idx", dir);
+    snprintf(lp, sizeof lp, "%s/lab.idx", dir);
+    unsigned char *img = malloc(16 + (size_t)n * 16), *lab = malloc(8 + (size_t)n);
+    unsigned char ih[16] = {0, 0, 8, 3, 0, 0, (unsigned char)(n >> 8), (unsigned char)n, 0, 0, 0, 4, 0, 0, 0, 4};
+    unsigned char lh[8] = {0, 0, 8, 1, 0, 0, (unsigned char)(n >> 8), (unsigned char)n};
+    memcpy(img, ih, 16);
+    memcpy(lab, lh, 8);
+    for (int i = 0; i < n; i++) {
+        lab[8 + i] = (unsigned char)(i % 3);
+        for (int j = 0; j < 16; j++)
+            img[16 + i * 16 + j] = (unsigned char)((j % 3 == i % 3 ? 200 : 20) + (i * 7 + j * 13) % 50);
+    }
+    assert_int_equal(tu_write_file(ip, img, 16 + (size_t)n * 16), 0);
+    assert_int_equal(tu_write_file(lp, lab, 8 + (size_t)n), 0);
+    free(img);
+    free(lab);
+    anvil_dataset *d;
+    CHECK_OK(anvil_dataset_load_idx(&d, ip, lp));
+    return d;
+}
+
+/* Resident data (gathered by the program) trains exactly like host batches. */
+static void test_resident_equals_batcher(void **state)
 {
     (void)state;
-    const char *dir = getenv("ANVIL_DATA_DIR") ? getenv("ANVIL_DATA_DIR") : ANVIL_DEFAULT_DATA_DIR;
-    anvil_dataset *train, *test;
-    if (anvil_dataset_load_folder(&train, &test, dir) != ANVIL_OK) {
-        print_message("  Fashion-MNIST not found in %s (%s): skipped\n", dir, anvil_last_error());
-        skip();
+    char *dir = tu_mkdtemp();
+    anvil_dataset *d = tiny_dataset(dir, 50);
+    anvil_model *m;
+    int64_t in[3] = {1, 4, 4};
+    CHECK_OK(anvil_model_create(&m, "tiny", 3, in));
+    anvil_layer_desc f = anvil_layer_default(ANVIL_LAYER_FLATTEN), l = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    l.out_features = 3;
+    CHECK_OK(anvil_model_add(m, &f));
+    CHECK_OK(anvil_model_add(m, &l));
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 5);
+    anvil_trainer *a, *b;
+    CHECK_OK(anvil_trainer_create(&a, m, &c));
+    CHECK_OK(anvil_trainer_create(&b, m, &c));
+    anvil_batcher *bt;
+    CHECK_OK(anvil_batcher_create(&bt, d, 16, true, 9));
+    CHECK_OK(anvil_trainer_attach_data(b, d, 16, true, 9));
+    int steps = 0;
+    for (int epoch = 0; epoch < 2; epoch++) {
+        for (;;) {
+            anvil_tensor *x, *y;
+            bool done, rdone;
+            CHECK_OK(anvil_batcher_next(bt, &x, &y, &done));
+            CHECK_OK(anvil_train_step_resident(b, &rdone));
+            assert_int_equal(done, rdone);
+            if (done)
+                break;
+            CHECK_OK(anvil_train_step(a, x, y));
+            anvil_tensor_release(x);
+            anvil_tensor_release(y);
+            steps++;
+            if (steps > 5) { /* mid-epoch steps copy nothing to the device */
+                anvil_counters st;
+                CHECK_OK(anvil_trainer_counters(b, NULL, &st));
+                if (st.h2d_copies != 0 && steps % 4 != 1)
+                    fail_msg("resident step %d made %lld host-to-device copies", steps, (long long)st.h2d_copies);
+            }
+        }
     }
+    assert_int_equal(steps, 8); /* 4 batches (16, 16, 16, 2) per epoch */
+    params_equal(a, b, "1.weight", true);
+    params_equal(a, b, "1.bias", true);
+    float la, lb;
+    CHECK_OK(anvil_trainer_take_mean_loss(a, &la));
+    CHECK_OK(anvil_trainer_take_mean_loss(b, &lb));
+    assert_true(la == lb);
+    anvil_batcher_free(bt);
+    anvil_trainer_free(a);
+    anvil_trainer_free(b);
+    anvil_model_free(m);
+    anvil_dataset_free(d);
+    tu_rmdir(dir);
+}
+
+static bool load_fmnist(anvil_dataset **train, anvil_dataset **test)
+{
+    const char *dir = getenv("ANVIL_DATA_DIR") ? getenv("ANVIL_DATA_DIR") : ANVIL_DEFAULT_DATA_DIR;
+    if (anvil_dataset_load_folder(train, test, dir) != ANVIL_OK) {
+        print_message("  Fashion-MNIST not found in %s (%s): skipped\n", dir, anvil_last_error());
+        return false;
+    }
+    return true;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* One epoch of the built-in mlp from PyTorch's initial weights, in dataset order, on
+ * resident data: test accuracy and losses must match what PyTorch got from the same
+ * start (tests/golden/make_mlp_fmnist.py).  469 steps of float32 arithmetic in another
+ * summation order drift apart a little, so: accuracy within 0.006, losses within 2%. */
+static void test_fashion_mnist_mlp_parity(void **state)
+{
+    (void)state;
+    anvil_dataset *train, *test;
+    if (!load_fmnist(&train, &test))
+        skip();
+    int n;
+    char **names;
+    anvil_tensor **ts;
+    CHECK_OK(anvil_safetensors_read(ANVIL_GOLDEN_DIR "/mlp_fmnist.safetensors", &n, &names, &ts));
+    anvil_model *m;
+    CHECK_OK(anvil_model_builtin(&m, "mlp"));
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 0);
+    anvil_trainer *t;
+    CHECK_OK(anvil_trainer_create(&t, m, &c));
+    float acc = 0, test_loss = 0, train_loss = 0;
+    for (int i = 0; i < n; i++) {
+        const float *v = anvil_tensor_data(ts[i]);
+        if (strcmp(names[i], "expect.accuracy") == 0)
+            acc = v[0];
+        else if (strcmp(names[i], "expect.test_loss") == 0)
+            test_loss = v[0];
+        else if (strcmp(names[i], "expect.train_loss") == 0)
+            train_loss = v[0];
+        else
+            CHECK_OK(anvil_trainer_set_param(t, names[i], ts[i]));
+    }
+    anvil_safetensors_free(n, names, ts);
+    CHECK_OK(anvil_trainer_attach_data(t, train, 128, false, 0));
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int steps = 0;
+    for (;;) {
+        bool done;
+        CHECK_OK(anvil_train_step_resident(t, &done));
+        if (done)
+            break;
+        steps++;
+    }
+    double secs = seconds_since(&t0);
+    float mean_train;
+    CHECK_OK(anvil_trainer_take_mean_loss(t, &mean_train));
+    anvil_eval_result r;
+    CHECK_OK(anvil_evaluate(t, test, 1000, &r));
+    print_message("  mlp 1 epoch (CPU, resident data, %.2f ms/step): accuracy %.4f (PyTorch %.4f), test loss %.4f "
+                  "(%.4f), train loss %.4f (%.4f)\n", 1e3 * secs / steps, r.accuracy, acc, r.mean_loss, test_loss,
+                  mean_train, train_loss);
+    assert_int_equal(steps, 469);
+    assert_int_equal(r.samples, 10000);
+    assert_true(fabs(r.accuracy - acc) <= 0.006);
+    assert_true(fabs(r.mean_loss - test_loss) <= 0.02 * test_loss);
+    assert_true(fabs(mean_train - train_loss) <= 0.02 * train_loss);
+    anvil_trainer_free(t);
+    anvil_model_free(m);
+    anvil_dataset_free(train);
+    anvil_dataset_free(test);
+}
+
+/* What `anvil train --model mlp --epochs 1` does with its default seed 0: Anvil's own
+ * init and a shuffled order, host batches.  One epoch of this model lands anywhere in
+ * 0.81-0.86 depending on init and order, in PyTorch too: with this very init and order
+ * PyTorch reaches 0.811 (Anvil 0.820); over six seeds PyTorch gave 0.843-0.851.  The
+ * bar here is a sanity floor; the parity test above is the exact check. */
+static void test_fashion_mnist_mlp_seeded(void **state)
+{
+    (void)state;
+    anvil_dataset *train, *test;
+    if (!load_fmnist(&train, &test))
+        skip();
     anvil_model *m;
     CHECK_OK(anvil_model_builtin(&m, "mlp"));
     anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 0);
@@ -439,7 +602,7 @@ static void test_fashion_mnist_mlp(void **state)
     CHECK_OK(anvil_trainer_create(&t, m, &c));
     anvil_batcher *b;
     CHECK_OK(anvil_batcher_create(&b, train, 128, true, 0));
-    struct timespec t0, t1;
+    struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int steps = 0;
     for (;;) {
@@ -453,15 +616,13 @@ static void test_fashion_mnist_mlp(void **state)
         anvil_tensor_release(y);
         steps++;
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = seconds_since(&t0);
     anvil_eval_result r;
     CHECK_OK(anvil_evaluate(t, test, 1000, &r));
-    double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    print_message("  mlp, 1 epoch on the CPU: %d steps in %.1f s (%.2f ms/step), test loss %.4f, accuracy %.4f\n",
-                  steps, secs, 1e3 * secs / steps, r.mean_loss, r.accuracy);
+    print_message("  mlp 1 epoch (CPU, seed 0, host batches): %d steps in %.1f s (%.2f ms/step), test loss %.4f, "
+                  "accuracy %.4f\n", steps, secs, 1e3 * secs / steps, r.mean_loss, r.accuracy);
     assert_int_equal(steps, 469);
-    assert_int_equal(r.samples, 10000);
-    assert_true(r.accuracy >= 0.85);
+    assert_true(r.accuracy >= 0.80);
     anvil_batcher_free(b);
     anvil_trainer_free(t);
     anvil_model_free(m);
@@ -482,7 +643,9 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_model_errors),
         cmocka_unit_test(test_graph_model),
-        cmocka_unit_test(test_fashion_mnist_mlp),
+        cmocka_unit_test(test_resident_equals_batcher),
+        cmocka_unit_test(test_fashion_mnist_mlp_parity),
+        cmocka_unit_test(test_fashion_mnist_mlp_seeded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -46,6 +46,10 @@ typedef enum {
  * Attributes by op (ia = ints, fa = floats):
  *   INPUT/PARAM/BUFFER: name, init.       RESHAPE: shape is the target.
  *   FILL: fa[0] value.                    MATMUL: ia[0] trans_a, ia[1] trans_b.
+ *   GATHER: the next batch of the device-resident dataset (anvil_exec.data), in the order
+ *           data->order from position hyper->data_cursor: ia[0] 0 = images as float32
+ *           pixel/255 [B, sample...], 1 = labels int32 [B].
+ *   STEP_END: optional in (the labels GATHER): advances hyper->data_cursor by its B.
  *   LINEAR: in (x, w[, b]); x [..., in].  SCALE: fa[0] factor.
  *   REDUCE: ia[0] dim or ANVIL_ALL_DIMS, ia[1] keepdim, ia[2] mean.
  *   SUM_TO: sums in[0] down to shape.     BROADCAST_TO: ia[0] divide by the expansion.
@@ -149,7 +153,16 @@ typedef struct {
     float loss_last;
     double loss_sum, loss_count;
     double eval_loss_sum, eval_correct, eval_count;
+    int64_t data_cursor;   /* next position in the resident dataset's epoch order */
 } anvil_hyper;
+
+/* A dataset resident in device memory (all pointers are device pointers). */
+typedef struct {
+    const uint8_t *images;   /* [n, sample_elems] */
+    const int32_t *labels;   /* [n] */
+    const uint32_t *order;   /* [n]: this epoch's sample order */
+    int64_t n, sample_elems;
+} anvil_data;
 
 /* ---- programs: a concrete graph, planned and resolved to pointers */
 typedef struct {
@@ -166,6 +179,7 @@ typedef struct {
     float *state;        /* optimizer state: slots of n_params each */
     int64_t n_params;
     anvil_hyper *hyper;
+    const anvil_data *data; /* host struct describing the resident dataset, or NULL */
     void *backend;       /* the backend's own context */
 } anvil_exec;
 

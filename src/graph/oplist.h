@@ -11,6 +11,7 @@
     /* data movement */                                                       \
     X(COPY, copy)                                                             \
     X(FILL, fill)                                                             \
+    X(GATHER, gather)                                                         \
     /* linear algebra (matmul.c) */                                           \
     X(MATMUL, matmul)                                                         \
     X(LINEAR, linear)                                                         \

@@ -3,10 +3,11 @@
  * training, evaluation and prediction graphs.  A step is: copy the batch in, run the
  * training program.  Nothing else touches the host. */
 #include "train/train.h"
+#include "io/io.h"
 
 #include <math.h>
 
-enum { PROG_TRAIN, PROG_EVAL, PROG_PREDICT };
+enum { PROG_TRAIN, PROG_EVAL, PROG_PREDICT, PROG_TRAIN_RESIDENT };
 
 typedef struct {
     int kind;
@@ -34,6 +35,15 @@ struct anvil_trainer {
     int n_progs, cap_progs;
     anvil_counters last_step;
     int64_t steps;
+    /* device-resident data */
+    anvil_graph *res_g;             /* train_g reading its batches by GATHER */
+    anvil_data data;
+    char *data_mem;
+    uint32_t *order_host;
+    int res_batch;
+    bool res_shuffle, res_begin;
+    uint64_t res_seed, res_epoch;
+    int64_t res_pos;
 };
 
 static const char *loss_names[ANVIL_LOSS_COUNT] = {"cross_entropy", "cross_entropy_probs", "bce",
@@ -327,6 +337,10 @@ void anvil_trainer_free(anvil_trainer *t)
     for (int i = 0; i < t->n_progs; i++)
         anvil_program_free(t->be, t->progs[i].p);
     free(t->progs);
+    if (t->be && t->data_mem)
+        t->be->free(t->be, t->data_mem);
+    free(t->order_host);
+    anvil_graph_free(t->res_g);
     if (t->be && t->persistent)
         t->be->free(t->be, t->persistent);
     anvil_backend_close(t->be);
@@ -369,11 +383,13 @@ static anvil_status get_program(anvil_trainer *t, int kind, int64_t batch, anvil
         t->progs = p;
         t->cap_progs = cap;
     }
-    anvil_persist_map pm = persist_map(t, kind == PROG_TRAIN);
+    anvil_persist_map pm = persist_map(t, kind == PROG_TRAIN || kind == PROG_TRAIN_RESIDENT);
     anvil_status st;
     anvil_program *p = NULL;
     if (kind == PROG_TRAIN)
         st = anvil_program_compile(t->be, t->train_g, batch, true, 3, t->train_roots, 1, &t->train_loss, &pm, &p);
+    else if (kind == PROG_TRAIN_RESIDENT)
+        st = anvil_program_compile(t->be, t->res_g, batch, true, 3, t->train_roots, 1, &t->train_loss, &pm, &p);
     else if (kind == PROG_EVAL)
         st = anvil_program_compile(t->be, t->eval_g, batch, false, 1, &t->eval_root, 0, NULL, &pm, &p);
     else
@@ -461,6 +477,115 @@ anvil_status anvil_train_step(anvil_trainer *t, const anvil_tensor *x, const anv
     before.device_allocs = t->be->counters.device_allocs; /* compiling is not the step */
     ANVIL_TRY(feed_and_run(t, p, t->train_y, x, y));
     t->last_step = counters_diff(t->be->counters, before);
+    t->steps++;
+    return ANVIL_OK;
+}
+
+/* ---- device-resident data */
+
+/* The training graph with both inputs turned into gathers from the resident data. */
+static anvil_status build_resident_graph(anvil_trainer *t)
+{
+    ANVIL_TRY(anvil_graph_clone(t->train_g, &t->res_g));
+    anvil_node *x = &t->res_g->nodes[t->model->input], *y = &t->res_g->nodes[t->train_y];
+    x->op = OP_GATHER;
+    x->ia[0] = 0;
+    y->op = OP_GATHER;
+    y->ia[0] = 1;
+    anvil_node *end = &t->res_g->nodes[t->train_roots[2]];
+    end->n_in = 1;
+    end->in[0] = t->train_y;
+    return ANVIL_OK;
+}
+
+anvil_status anvil_trainer_attach_data(anvil_trainer *t, const anvil_dataset *d, int batch_size, bool shuffle,
+                                       uint64_t seed)
+{
+    if (!t || !d)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_attach_data: NULL argument");
+    if (batch_size <= 0)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_attach_data: batch size must be positive, got %d",
+                          batch_size);
+    if (t->cfg.loss != ANVIL_LOSS_CROSS_ENTROPY)
+        return anvil_fail(ANVIL_ERR_UNSUPPORTED, "resident data holds class labels: the loss must be cross_entropy, "
+                          "not %s", anvil_loss_name(t->cfg.loss));
+    const anvil_model *m = t->model;
+    bool fits = d->sample_ndim == m->in_ndim;
+    for (int i = 0; fits && i < m->in_ndim; i++)
+        fits = d->sample_shape[i] == m->in_shape[i];
+    if (!fits) {
+        char a[96], b[96];
+        return anvil_fail(ANVIL_ERR_SHAPE, "dataset samples are %s but the model takes %s",
+                          anvil_shape_str(a, sizeof a, d->sample_ndim, d->sample_shape),
+                          anvil_shape_str(b, sizeof b, m->in_ndim, m->in_shape));
+    }
+    /* drop an earlier attachment and the programs captured over it */
+    for (int i = 0; i < t->n_progs;)
+        if (t->progs[i].kind == PROG_TRAIN_RESIDENT) {
+            anvil_program_free(t->be, t->progs[i].p);
+            t->progs[i] = t->progs[--t->n_progs];
+        } else {
+            i++;
+        }
+    if (t->data_mem)
+        t->be->free(t->be, t->data_mem);
+    t->data_mem = NULL;
+    free(t->order_host);
+    t->ex.data = NULL;
+    size_t img = anvil_align_up((size_t)d->n * d->sample_bytes), lab = anvil_align_up((size_t)d->n * 4);
+    t->order_host = anvil_xmalloc((size_t)d->n * sizeof *t->order_host, "the epoch order");
+    if (!t->order_host)
+        return ANVIL_ERR_OOM;
+    ANVIL_TRY(t->be->alloc(t->be, img + 2 * lab, (void **)&t->data_mem));
+    ANVIL_TRY(t->be->upload(t->be, t->data_mem, d->images, (size_t)d->n * d->sample_bytes));
+    ANVIL_TRY(t->be->upload(t->be, t->data_mem + img, d->labels, (size_t)d->n * 4));
+    t->data.images = (const uint8_t *)t->data_mem;
+    t->data.labels = (const int32_t *)(t->data_mem + img);
+    t->data.order = (const uint32_t *)(t->data_mem + img + lab);
+    t->data.n = d->n;
+    t->data.sample_elems = (int64_t)d->sample_bytes;
+    t->ex.data = &t->data;
+    if (!t->res_g)
+        ANVIL_TRY(build_resident_graph(t));
+    t->res_batch = batch_size;
+    t->res_shuffle = shuffle;
+    t->res_seed = seed;
+    t->res_epoch = 0;
+    t->res_pos = 0;
+    t->res_begin = true;
+    return ANVIL_OK;
+}
+
+anvil_status anvil_train_step_resident(anvil_trainer *t, bool *epoch_done)
+{
+    if (!t || !epoch_done)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_train_step_resident: NULL argument");
+    *epoch_done = false;
+    if (!t->data_mem)
+        return anvil_fail(ANVIL_ERR_STATE, "anvil_train_step_resident: no data attached (anvil_trainer_attach_data)");
+    if (t->res_pos >= t->data.n) {
+        *epoch_done = true;
+        t->res_epoch++;
+        t->res_pos = 0;
+        t->res_begin = true;
+        return ANVIL_OK;
+    }
+    anvil_counters before = t->be->counters;
+    if (t->res_begin) {
+        /* once per epoch: this epoch's order, and the cursor back to its start */
+        anvil_shuffle_order(t->order_host, t->data.n, t->res_shuffle, t->res_seed, t->res_epoch);
+        int64_t zero = 0;
+        ANVIL_TRY(t->be->upload(t->be, (void *)t->data.order, t->order_host, (size_t)t->data.n * 4));
+        ANVIL_TRY(t->be->upload(t->be, &t->ex.hyper->data_cursor, &zero, sizeof zero));
+        t->res_begin = false;
+    }
+    int64_t b = t->data.n - t->res_pos < t->res_batch ? t->data.n - t->res_pos : t->res_batch;
+    anvil_program *p;
+    ANVIL_TRY(get_program(t, PROG_TRAIN_RESIDENT, b, &p));
+    before.device_allocs = t->be->counters.device_allocs; /* compiling is not the step */
+    ANVIL_TRY(t->be->run(t->be, p, &t->ex));
+    t->last_step = counters_diff(t->be->counters, before);
+    t->res_pos += b;
     t->steps++;
     return ANVIL_OK;
 }

@@ -11,7 +11,7 @@
  * vectorization).  out may alias x. */
 #define ACT_LOOP(EXPR)                                                        \
     {                                                                         \
-        _Pragma("omp parallel for if (n >= CPU_PAR_MIN) schedule(static)")   \
+        _Pragma("omp parallel for if (n >= CPU_PAR_MIN_HEAVY) schedule(static)")   \
         for (int64_t i = 0; i < n; i++) {                                     \
             float v = x[i];                                                   \
             o[i] = (EXPR);                                                    \
@@ -46,7 +46,7 @@ anvil_status anvil_cpu_act(const anvil_exec *ex, const anvil_step *s)
 /* dx = dy * f'(x); in (dy, x).  out may alias dy. */
 #define ACT_BWD_LOOP(EXPR)                                                    \
     {                                                                         \
-        _Pragma("omp parallel for if (n >= CPU_PAR_MIN) schedule(static)")   \
+        _Pragma("omp parallel for if (n >= CPU_PAR_MIN_HEAVY) schedule(static)")   \
         for (int64_t i = 0; i < n; i++) {                                     \
             float g = dy[i], v = x[i];                                        \
             o[i] = (EXPR);                                                    \

@@ -9,9 +9,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Below this many elements an op runs on one thread: the fork/join costs more than the
- * work. */
-#define CPU_PAR_MIN 32768
+/* Below this many elements an op runs on one thread.  A parallel region is cheap on an
+ * idle machine, but its barrier waits for every thread: on a loaded machine (tests and
+ * builds beside us) or next to OpenBLAS's own threads, a descheduled or spinning thread
+ * costs milliseconds, and an MLP step with many 64k-element regions ran 10x slower
+ * (measured: 5 ms/step with these thresholds vs 40-120 ms with 32k).  So only ops long
+ * enough (~1 ms of memory traffic) to pay for that go parallel. */
+#define CPU_PAR_MIN (1 << 20)
+/* The same for ops that spend tens of cycles per element (exp, erf, tanh, Philox). */
+#define CPU_PAR_MIN_HEAVY (1 << 17)
 /* Deterministic reductions split their range into at most this many fixed chunks; the
  * chunk size depends only on the length, never on the thread count. */
 #define CPU_MAX_CHUNKS 1024

@@ -27,7 +27,7 @@ static anvil_status dropout_apply(const anvil_exec *ex, const anvil_step *s)
     float q = 1.0f - p;
     int64_t ng = (n + 3) / 4;
     /* One Philox call per group of four elements, exactly as anvil_dropout_keep's. */
-#pragma omp parallel for if (n >= CPU_PAR_MIN) schedule(static)
+#pragma omp parallel for if (n >= CPU_PAR_MIN_HEAVY) schedule(static)
     for (int64_t g = 0; g < ng; g++) {
         anvil_philox_out r = anvil_philox((uint32_t)(uint64_t)g, (uint32_t)((uint64_t)g >> 32),
                                           stream, ctr, klo, khi);

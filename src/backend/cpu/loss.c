@@ -86,7 +86,7 @@ anvil_status anvil_cpu_cross_entropy(const anvil_exec *ex, const anvil_step *s)
     if (!k.probs)
         ANVIL_TRY(ce_check_labels((const int32_t *)k.t, N, k.C, "cross_entropy"));
     int64_t min_rows = k.C ? 4096 / k.C + 1 : 4096;
-    double sum = cpu_det_sum(N, min_rows, N * k.C >= CPU_PAR_MIN, ce_rows, &k);
+    double sum = cpu_det_sum(N, min_rows, N * k.C >= CPU_PAR_MIN_HEAVY, ce_rows, &k);
     *(float *)s->out = (float)(sum / (double)N);
     return ANVIL_OK;
 }
@@ -106,7 +106,7 @@ anvil_status anvil_cpu_cross_entropy_bwd(const anvil_exec *ex, const anvil_step 
     float g = (float)((double)*(const float *)s->in[0] / (double)N);
     float onem = (float)(1.0 - k.eps), unif = (float)(k.eps / (double)C);
     float *dx = (float *)s->out;
-#pragma omp parallel for if (N * C >= CPU_PAR_MIN) schedule(static)
+#pragma omp parallel for if (N * C >= CPU_PAR_MIN_HEAVY) schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const float *row = k.x + n * C;
         float lse = (float)ce_lse(row, C);
@@ -183,7 +183,7 @@ anvil_status anvil_cpu_pw_loss(const anvil_exec *ex, const anvil_step *s)
                 s->node->fa[0]};
     ANVIL_TRY(pw_check(k.kind, "pw_loss"));
     int64_t n = cpu_numel(s->in_node[0]);
-    double sum = cpu_det_sum(n, 4096, n >= CPU_PAR_MIN, pw_range, &k);
+    double sum = cpu_det_sum(n, 4096, n >= CPU_PAR_MIN_HEAVY, pw_range, &k);
     *(float *)s->out = (float)(sum / (double)n);
     return ANVIL_OK;
 }
@@ -213,7 +213,7 @@ anvil_status anvil_cpu_pw_loss_bwd(const anvil_exec *ex, const anvil_step *s)
     const float *x = (const float *)s->in[1], *t = (const float *)s->in[2];
     float *dx = (float *)s->out;
     float g = (float)((double)*(const float *)s->in[0] / (double)n);
-#pragma omp parallel for if (n >= CPU_PAR_MIN) schedule(static)
+#pragma omp parallel for if (n >= CPU_PAR_MIN_HEAVY) schedule(static)
     for (int64_t i = 0; i < n; i++)
         dx[i] = g * pw_grad(kind, a, x[i], t[i]);
     return ANVIL_OK;

@@ -66,8 +66,9 @@ anvil_status anvil_cpu_adam(const anvil_exec *ex, const anvil_step *s)
 /* After the update: one optimizer step done; the next step gets fresh dropout masks. */
 anvil_status anvil_cpu_step_end(const anvil_exec *ex, const anvil_step *s)
 {
-    (void)s;
     ex->hyper->step += 1;
     ex->hyper->rng_counter += 1;
+    if (s->node->n_in == 1) /* resident data: the batch just used */
+        ex->hyper->data_cursor += s->in_node[0]->shape[0];
     return ANVIL_OK;
 }

@@ -31,7 +31,7 @@ static anvil_status sm_shape_of(const anvil_step *s, const char *op, sm_shape *s
 #define SM_LINES(sh, ...)                                                                 \
     do {                                                                                   \
         int64_t nl_ = (sh).outer * (sh).inner, st = (sh).inner, D = (sh).D;                \
-        _Pragma("omp parallel for if (nl_ * D >= CPU_PAR_MIN) schedule(static)")          \
+        _Pragma("omp parallel for if (nl_ * D >= CPU_PAR_MIN_HEAVY) schedule(static)")          \
         for (int64_t l = 0; l < nl_; l++) {                                                \
             int64_t base = (l / st) * D * st + (l % st);                                   \
             __VA_ARGS__                                                                    \
