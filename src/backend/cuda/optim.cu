@@ -187,16 +187,17 @@ ANVIL_CUDA_KERNEL(adam)
 
 /* ---------------------------------------------------------------- bookkeeping */
 
-static __global__ void step_end_kernel(anvil_hyper *h)
+static __global__ void step_end_kernel(anvil_hyper *h, int64_t data_batch)
 {
     h->step += 1;
     h->rng_counter += 1;
+    h->data_cursor += data_batch; /* resident data: the batch just used */
 }
 
 ANVIL_CUDA_KERNEL(step_end)
 {
-    (void)s;
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
-    step_end_kernel<<<1, 1, 0, c->stream>>>(ex->hyper);
+    int64_t data_batch = s->node->n_in == 1 ? s->in_node[0]->shape[0] : 0;
+    step_end_kernel<<<1, 1, 0, c->stream>>>(ex->hyper, data_batch);
     return anvil_cuda_launched(c, "step_end");
 }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# mlp-small on one GPU: Anvil (resident data and host batches) and every PyTorch mode of
+# WORKLOADS.md, same GPU, same run; prints a table with ratios (Anvil / best PyTorch).
+#   bench/run_gpu.sh [BUILD_DIR (build-gpu)] [STEPS (200)] [WARMUP (50)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build="${1:-build-gpu}"
+steps="${2:-200}"
+warmup="${3:-50}"
+[ -f "$build/libanvil.so" ] || { cmake -S . -B "$build" -DANVIL_CUDA=ON >/dev/null && cmake --build "$build" -j"$(nproc)" >/dev/null; }
+cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Iinclude bench/anvil_mlp_small.c \
+  -L"$build" -lanvil -Wl,-rpath,"$(pwd)/$build" -lm -o "$build/bench_anvil_mlp_small"
+out="$(mktemp)"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | sed 's/^/gpu: /'
+echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)  date: $(date -u +%F)"
+"$build/bench_anvil_mlp_small" cuda resident "$steps" "$warmup" | tee -a "$out"
+"$build/bench_anvil_mlp_small" cuda host "$steps" "$warmup" | tee -a "$out"
+python3 bench/torch_mlp_small.py "$steps" "$warmup" | tee -a "$out"
+python3 - "$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+torch_ok = [r for r in rows if r["impl"] == "pytorch" and "ms_per_step" in r]
+best = min(torch_ok, key=lambda r: r["ms_per_step"]) if torch_ok else None
+print("\nmlp-small fp32, ms/step (median of 5)")
+print(f"{'impl':8} {'mode':18} {'ms/step':>9} {'vs best torch':>14}")
+for r in rows:
+    if "ms_per_step" not in r:
+        print(f"{r['impl']:8} {r['mode']:18} {'failed':>9}  {r.get('error', '')}")
+        continue
+    ratio = f"{r['ms_per_step'] / best['ms_per_step']:.3f}" if best else "-"
+    print(f"{r['impl']:8} {r['mode']:18} {r['ms_per_step']:9.4f} {ratio:>14}")
+if best:
+    print(f"best PyTorch mode: {best['mode']} {best['ms_per_step']:.4f} ms")
+PY

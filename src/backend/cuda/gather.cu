@@ -1,0 +1,41 @@
+/* gather.cu — the next batch of the resident dataset, gathered on the device in this
+ * epoch's order: images uint8 -> float32 pixel/255, labels int32.  The cursor is read
+ * from device memory, so the captured graph serves every batch of the epoch. */
+#include "backend/cuda/cuda_internal.h"
+
+static __global__ void gather_images(float *x, const uint8_t *images, const uint32_t *order,
+                                     const anvil_hyper *h, int64_t b, int64_t k)
+{
+    int64_t start = h->data_cursor;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < b * k;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t row = i / k, col = i - row * k;
+        x[i] = (float)images[(int64_t)order[start + row] * k + col] / 255.0f;
+    }
+}
+
+static __global__ void gather_labels(int32_t *y, const int32_t *labels, const uint32_t *order,
+                                     const anvil_hyper *h, int64_t b)
+{
+    int64_t start = h->data_cursor;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < b; i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = labels[order[start + i]];
+}
+
+ANVIL_CUDA_KERNEL(gather)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    const anvil_data *d = ex->data;
+    if (!d)
+        return anvil_fail(ANVIL_ERR_STATE, "gather: no resident dataset attached");
+    int64_t b = s->node->shape[0];
+    if (s->node->ia[0] == 1) {
+        gather_labels<<<anvil_cuda_blocks(b, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+            (int32_t *)s->out, d->labels, d->order, ex->hyper, b);
+    } else {
+        int64_t k = d->sample_elems;
+        gather_images<<<anvil_cuda_blocks(b * k, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+            (float *)s->out, d->images, d->order, ex->hyper, b, k);
+    }
+    return anvil_cuda_launched(c, "gather");
+}
