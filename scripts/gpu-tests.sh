@@ -16,6 +16,8 @@
 #   SANITIZE=0         skip the compute-sanitizer runs
 #   SANITIZER_TIMEOUT  seconds per sanitizer run (default: 3600)
 #   LEAK_CHECK=1       add --leak-check full to memcheck
+#   ANVIL_DEPS_ROOT    a root of unpacked Debian packages (scripts/pack-gpu-deps.sh) for a
+#                      machine without apt
 # Under the sanitizers ANVIL_GPU_TEST_QUICK=1 is set, which skips the one-epoch
 # Fashion-MNIST training (far too slow instrumented); everything else runs.
 set -u
@@ -74,7 +76,13 @@ for d in /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/cuda/lib64; do
     fi
 done
 echo "== configure ($BUILD_DIR)"
-if ! cmake -S "$REPO" -B "$BUILD_DIR" -DANVIL_CUDA=ON -DCMAKE_BUILD_TYPE="$BUILD_TYPE" ${CUDNN_HINT[@]+"${CUDNN_HINT[@]}"}; then
+# Dependencies unpacked from Debian packages (scripts/pack-gpu-deps.sh) on machines without apt
+DEPS_HINT=()
+if [ -n "${ANVIL_DEPS_ROOT:-}" ]; then
+    DEPS_HINT=(-DANVIL_DEPS_ROOT="$ANVIL_DEPS_ROOT")
+    export LD_LIBRARY_PATH="$ANVIL_DEPS_ROOT/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+if ! cmake -S "$REPO" -B "$BUILD_DIR" -DANVIL_CUDA=ON -DCMAKE_BUILD_TYPE="$BUILD_TYPE" ${CUDNN_HINT[@]+"${CUDNN_HINT[@]}"} ${DEPS_HINT[@]+"${DEPS_HINT[@]}"}; then
     fail "cmake configure"
     print_summary
     exit 1
