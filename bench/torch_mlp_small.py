@@ -62,6 +62,8 @@ def plain(compile_mode=None):
     f = fwd_bwd if compile_mode is None else torch.compile(fwd_bwd, mode=compile_mode)
 
     def step(i):
+        if compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new iteration for its graphs
         opt.zero_grad(set_to_none=False)
         f(xs[i % 8], ys[i % 8])
         opt.step()

@@ -358,6 +358,7 @@ typedef struct {
     int values;               /* transient values planned */
     int inplace;              /* values computed in place over an input */
     int kernels;              /* kernel calls in the program */
+    int fused;                /* ops folded into another op's kernel by the fusion pass */
 } anvil_plan_stats;
 
 anvil_status anvil_trainer_plan_stats(anvil_trainer *t, int batch_size,

@@ -120,8 +120,9 @@ static void test_memory_plan(void **state)
     anvil_plan_stats s;
     CHECK_OK(anvil_trainer_plan_stats(t, 128, &s));
     print_message("  mlp batch 128: transient %zu bytes planned vs %zu unplanned, %d values, %d in place, "
-                  "%d kernels, persistent %zu\n", s.transient_bytes, s.unplanned_bytes, s.values, s.inplace,
-                  s.kernels, s.persistent_bytes);
+                  "%d kernels, %d fused, persistent %zu\n", s.transient_bytes, s.unplanned_bytes, s.values, s.inplace,
+                  s.kernels, s.fused, s.persistent_bytes);
+    assert_int_equal(s.fused, 2); /* both hidden linear+relu pairs */
     assert_true(s.transient_bytes > 0);
     assert_true(s.transient_bytes < s.unplanned_bytes);
     assert_true(s.inplace > 0);

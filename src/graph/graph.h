@@ -50,7 +50,8 @@ typedef enum {
  *           data->order from position hyper->data_cursor: ia[0] 0 = images as float32
  *           pixel/255 [B, sample...], 1 = labels int32 [B].
  *   STEP_END: optional in (the labels GATHER): advances hyper->data_cursor by its B.
- *   LINEAR: in (x, w[, b]); x [..., in].  SCALE: fa[0] factor.
+ *   LINEAR: in (x, w[, b]); x [..., in]; ia[1] epilogue set by the fusion pass: 0 none,
+ *           1 relu (the output is relu(x w^T + b)).   SCALE: fa[0] factor.
  *   REDUCE: ia[0] dim or ANVIL_ALL_DIMS, ia[1] keepdim, ia[2] mean.
  *   SUM_TO: sums in[0] down to shape.     BROADCAST_TO: ia[0] divide by the expansion.
  *   ACT: ia[0] kind, fa[0] param.         ACT_BWD: in (dy, x), same attrs.
@@ -209,6 +210,9 @@ struct anvil_program {
     bool training;
     void *backend_state;     /* e.g. a captured CUDA graph */
 };
+
+/* The fusion pass on a concrete graph (fuse.c); returns the number of fusions made. */
+int anvil_fuse(anvil_graph *g, int n_keep, const anvil_value *keep);
 
 /* Plans memory for the nodes reachable from roots, in node order. */
 anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,

@@ -16,6 +16,7 @@ typedef struct {
     float *D;
     int64_t ldd;
     const float *bias; /* NULL: none */
+    bool relu;         /* fused relu epilogue (graph/fuse.c) */
     float beta;
 } lt_gemm;
 
@@ -58,13 +59,15 @@ static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogu
              "cublasLtMatmulDescSetAttribute (transa)");
     LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &g->tb, sizeof g->tb),
              "cublasLtMatmulDescSetAttribute (transb)");
-    if (use_epilogue && g->bias) {
-        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    if (use_epilogue && (g->bias || g->relu)) {
+        cublasLtEpilogue_t epi = g->bias ? (g->relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+                                         : CUBLASLT_EPILOGUE_RELU;
         LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
                  "cublasLtMatmulDescSetAttribute (epilogue)");
-        LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias,
-                                                sizeof g->bias),
-                 "cublasLtMatmulDescSetAttribute (bias pointer)");
+        if (g->bias)
+            LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias,
+                                                    sizeof g->bias),
+                     "cublasLtMatmulDescSetAttribute (bias pointer)");
     }
     LT_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, g->ta == CUBLAS_OP_N ? g->m : g->k,
                                         g->ta == CUBLAS_OP_N ? g->k : g->m, g->lda),
@@ -97,7 +100,7 @@ static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogu
             s = anvil_fail(ANVIL_ERR_UNSUPPORTED,
                            "%s: cuBLASLt has no fp32 algorithm for [%lld x %lld] x [%lld x %lld]%s",
                            opname, (long long)g->m, (long long)g->k, (long long)g->k,
-                           (long long)g->n, use_epilogue && g->bias ? " with the bias epilogue" : "");
+                           (long long)g->n, use_epilogue && (g->bias || g->relu) ? " with an epilogue" : "");
             goto done;
         }
         LT_CHECK(st, "cublasLtMatmulAlgoGetHeuristic");
@@ -135,6 +138,13 @@ static anvil_status init_bias(anvil_cuda_ctx *c, float *d, const float *bias, in
     return anvil_cuda_launched(c, "bias_rows");
 }
 
+static __global__ void relu_kernel(float *d, int64_t total)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x)
+        d[i] = d[i] > 0.0f ? d[i] : 0.0f;
+}
+
 static anvil_status gemm(anvil_cuda_ctx *c, lt_gemm *g, const char *opname)
 {
     if (g->m == 0 || g->n == 0)
@@ -143,14 +153,23 @@ static anvil_status gemm(anvil_cuda_ctx *c, lt_gemm *g, const char *opname)
         return init_bias(c, g->D, g->bias, g->m, g->n);
     bool no_algo = false;
     anvil_status s = lt_run(c, g, true, opname, &no_algo);
-    if (s == ANVIL_OK || !(no_algo && g->bias))
+    if (s == ANVIL_OK || !(no_algo && (g->bias || g->relu)))
         return s;
-    /* No algorithm with the bias epilogue: write the bias first, then accumulate. */
-    ANVIL_TRY(init_bias(c, g->D, g->bias, g->m, g->n));
+    /* No algorithm with the epilogue: write the bias first, accumulate, then relu. */
+    anvil_clear_error();
     lt_gemm h = *g;
+    if (g->bias) {
+        ANVIL_TRY(init_bias(c, g->D, g->bias, g->m, g->n));
+        h.beta = 1.0f;
+    }
     h.bias = NULL;
-    h.beta = 1.0f;
-    return lt_run(c, &h, false, opname, &no_algo);
+    h.relu = false;
+    ANVIL_TRY(lt_run(c, &h, false, opname, &no_algo));
+    if (!g->relu)
+        return ANVIL_OK;
+    relu_kernel<<<anvil_cuda_blocks(g->m * g->n, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+        g->D, g->m * g->n);
+    return anvil_cuda_launched(c, "relu epilogue");
 }
 
 static int64_t numel(const anvil_node *n) { return anvil_node_numel(n); }
@@ -191,6 +210,7 @@ ANVIL_CUDA_KERNEL(matmul)
     g.D = (float *)s->out;
     g.ldd = N;
     g.bias = NULL;
+    g.relu = false;
     g.beta = 0.0f;
     if (g.lda < 1)
         g.lda = 1;
@@ -221,6 +241,7 @@ ANVIL_CUDA_KERNEL(linear)
     g.D = (float *)s->out;
     g.ldd = O > 0 ? O : 1;
     g.bias = s->node->n_in >= 3 ? (const float *)s->in[2] : NULL;
+    g.relu = s->node->ia[1] == 1;
     g.beta = 0.0f;
     return gemm(c, &g, "linear");
 }
