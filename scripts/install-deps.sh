@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  libopenblas-dev libcjson-dev zlib1g-dev libcmocka-dev
+  libopenblas-dev libopenblas-openmp-dev libcjson-dev zlib1g-dev libcmocka-dev
   dataset-fashion-mnist
   valgrind python3
 )

@@ -283,7 +283,24 @@ static int run_train(const tool_options *o)
         rc = EXIT_RUNTIME;
         goto out;
     }
+    /* The dataset on the device once, batches gathered there (same order as the
+     * batcher's): no copy per step.  Host batches when the samples need adapting or the
+     * device has no room. */
+    bool resident = false;
+    if (!s.ad.reshape && !s.ad.one_hot) {
+        st = anvil_trainer_attach_data(s.trainer, s.train, (int)o->batch_size, o->shuffle, o->seed);
+        resident = st == ANVIL_OK;
+        if (!resident && st != ANVIL_ERR_OOM) {
+            fprintf(stderr, "anvil train: cannot put the training set on the device: %s\n", lib_error(st));
+            rc = EXIT_RUNTIME;
+            goto out;
+        }
+        if (!resident && !o->json)
+            printf("anvil: the training set does not fit on the device (%s); copying each batch\n",
+                   lib_error(st));
+    }
     int64_t per_epoch = anvil_batcher_batches_per_epoch(s.batcher);
+    int64_t n_train = anvil_dataset_size(s.train);
     if (per_epoch <= 0) {
         fprintf(stderr, "anvil train: the training set in '%s' gives no batches\n", o->data);
         rc = EXIT_RUNTIME;
@@ -323,22 +340,30 @@ static int run_train(const tool_options *o)
         for (;;) {
             if (o->steps > 0 && step >= o->steps)
                 break;
-            anvil_tensor *x = NULL, *y = NULL;
             bool done = false;
-            st = anvil_batcher_next(s.batcher, &x, &y, &done);
-            if (st != ANVIL_OK) {
-                tool_progress_clear(&prog);
-                fprintf(stderr, "anvil train: cannot read a training batch: %s\n",
-                        lib_error(st));
-                rc = EXIT_RUNTIME;
-                goto out;
+            int64_t bs = 0;
+            if (resident) {
+                st = anvil_train_step_resident(s.trainer, &done);
+                bs = n_train - ep_samples < o->batch_size ? n_train - ep_samples : o->batch_size;
+            } else {
+                anvil_tensor *x = NULL, *y = NULL;
+                st = anvil_batcher_next(s.batcher, &x, &y, &done);
+                if (st != ANVIL_OK) {
+                    tool_progress_clear(&prog);
+                    fprintf(stderr, "anvil train: cannot read a training batch: %s\n",
+                            lib_error(st));
+                    rc = EXIT_RUNTIME;
+                    goto out;
+                }
+                if (!done) {
+                    bs = anvil_tensor_ndim(x) > 0 ? anvil_tensor_shape(x)[0] : 0;
+                    st = step_once(&s, x, y);
+                }
+                anvil_tensor_release(x);
+                anvil_tensor_release(y);
             }
-            if (done)
+            if (done && st == ANVIL_OK)
                 break;
-            int64_t bs = anvil_tensor_ndim(x) > 0 ? anvil_tensor_shape(x)[0] : 0;
-            st = step_once(&s, x, y);
-            anvil_tensor_release(x);
-            anvil_tensor_release(y);
             if (st != ANVIL_OK) {
                 tool_progress_clear(&prog);
                 fprintf(stderr, "anvil train: training step %lld failed: %s\n",
