@@ -294,15 +294,6 @@ static anvil_status cuda_run(anvil_backend *be, anvil_program *p, const anvil_ex
         return anvil_fail(ANVIL_ERR_STATE, "cuda run: the exec's backend context is not this backend's");
     cuda_program_state *st = (cuda_program_state *)p->backend_state;
     if (!st) {
-        /* Before capture, run each matrix product once on its own: matmul.cu times the
-         * candidate algorithms of each new problem shape and keeps the fastest, which the
-         * capture then records.  (Outputs written now are overwritten by every step.) */
-        for (int i = 0; i < p->n_steps; i++) {
-            anvil_op op = p->steps[i].node->op;
-            if (op == OP_MATMUL || op == OP_LINEAR)
-                ANVIL_TRY(be->kernels[op](ex, &p->steps[i]));
-        }
-        ANVIL_CUDA_CHECK(cudaStreamSynchronize(c->stream), "cudaStreamSynchronize (tuning)");
         ANVIL_TRY(capture(c, p, ex, &st));
         p->backend_state = st;
     }
@@ -337,7 +328,6 @@ static void ctx_free(anvil_cuda_ctx *c)
         cudaFree(c->lt_workspace);
     if (c->scratch)
         cudaFree(c->scratch);
-    anvil_cuda_lt_tuned_free(c);
     if (c->lt)
         cublasLtDestroy(c->lt);
     if (c->stream)

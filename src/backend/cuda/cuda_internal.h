@@ -51,11 +51,7 @@ typedef struct {
     unsigned int *err_host;
     unsigned int *err_dev;
     bool capturing;         /* inside run()'s stream capture */
-    void *lt_tuned;         /* matmul.cu: the fastest algorithm found per problem shape */
 } anvil_cuda_ctx;
-
-/* matmul.cu: frees the tuned-algorithm cache. */
-void anvil_cuda_lt_tuned_free(anvil_cuda_ctx *c);
 
 /* A CUDA call failed: records "what: <cuda error string>" as ANVIL_ERR_DEVICE. */
 anvil_status anvil_cuda_fail(cudaError_t e, const char *what);

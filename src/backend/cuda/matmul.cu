@@ -38,110 +38,6 @@ static uint32_t ptr_align(const void *p)
         }                                                        \
     } while (0)
 
-/* ---- algorithm tuning: the heuristic's first choice is often not the fastest at the
- * small shapes of a training step (it likes split-K, which adds a reduction kernel), so
- * each new problem shape met outside a capture has its candidates timed once. */
-typedef struct {
-    cublasOperation_t ta, tb;
-    int64_t m, n, k, lda, ldb, ldd;
-    int epi;
-    uint32_t al_a, al_b, al_d;
-} lt_key;
-
-typedef struct {
-    lt_key key;
-    cublasLtMatmulAlgo_t algo;
-} lt_entry;
-
-typedef struct {
-    lt_entry *e;
-    int n, cap;
-} lt_cache;
-
-void anvil_cuda_lt_tuned_free(anvil_cuda_ctx *c)
-{
-    lt_cache *t = (lt_cache *)c->lt_tuned;
-    if (t)
-        free(t->e);
-    free(t);
-    c->lt_tuned = NULL;
-}
-
-static const cublasLtMatmulAlgo_t *tuned_find(anvil_cuda_ctx *c, const lt_key *k)
-{
-    lt_cache *t = (lt_cache *)c->lt_tuned;
-    for (int i = 0; t && i < t->n; i++)
-        if (memcmp(&t->e[i].key, k, sizeof *k) == 0)
-            return &t->e[i].algo;
-    return NULL;
-}
-
-static void tuned_add(anvil_cuda_ctx *c, const lt_key *k, const cublasLtMatmulAlgo_t *algo)
-{
-    lt_cache *t = (lt_cache *)c->lt_tuned;
-    if (!t && !(t = (lt_cache *)calloc(1, sizeof *t)))
-        return; /* tuning is an optimization: without memory, use the heuristic */
-    c->lt_tuned = t;
-    if (t->n == t->cap) {
-        int cap = t->cap ? 2 * t->cap : 16;
-        lt_entry *e = (lt_entry *)realloc(t->e, (size_t)cap * sizeof *e);
-        if (!e)
-            return;
-        t->e = e;
-        t->cap = cap;
-    }
-    t->e[t->n].key = *k;
-    t->e[t->n++].algo = *algo;
-}
-
-#define LT_TUNE_CANDIDATES 16
-#define LT_TUNE_REPS 5
-
-/* Times each candidate (median of LT_TUNE_REPS runs after one warm-up); returns the index
- * of the fastest, or -1 if none ran. */
-static int tune(anvil_cuda_ctx *c, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
-                cublasLtMatrixLayout_t ld, const lt_gemm *g, const cublasLtMatmulHeuristicResult_t *res, int found)
-{
-    cudaEvent_t ev[LT_TUNE_REPS + 1];
-    int made = 0, best = -1;
-    float best_ms = 0, alpha = 1.0f, beta = g->beta;
-    for (; made <= LT_TUNE_REPS; made++)
-        if (cudaEventCreate(&ev[made]) != cudaSuccess)
-            goto out;
-    for (int a = 0; a < found; a++) {
-        if (cublasLtMatmul(c->lt, op, &alpha, g->A, la, g->B, lb, &beta, g->D, ld, g->D, ld, &res[a].algo,
-                           c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE, c->stream) != CUBLAS_STATUS_SUCCESS)
-            continue;
-        float ms[LT_TUNE_REPS];
-        bool ok = true;
-        cudaEventRecord(ev[0], c->stream);
-        for (int r = 0; r < LT_TUNE_REPS && ok; r++) {
-            ok = cublasLtMatmul(c->lt, op, &alpha, g->A, la, g->B, lb, &beta, g->D, ld, g->D, ld, &res[a].algo,
-                                c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE, c->stream) == CUBLAS_STATUS_SUCCESS;
-            cudaEventRecord(ev[r + 1], c->stream);
-        }
-        if (!ok || cudaEventSynchronize(ev[LT_TUNE_REPS]) != cudaSuccess)
-            continue;
-        for (int r = 0; r < LT_TUNE_REPS; r++)
-            cudaEventElapsedTime(&ms[r], ev[r], ev[r + 1]);
-        for (int i = 1; i < LT_TUNE_REPS; i++) /* insertion sort for the median */
-            for (int j = i; j > 0 && ms[j] < ms[j - 1]; j--) {
-                float t = ms[j];
-                ms[j] = ms[j - 1];
-                ms[j - 1] = t;
-            }
-        if (best < 0 || ms[LT_TUNE_REPS / 2] < best_ms) {
-            best = a;
-            best_ms = ms[LT_TUNE_REPS / 2];
-        }
-    }
-out:
-    for (int i = 0; i < made; i++)
-        cudaEventDestroy(ev[i]);
-    cudaGetLastError(); /* a candidate that failed leaves no sticky error behind */
-    return best;
-}
-
 /* Runs g; with use_epilogue false and a bias, returns ANVIL_ERR_UNSUPPORTED when no
  * algorithm fits (the caller then falls back). */
 static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogue,
@@ -151,10 +47,8 @@ static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogu
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res[LT_TUNE_CANDIDATES];
-    const cublasLtMatmulAlgo_t *algo = NULL;
+    cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    lt_key key;
     float alpha = 1.0f, beta = g->beta;
     uint64_t ws = ANVIL_CUDA_LT_WORKSPACE;
     uint32_t al_a = ptr_align(g->A), al_b = ptr_align(g->B), al_d = ptr_align(g->D);
@@ -199,24 +93,8 @@ static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogu
     LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                   &al_d, sizeof al_d),
              "cublasLtMatmulPreferenceSetAttribute (alignment D)");
-    memset(&key, 0, sizeof key);
-    key.ta = g->ta;
-    key.tb = g->tb;
-    key.m = g->m;
-    key.n = g->n;
-    key.k = g->k;
-    key.lda = g->lda;
-    key.ldb = g->ldb;
-    key.ldd = g->ldd;
-    key.epi = use_epilogue ? (g->bias ? 1 : 0) + (g->relu ? 2 : 0) : 0;
-    key.al_a = al_a;
-    key.al_b = al_b;
-    key.al_d = al_d;
-    key.epi += g->beta != 0.0f ? 4 : 0;
-    algo = tuned_find(c, &key);
-    if (!algo) {
-        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref,
-                                                           c->capturing ? 1 : LT_TUNE_CANDIDATES, res, &found);
+    {
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref, 1, &res, &found);
         if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
             *no_algo = true;
             s = anvil_fail(ANVIL_ERR_UNSUPPORTED,
@@ -226,17 +104,9 @@ static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogu
             goto done;
         }
         LT_CHECK(st, "cublasLtMatmulAlgoGetHeuristic");
-        int pick = 0;
-        if (!c->capturing && found > 1) {
-            pick = tune(c, op, la, lb, ld, g, res, found);
-            if (pick < 0)
-                pick = 0;
-            tuned_add(c, &key, &res[pick].algo);
-        }
-        algo = &res[pick].algo;
     }
     LT_CHECK(cublasLtMatmul(c->lt, op, &alpha, g->A, la, g->B, lb, &beta, g->D, ld, g->D, ld,
-                            algo, c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE, c->stream),
+                            &res.algo, c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE, c->stream),
              "cublasLtMatmul");
 done:
     if (pref)
