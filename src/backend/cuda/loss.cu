@@ -44,7 +44,7 @@ static __device__ double warp_lse(const float *row, int64_t C)
 }
 
 #define CE_WARPS 8
-#define CE_ROWS_PER_BLOCK 32
+#define CE_ROWS_PER_BLOCK 256
 
 static unsigned int ce_blocks(int64_t N)
 {
@@ -58,7 +58,7 @@ static unsigned int ce_blocks(int64_t N)
 
 /* partials[block] = the sum of the per-row losses of the block's contiguous rows; each
  * warp takes every CE_WARPS-th row, then the warps' sums are added in order. */
-static __global__ void ce_partials(ce_args k, double *partials, unsigned int *err)
+static __global__ void ce_partials(ce_args k, double *partials, float *out, unsigned int *err)
 {
     __shared__ double sh[CE_WARPS];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -100,7 +100,10 @@ static __global__ void ce_partials(ce_args k, double *partials, unsigned int *er
         double t = 0.0;
         for (int w = 0; w < CE_WARPS; w++)
             t += sh[w];
-        partials[blockIdx.x] = t;
+        if (gridDim.x == 1) /* one block: the mean directly, no second pass */
+            out[0] = (float)(t / (double)k.N);
+        else
+            partials[blockIdx.x] = t;
     }
 }
 
@@ -111,8 +114,10 @@ ANVIL_CUDA_KERNEL(cross_entropy)
     ce_setup(s, 0, &k);
     unsigned int nb = ce_blocks(k.N);
     double *partials = (double *)c->scratch;
-    ce_partials<<<nb, CE_WARPS * 32, 0, c->stream>>>(k, partials, c->err_dev);
+    ce_partials<<<nb, CE_WARPS * 32, 0, c->stream>>>(k, partials, (float *)s->out, c->err_dev);
     ANVIL_TRY(anvil_cuda_launched(c, "cross_entropy"));
+    if (nb == 1)
+        return ANVIL_OK;
     anvil_cuda_finish_sum<double, float><<<1, 256, 0, c->stream>>>(partials, (int)nb, (double)k.N,
                                                                    (float *)s->out);
     return anvil_cuda_launched(c, "cross_entropy");
