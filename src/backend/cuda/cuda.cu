@@ -222,6 +222,128 @@ static void program_state_free(cuda_program_state *st)
     free(st);
 }
 
+/* ---- concurrency inside the graph.  A step depends on an earlier one when their memory
+ * overlaps with at least one of them writing (read-after-write, write-after-read,
+ * write-after-write: the memory plan reuses storage, so all three occur).  Steps that
+ * update persistent state (optimizer, bookkeeping, metrics) are barriers. */
+
+typedef struct {
+    const char *lo, *hi;
+} byte_range;
+
+static bool overlaps(byte_range a, byte_range b) { return a.lo < b.hi && b.lo < a.hi; }
+
+static byte_range range_of(const void *p, const anvil_node *n)
+{
+    byte_range r;
+    r.lo = (const char *)p;
+    r.hi = r.lo + (p ? anvil_node_bytes(n) : 0);
+    return r;
+}
+
+/* Effect steps read or write state beyond their operands (the flat parameter, gradient
+ * and optimizer arenas, the hyperparameter block that others read). */
+static bool is_barrier(const anvil_step *s) { return (anvil_opdef_of(s->node->op)->flags & OPF_EFFECT) != 0; }
+
+static bool depends(const anvil_step *a, const anvil_step *b) /* does a (later) need b? */
+{
+    byte_range aw = range_of(a->out, a->node), bw = range_of(b->out, b->node);
+    if (overlaps(aw, bw))
+        return true;
+    for (int i = 0; i < b->node->n_in; i++)
+        if (overlaps(aw, range_of(b->in[i], b->in_node[i])))
+            return true;
+    for (int i = 0; i < a->node->n_in; i++)
+        if (overlaps(range_of(a->in[i], a->in_node[i]), bw))
+            return true;
+    return false;
+}
+
+/* Captures p's steps, spreading independent ones over the lanes: a step continues the
+ * lane of its latest dependency when that lane has nothing newer, else takes the lane
+ * idle longest; it waits (an event, a graph edge) for dependencies on other lanes. */
+static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anvil_exec *ex)
+{
+    int n = p->n_steps;
+    anvil_status s = ANVIL_OK;
+    cudaEvent_t *ev = (cudaEvent_t *)anvil_xcalloc((size_t)n + 1, sizeof *ev, "capture events");
+    int *lane = (int *)anvil_xmalloc(((size_t)n + 1) * sizeof *lane, "capture lanes");
+    if (!ev || !lane) {
+        free(ev);
+        free(lane);
+        return ANVIL_ERR_OOM;
+    }
+    cudaStream_t main_stream = c->stream;
+    void *main_ws = c->lt_workspace;
+    float *main_scratch = c->scratch;
+    int last[ANVIL_CUDA_LANES], barrier = -1;
+    bool joined[ANVIL_CUDA_LANES] = {true};
+    for (int l = 0; l < ANVIL_CUDA_LANES; l++)
+        last[l] = -1;
+    int made = 0;
+    for (; made <= n; made++)
+        if (cudaEventCreateWithFlags(&ev[made], cudaEventDisableTiming) != cudaSuccess) {
+            s = anvil_fail(ANVIL_ERR_DEVICE, "cudaEventCreate (capture)");
+            goto out;
+        }
+    cudaEventRecord(ev[n], main_stream); /* the fork point */
+    for (int i = 0; i < n && s == ANVIL_OK; i++) {
+        const anvil_step *st = &p->steps[i];
+        bool bar = is_barrier(st);
+        /* the latest dependency on each lane */
+        int need[ANVIL_CUDA_LANES], latest = barrier;
+        for (int l = 0; l < ANVIL_CUDA_LANES; l++)
+            need[l] = -1;
+        for (int j = i - 1; j > barrier; j--)
+            if (need[lane[j]] < 0 && (bar || depends(st, &p->steps[j]))) {
+                need[lane[j]] = j;
+                if (j > latest)
+                    latest = j;
+            }
+        int L = 0;
+        if (!bar) {
+            if (latest > barrier && last[lane[latest]] == latest) {
+                L = lane[latest];
+            } else {
+                for (int l = 1; l < ANVIL_CUDA_LANES; l++)
+                    if (last[l] < last[L])
+                        L = l;
+            }
+        }
+        if (!joined[L]) {
+            cudaStreamWaitEvent(c->lane_stream[L], ev[n], 0);
+            joined[L] = true;
+        }
+        if (barrier >= 0 && lane[barrier] != L && last[L] < barrier)
+            cudaStreamWaitEvent(c->lane_stream[L], ev[barrier], 0);
+        for (int l = 0; l < ANVIL_CUDA_LANES; l++)
+            if (l != L && need[l] >= 0)
+                cudaStreamWaitEvent(c->lane_stream[L], ev[need[l]], 0);
+        c->stream = c->lane_stream[L];
+        c->lt_workspace = c->lane_ws[L];
+        c->scratch = c->lane_scratch[L];
+        s = anvil_cuda_kernels[st->node->op](ex, st);
+        cudaEventRecord(ev[i], c->stream);
+        lane[i] = L;
+        last[L] = i;
+        if (bar)
+            barrier = i;
+    }
+    /* join every lane back into the capturing stream */
+    for (int l = 1; l < ANVIL_CUDA_LANES; l++)
+        if (last[l] >= 0 && last[l] > barrier)
+            cudaStreamWaitEvent(main_stream, ev[last[l]], 0);
+out:
+    c->stream = main_stream;
+    c->lt_workspace = main_ws;
+    c->scratch = main_scratch;
+    for (int k = 0; k < made; k++)
+        cudaEventDestroy(ev[k]);
+    free(ev);
+    free(lane);
+    return s;
+}
+
 /* Captures every step of p into a CUDA graph and instantiates it. */
 static anvil_status capture(anvil_cuda_ctx *c, anvil_program *p, const anvil_exec *ex,
                             cuda_program_state **out)
@@ -246,11 +368,7 @@ static anvil_status capture(anvil_cuda_ctx *c, anvil_program *p, const anvil_exe
         return anvil_cuda_fail(e, "cudaStreamBeginCapture");
     }
     c->capturing = true;
-    anvil_status s = ANVIL_OK;
-    for (int i = 0; i < p->n_steps && s == ANVIL_OK; i++) {
-        const anvil_step *step = &p->steps[i];
-        s = anvil_cuda_kernels[step->node->op](ex, step);
-    }
+    anvil_status s = capture_lanes(c, p, ex);
     c->capturing = false;
     cudaGraph_t g = NULL;
     e = cudaStreamEndCapture(c->stream, &g);
@@ -324,6 +442,14 @@ static void ctx_free(anvil_cuda_ctx *c)
         cudaFreeHost(c->staging);
     if (c->err_host)
         cudaFreeHost(c->err_host);
+    for (int l = 1; l < ANVIL_CUDA_LANES; l++) {
+        if (c->lane_ws[l])
+            cudaFree(c->lane_ws[l]);
+        if (c->lane_scratch[l])
+            cudaFree(c->lane_scratch[l]);
+        if (c->lane_stream[l])
+            cudaStreamDestroy(c->lane_stream[l]);
+    }
     if (c->lt_workspace)
         cudaFree(c->lt_workspace);
     if (c->scratch)
@@ -367,6 +493,16 @@ static anvil_status ctx_open(anvil_cuda_ctx *c)
     if (e != cudaSuccess) {
         c->scratch = NULL;
         return anvil_cuda_fail(e, "cudaMalloc (reduction scratch)");
+    }
+    c->lane_stream[0] = c->stream;
+    c->lane_ws[0] = c->lt_workspace;
+    c->lane_scratch[0] = c->scratch;
+    for (int l = 1; l < ANVIL_CUDA_LANES; l++) {
+        ANVIL_CUDA_CHECK(cudaStreamCreateWithFlags(&c->lane_stream[l], cudaStreamNonBlocking),
+                         "cudaStreamCreate (capture lane)");
+        ANVIL_CUDA_CHECK(cudaMalloc(&c->lane_ws[l], ANVIL_CUDA_LT_WORKSPACE), "cudaMalloc (cuBLASLt workspace)");
+        ANVIL_CUDA_CHECK(cudaMalloc((void **)&c->lane_scratch[l], ANVIL_CUDA_SCRATCH_FLOATS * sizeof(float)),
+                         "cudaMalloc (reduction scratch)");
     }
     e = cudaHostAlloc((void **)&c->staging, ANVIL_CUDA_STAGING_SLOTS * ANVIL_CUDA_STAGING_BYTES,
                       cudaHostAllocDefault);

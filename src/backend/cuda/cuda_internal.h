@@ -32,6 +32,7 @@ enum {
 #define ANVIL_CUDA_STAGING_BYTES ((size_t)4 << 20)     /* per slot */
 #define ANVIL_CUDA_LT_WORKSPACE ((size_t)32 << 20)     /* cuBLASLt workspace */
 #define ANVIL_CUDA_SCRATCH_FLOATS 4096                 /* per-block partial sums */
+#define ANVIL_CUDA_LANES 4                             /* concurrent streams in a graph */
 #define ANVIL_CUDA_MAX_PARTIALS 1024                   /* blocks of a split reduction */
 
 typedef struct {
@@ -51,6 +52,13 @@ typedef struct {
     unsigned int *err_host;
     unsigned int *err_dev;
     bool capturing;         /* inside run()'s stream capture */
+    /* Capture lanes: independent steps are captured on different streams so that the
+     * graph runs them concurrently.  Lane 0 is `stream`; each lane has its own cuBLASLt
+     * workspace and reduction scratch, and a kernel uses the current lane's (stream,
+     * lt_workspace and scratch above point at them while a step is captured). */
+    cudaStream_t lane_stream[ANVIL_CUDA_LANES];
+    void *lane_ws[ANVIL_CUDA_LANES];
+    float *lane_scratch[ANVIL_CUDA_LANES];
 } anvil_cuda_ctx;
 
 /* A CUDA call failed: records "what: <cuda error string>" as ANVIL_ERR_DEVICE. */
