@@ -14,7 +14,6 @@ out="$(mktemp)"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | sed 's/^/gpu: /'
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)  date: $(date -u +%F)"
 "$build/bench_anvil_mlp_small" cuda resident "$steps" "$warmup" | tee -a "$out"
-[ -n "${ANVIL_BENCH_VARIANTS:-}" ] && ANVIL_LT_NO_SPLITK=1 "$build/bench_anvil_mlp_small" cuda resident "$steps" "$warmup" | sed 's/"resident"/"resident-nosplitk"/' | tee -a "$out"
 "$build/bench_anvil_mlp_small" cuda host "$steps" "$warmup" | tee -a "$out"
 python3 bench/torch_mlp_small.py "$steps" "$warmup" | tee -a "$out"
 python3 - "$out" <<'PY'

@@ -208,6 +208,8 @@ struct anvil_program {
     signed char *where;      /* per node: 0 none, 1 transient, 2 persistent */
     int64_t batch;
     bool training;
+    int n_init;              /* steps[0..n_init) compute constants: run once, before the rest */
+    bool initialized;        /* they have run */
     void *backend_state;     /* e.g. a captured CUDA graph */
 };
 

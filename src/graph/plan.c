@@ -159,10 +159,12 @@ anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
     memset(&p->stats, 0, sizeof p->stats);
     for (int v = 0; v < n; v++)
         slast[v] = last[v];
-    /* Inputs are written by the host before the run: they hold their slots throughout,
-     * so they are placed first. */
+    /* Inputs are written by the host before the run, and constants (fills) once before
+     * the first run: they hold their slots throughout, so they are placed first. */
     for (int v = 0; v < n; v++)
-        if (needed[v] && g->nodes[v].op == OP_INPUT) {
+        if (needed[v] && (g->nodes[v].op == OP_INPUT || g->nodes[v].op == OP_FILL) && p->where[v] != WHERE_PERSISTENT) {
+            last[v] = INT_MAX;
+            slast[v] = INT_MAX;
             size_t bytes = anvil_align_up(anvil_node_bytes(&g->nodes[v]));
             p->where[v] = WHERE_TRANSIENT;
             p->offset[v] = arena_alloc(&a, bytes);
@@ -170,7 +172,7 @@ anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
             p->stats.unplanned_bytes += bytes;
         }
     for (int v = 0; v < n; v++) {
-        if (!needed[v] || g->nodes[v].op == OP_INPUT)
+        if (!needed[v] || ((g->nodes[v].op == OP_INPUT || g->nodes[v].op == OP_FILL) && p->where[v] != WHERE_PERSISTENT))
             continue;
         const anvil_node *nd = &g->nodes[v];
         const anvil_opdef *def = anvil_opdef_of(nd->op);
@@ -189,7 +191,7 @@ anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
         p->stats.unplanned_bytes += bytes;
         int r0 = nd->n_in > 0 ? storage[nd->in[0]] : -1;
         bool inplace = (def->flags & OPF_INPLACE) && r0 >= 0 && p->where[r0] == WHERE_TRANSIENT &&
-                       slast[r0] == v && g->nodes[r0].op != OP_INPUT &&
+                       slast[r0] == v && g->nodes[r0].op != OP_INPUT && g->nodes[r0].op != OP_FILL &&
                        anvil_node_bytes(&g->nodes[nd->in[0]]) == anvil_node_bytes(nd);
         for (int i = 1; i < nd->n_in && inplace; i++)
             if (storage[nd->in[i]] == r0 && anvil_node_bytes(&g->nodes[nd->in[i]]) != anvil_node_bytes(nd))

@@ -43,26 +43,34 @@ anvil_status anvil_program_compile(anvil_backend *be, const anvil_graph *sym, in
         anvil_program_free(be, p);
         return ANVIL_ERR_OOM;
     }
-    for (int v = 0; v < g->n; v++) {
-        const anvil_node *nd = &g->nodes[v];
-        unsigned flags = anvil_opdef_of(nd->op)->flags;
-        if (p->where[v] < 0 || (flags & (OPF_SOURCE | OPF_ALIAS)))
-            continue;
-        if (!be->kernels[nd->op]) {
-            anvil_program_free(be, p);
-            return anvil_fail(ANVIL_ERR_UNSUPPORTED, "the %s backend has no kernel for op '%s'",
-                              be->name, anvil_op_name(nd->op));
+    /* Constants (fills outside the persistent arena) first: the backends run them once. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int v = 0; v < g->n; v++) {
+            const anvil_node *nd = &g->nodes[v];
+            unsigned flags = anvil_opdef_of(nd->op)->flags;
+            if (p->where[v] < 0 || (flags & (OPF_SOURCE | OPF_ALIAS)))
+                continue;
+            bool constant = nd->op == OP_FILL && p->where[v] == 1;
+            if (constant != (pass == 0))
+                continue;
+            if (!be->kernels[nd->op]) {
+                anvil_program_free(be, p);
+                return anvil_fail(ANVIL_ERR_UNSUPPORTED, "the %s backend has no kernel for op '%s'",
+                                  be->name, anvil_op_name(nd->op));
+            }
+            anvil_step *s = &p->steps[p->n_steps++];
+            s->id = v;
+            s->node = nd;
+            s->out = (flags & OPF_EFFECT) ? NULL : anvil_program_ptr(p, pm, v);
+            for (int i = 0; i < nd->n_in; i++) {
+                s->in_node[i] = &g->nodes[nd->in[i]];
+                s->in[i] = anvil_program_ptr(p, pm, nd->in[i]);
+            }
         }
-        anvil_step *s = &p->steps[p->n_steps++];
-        s->id = v;
-        s->node = nd;
-        s->out = (flags & OPF_EFFECT) ? NULL : anvil_program_ptr(p, pm, v);
-        for (int i = 0; i < nd->n_in; i++) {
-            s->in_node[i] = &g->nodes[nd->in[i]];
-            s->in[i] = anvil_program_ptr(p, pm, nd->in[i]);
-        }
+        if (pass == 0)
+            p->n_init = p->n_steps;
     }
-    p->stats.kernels = p->n_steps;
+    p->stats.kernels = p->n_steps - p->n_init;
     p->stats.fused = fused;
     *out = p;
     return ANVIL_OK;

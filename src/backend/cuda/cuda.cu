@@ -264,7 +264,8 @@ static bool depends(const anvil_step *a, const anvil_step *b) /* does a (later) 
  * idle longest; it waits (an event, a graph edge) for dependencies on other lanes. */
 static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anvil_exec *ex)
 {
-    int n = p->n_steps;
+    int n = p->n_steps - p->n_init;
+    const anvil_step *steps = p->steps + p->n_init; /* the constants ran before */
     anvil_status s = ANVIL_OK;
     cudaEvent_t *ev = (cudaEvent_t *)anvil_xcalloc((size_t)n + 1, sizeof *ev, "capture events");
     int *lane = (int *)anvil_xmalloc(((size_t)n + 1) * sizeof *lane, "capture lanes");
@@ -288,14 +289,14 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         }
     cudaEventRecord(ev[n], main_stream); /* the fork point */
     for (int i = 0; i < n && s == ANVIL_OK; i++) {
-        const anvil_step *st = &p->steps[i];
+        const anvil_step *st = &steps[i];
         bool bar = is_barrier(st);
         /* the latest dependency on each lane */
         int need[ANVIL_CUDA_LANES], latest = barrier;
         for (int l = 0; l < ANVIL_CUDA_LANES; l++)
             need[l] = -1;
         for (int j = i - 1; j > barrier; j--)
-            if (need[lane[j]] < 0 && (bar || depends(st, &p->steps[j]))) {
+            if (need[lane[j]] < 0 && (bar || depends(st, &steps[j]))) {
                 need[lane[j]] = j;
                 if (j > latest)
                     latest = j;
@@ -349,7 +350,7 @@ static anvil_status capture(anvil_cuda_ctx *c, anvil_program *p, const anvil_exe
                             cuda_program_state **out)
 {
     *out = NULL;
-    for (int i = 0; i < p->n_steps; i++) {
+    for (int i = p->n_init; i < p->n_steps; i++) {
         anvil_op op = p->steps[i].node->op;
         if (!anvil_cuda_kernels[op])
             return anvil_fail(ANVIL_ERR_UNSUPPORTED, "cuda backend: no kernel for op '%s' (node %d)",
@@ -412,6 +413,10 @@ static anvil_status cuda_run(anvil_backend *be, anvil_program *p, const anvil_ex
         return anvil_fail(ANVIL_ERR_STATE, "cuda run: the exec's backend context is not this backend's");
     cuda_program_state *st = (cuda_program_state *)p->backend_state;
     if (!st) {
+        /* constants: computed once, outside the graph */
+        for (int i = 0; i < p->n_init; i++)
+            ANVIL_TRY(anvil_cuda_kernels[p->steps[i].node->op](ex, &p->steps[i]));
+        p->initialized = true;
         ANVIL_TRY(capture(c, p, ex, &st));
         p->backend_state = st;
     }

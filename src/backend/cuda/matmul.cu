@@ -47,8 +47,8 @@ static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogu
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res[8];
-    int found = 0, pick = 0;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
     float alpha = 1.0f, beta = g->beta;
     uint64_t ws = ANVIL_CUDA_LT_WORKSPACE;
     uint32_t al_a = ptr_align(g->A), al_b = ptr_align(g->B), al_d = ptr_align(g->D);
@@ -94,7 +94,7 @@ static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogu
                                                   &al_d, sizeof al_d),
              "cublasLtMatmulPreferenceSetAttribute (alignment D)");
     {
-        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref, 8, res, &found);
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c->lt, op, la, lb, ld, ld, pref, 1, &res, &found);
         if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
             *no_algo = true;
             s = anvil_fail(ANVIL_ERR_UNSUPPORTED,
@@ -104,22 +104,9 @@ static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogu
             goto done;
         }
         LT_CHECK(st, "cublasLtMatmulAlgoGetHeuristic");
-        /* ANVIL_LT_NO_SPLITK=1: the heuristic's first algorithm without split-K (which
-         * adds a reduction kernel); a deterministic choice either way. */
-        const char *nosplit = getenv("ANVIL_LT_NO_SPLITK");
-        for (int a = 0; nosplit && nosplit[0] == '1' && a < found; a++) {
-            int splitk = 1;
-            size_t wr = 0;
-            if (cublasLtMatmulAlgoConfigGetAttribute(&res[a].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk,
-                                                     sizeof splitk, &wr) == CUBLAS_STATUS_SUCCESS &&
-                splitk <= 1) {
-                pick = a;
-                break;
-            }
-        }
     }
     LT_CHECK(cublasLtMatmul(c->lt, op, &alpha, g->A, la, g->B, lb, &beta, g->D, ld, g->D, ld,
-                            &res[pick].algo, c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE, c->stream),
+                            &res.algo, c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE, c->stream),
              "cublasLtMatmul");
 done:
     if (pref)
