@@ -242,8 +242,14 @@ static byte_range range_of(const void *p, const anvil_node *n)
 }
 
 /* Effect steps read or write state beyond their operands (the flat parameter, gradient
- * and optimizer arenas, the hyperparameter block that others read). */
-static bool is_barrier(const anvil_step *s) { return (anvil_opdef_of(s->node->op)->flags & OPF_EFFECT) != 0; }
+ * and optimizer arenas, the step counters that other kernels read).  The metric
+ * accumulators are the exception: they write only loss and accuracy sums, which no
+ * kernel reads, so they just follow their operands. */
+static bool is_barrier(const anvil_step *s)
+{
+    anvil_op op = s->node->op;
+    return (anvil_opdef_of(op)->flags & OPF_EFFECT) && op != OP_ACCUM_LOSS && op != OP_ACCUM_EVAL;
+}
 
 static bool depends(const anvil_step *a, const anvil_step *b) /* does a (later) need b? */
 {
