@@ -177,6 +177,47 @@ anvil_value anvil_l1(anvil_graph *g, anvil_value x, anvil_value target);
 anvil_value anvil_huber(anvil_graph *g, anvil_value x, anvil_value target, float delta);
 anvil_value anvil_smooth_l1(anvil_graph *g, anvil_value x, anvil_value target, float beta);
 
+/* ---- convolution and pooling (NCHW, float32; torch.nn.functional's semantics) */
+/* conv2d: x [N,C,H,W], w [O,C/groups,kh,kw], b [O] or ANVIL_NO_VALUE -> [N,O,OH,OW] with
+ * OH = (H + 2*pad_h - dil_h*(kh-1) - 1) / stride_h + 1 (the same for W). */
+typedef struct {
+    int stride_h, stride_w;      /* 1 */
+    int pad_h, pad_w;            /* 0 (zeros) */
+    int dilation_h, dilation_w;  /* 1 */
+    int groups;                  /* 1: C and O must be multiples of it */
+} anvil_conv_params;
+
+anvil_conv_params anvil_conv_default_params(void);
+anvil_value anvil_conv2d(anvil_graph *g, anvil_value x, anvil_value w, anvil_value b,
+                         const anvil_conv_params *p);
+/* Pooling over x [N,C,H,W] with kernel (kh, kw), stride (sh, sw) (0 = the kernel) and
+ * zero padding (ph, pw) <= half the kernel; dilation 1, ceil_mode false.  max: the padding
+ * never wins; avg: the padding counts in the divisor (count_include_pad=True). */
+anvil_value anvil_maxpool2d(anvil_graph *g, anvil_value x, int kh, int kw, int sh, int sw,
+                            int ph, int pw);
+anvil_value anvil_avgpool2d(anvil_graph *g, anvil_value x, int kh, int kw, int sh, int sw,
+                            int ph, int pw);
+/* adaptive_avg_pool2d to [N,C,oh,ow]: window i covers [floor(i*H/oh), ceil((i+1)*H/oh)). */
+anvil_value anvil_adaptive_avgpool2d(anvil_graph *g, anvil_value x, int oh, int ow);
+
+/* ---- normalization (float32; torch.nn.functional's semantics) */
+/* batch_norm over x [N,C,*] (batchnorm1d: [N,C] or [N,C,L]; batchnorm2d: [N,C,H,W]).
+ * running_mean, running_var: float32 [C] buffers (anvil_buffer; init zeros and ones, as
+ * torch); num_batches_tracked: an int64 [] buffer or ANVIL_NO_VALUE; weight, bias: [C]
+ * parameters or ANVIL_NO_VALUE (affine=False).  Training programs normalize with the
+ * batch statistics (biased variance) and update the buffers once per step: running =
+ * (1-momentum) running + momentum batch (the variance unbiased), num_batches_tracked
+ * += 1; momentum NAN is torch's momentum=None (cumulative average; needs the count).
+ * Evaluation and prediction normalize with the running statistics (anvil_graph_run
+ * never updates them: its training mode only normalizes with the batch statistics). */
+anvil_value anvil_batchnorm(anvil_graph *g, anvil_value x, anvil_value running_mean,
+                            anvil_value running_var, anvil_value num_batches_tracked,
+                            anvil_value weight, anvil_value bias, float eps, float momentum);
+/* layer_norm over the last n_normalized_dims dims of x; weight, bias: shaped like those
+ * dims, or ANVIL_NO_VALUE (elementwise_affine=False). */
+anvil_value anvil_layernorm(anvil_graph *g, anvil_value x, int n_normalized_dims,
+                            anvil_value weight, anvil_value bias, float eps);
+
 /* Reverse-mode autodiff as a graph transformation: adds nodes computing d(loss)/d(wrt)
  * for a scalar loss and returns the gradient value (same shape as wrt). */
 anvil_value anvil_gradient(anvil_graph *g, anvil_value loss, anvil_value wrt);
@@ -216,6 +257,13 @@ typedef enum {
     ANVIL_LAYER_DROPOUT,
     ANVIL_LAYER_FLATTEN,
     ANVIL_LAYER_ADD,
+    ANVIL_LAYER_CONV2D,
+    ANVIL_LAYER_MAXPOOL2D,
+    ANVIL_LAYER_AVGPOOL2D,
+    ANVIL_LAYER_ADAPTIVE_AVGPOOL2D,
+    ANVIL_LAYER_BATCHNORM1D,
+    ANVIL_LAYER_BATCHNORM2D,
+    ANVIL_LAYER_LAYERNORM,
     ANVIL_LAYER_TYPE_COUNT
 } anvil_layer_type;
 
@@ -233,6 +281,18 @@ typedef struct {
     bool gelu_tanh;          /* gelu approximate="tanh" (false) */
     int dim;                 /* softmax / log_softmax (-1) */
     float p;                 /* dropout (0.5) */
+    int64_t out_channels;    /* conv2d */
+    int kernel_size[2];      /* conv2d, maxpool2d, avgpool2d (h, w) */
+    int stride[2];           /* conv2d (1, 1); pools (0 = the kernel size) */
+    int padding[2];          /* conv2d, pools (0, 0) */
+    int dilation[2];         /* conv2d (1, 1) */
+    int groups;              /* conv2d (1) */
+    int output_size[2];      /* adaptive_avgpool2d */
+    float eps;               /* batchnorm, layernorm (1e-5) */
+    float momentum;          /* batchnorm (0.1; NAN: cumulative average, torch's None) */
+    bool affine;             /* batchnorm (true); layernorm's elementwise_affine (true) */
+    int normalized_dims;     /* layernorm: normalize over the last this many dims (1) */
+    int64_t num_features;    /* batchnorm: when set (> 0), must equal the input's channels */
 } anvil_layer_desc;
 
 anvil_layer_desc anvil_layer_default(anvil_layer_type type);
@@ -249,7 +309,12 @@ anvil_status anvil_model_add(anvil_model *m, const anvil_layer_desc *layer);
  * The model takes ownership of g. Parameter names are the graph's names. */
 anvil_status anvil_model_from_graph(anvil_model **out, anvil_graph *g, anvil_value input,
                                     anvil_value output);
-/* Built-in models: "mlp" (784-512-512-10, ReLU). */
+/* Built-in models: "mlp" (784-512-512-10, ReLU), "cnn" (WORKLOADS.md's cnn-fmnist:
+ * conv3x3(32,p1)-ReLU-maxpool2 - conv3x3(64,p1)-ReLU-maxpool2 - linear 128 - ReLU -
+ * linear 10, for 1x28x28 inputs) and "resnet18" (CIFAR-style ResNet-18: 3x3 stem of
+ * stride 1, no stem max-pool, BatchNorm, 10 classes) for 1x28x28 inputs;
+ * anvil_model_resnet18 builds it for any input [C, H, W] and class count. */
+anvil_status anvil_model_resnet18(anvil_model **out, int channels, int height, int width, int classes);
 anvil_status anvil_model_builtin(anvil_model **out, const char *name);
 /* A JSON model file (SPEC §1). */
 anvil_status anvil_model_load_json(anvil_model **out, const char *path);
@@ -281,21 +346,39 @@ typedef enum {
     ANVIL_OPT_SGD = 0,
     ANVIL_OPT_ADAM,
     ANVIL_OPT_ADAMW,
+    ANVIL_OPT_RMSPROP,
+    ANVIL_OPT_ADAGRAD,
+    ANVIL_OPT_ADADELTA,
+    ANVIL_OPT_NADAM,
     ANVIL_OPT_COUNT
 } anvil_optimizer_kind;
 
 const char *anvil_optimizer_name(anvil_optimizer_kind k);
 anvil_status anvil_optimizer_parse(const char *name, anvil_optimizer_kind *out);
 
+/* torch.optim's options under torch's names; anvil_optimizer_default_config(kind) gives
+ * torch's defaults for that kind.  An option a kind does not have must keep its default
+ * (0/false), else anvil_trainer_create fails naming it. */
 typedef struct {
     anvil_optimizer_kind kind;
-    float lr;            /* 0.01 for SGD, 0.001 for Adam/AdamW */
-    float momentum;      /* SGD (0) */
+    float lr;            /* SGD 0.01, Adam/AdamW 0.001, RMSprop 0.01, Adagrad 0.01,
+                            Adadelta 1.0, NAdam 0.002 */
+    float momentum;      /* SGD, RMSprop (0) */
     float dampening;     /* SGD (0) */
     bool nesterov;       /* SGD (false) */
     float weight_decay;  /* 0; AdamW 0.01 */
-    float beta1, beta2;  /* Adam (0.9, 0.999) */
-    float eps;           /* Adam (1e-8) */
+    float beta1, beta2;  /* Adam/AdamW/NAdam (0.9, 0.999) */
+    float eps;           /* Adam/AdamW/RMSprop/NAdam 1e-8, Adagrad 1e-10, Adadelta 1e-6 */
+    /* added later (appended so older initializers keep their meaning) */
+    bool maximize;       /* every kind (false): ascend the objective */
+    bool amsgrad;        /* Adam/AdamW (false) */
+    float alpha;         /* RMSprop smoothing constant (0.99) */
+    bool centered;       /* RMSprop (false) */
+    float lr_decay;      /* Adagrad (0) */
+    float initial_accumulator_value; /* Adagrad (0) */
+    float rho;           /* Adadelta (0.9) */
+    float momentum_decay;            /* NAdam (0.004) */
+    bool decoupled_weight_decay;     /* NAdam (false): AdamW-style decay */
 } anvil_optimizer_config;
 
 anvil_optimizer_config anvil_optimizer_default_config(anvil_optimizer_kind kind);

@@ -5,7 +5,8 @@
  * anvil_gradient is compared with (L(x_i + h) - L(x_i - h)) / 2h, h = 1e-2, per
  * element.  Pass: |fd - an| <= 3e-3 + 3e-3 |an| (float32 forward; the central difference
  * error is O(h^2) ~ 1e-4 on these smooth inputs, rounding ~ 1e-5).  Inputs stay away
- * from kinks (|x| >= 0.1) so the difference quotient is meaningful.  The last tests
+ * from kinks (|x| >= 0.1) so the difference quotient is meaningful; max-pool inputs are a
+ * shuffled grid 0.05 apart, so no nudge by h changes a window's argmax.  The last tests
  * show the check rejects a gradient that is wrong by 2% in one element. */
 #include "testutil.h"
 
@@ -41,6 +42,22 @@ static anvil_run_options cpu_opts(void)
     return o;
 }
 
+/* A shuffled grid 0.05 apart, off zero: no two values in a max-pool window are within
+ * the finite difference's reach (2h = 0.02) of each other. */
+static void distinct_fill(float *d, int64_t n, uint64_t seed)
+{
+    for (int64_t k = 0; k < n; k++)
+        d[k] = 0.05f * (float)(k - n / 2) + 0.025f;
+    uint64_t st = seed * 6364136223846793005ull + 1442695040888963407ull;
+    for (int64_t k = n - 1; k > 0; k--) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        int64_t j = (int64_t)((st >> 33) % (uint64_t)(k + 1));
+        float t = d[k];
+        d[k] = d[j];
+        d[j] = t;
+    }
+}
+
 /* Graph: inputs x[0..n), R; out = build(x); L = sum(out * R). */
 typedef struct {
     anvil_graph *g;
@@ -69,6 +86,8 @@ static void harness_init(harness *h, const op_case *c, uint64_t seed)
             for (int64_t k = 0; k < anvil_tensor_numel(h->feed[i]); k++)
                 if (fabsf(d[k]) < 0.1f)
                     d[k] = d[k] < 0 ? -0.1f - 0.3f * (float)k / 100.0f : 0.1f + 0.3f * (float)(k % 7) / 7.0f;
+            if (i == 0 && strncmp(c->name, "maxpool", 7) == 0) /* no ties to flip */
+                distinct_fill(d, anvil_tensor_numel(h->feed[i]), seed);
         }
     }
     anvil_value out = c->build(h->g, h->x);
@@ -214,9 +233,69 @@ static anvil_value b_mse(anvil_graph *g, const anvil_value *x) { return anvil_ms
 static anvil_value b_l1(anvil_graph *g, const anvil_value *x) { return anvil_l1(g, x[0], x[1]); }
 static anvil_value b_huber(anvil_graph *g, const anvil_value *x) { return anvil_huber(g, x[0], x[1], 0.7f); }
 static anvil_value b_smooth_l1(anvil_graph *g, const anvil_value *x) { return anvil_smooth_l1(g, x[0], x[1], 0.5f); }
+/* Batch norm in training mode: the gradient flows through the batch statistics. */
+static anvil_value bn(anvil_graph *g, const anvil_value *x, bool affine)
+{
+    int64_t s[ANVIL_MAX_DIMS];
+    anvil_value_shape(g, x[0], s);
+    anvil_init zeros = {ANVIL_INIT_ZEROS, 0}, ones = {ANVIL_INIT_ONES, 0};
+    anvil_value rm = anvil_buffer(g, "running_mean", ANVIL_F32, 1, &s[1], zeros);
+    anvil_value rv = anvil_buffer(g, "running_var", ANVIL_F32, 1, &s[1], ones);
+    return anvil_batchnorm(g, x[0], rm, rv, ANVIL_NO_VALUE, affine ? x[1] : ANVIL_NO_VALUE,
+                           affine ? x[2] : ANVIL_NO_VALUE, 1e-5f, 0.1f);
+}
+static anvil_value b_bn(anvil_graph *g, const anvil_value *x) { return bn(g, x, true); }
+static anvil_value b_bn_plain(anvil_graph *g, const anvil_value *x) { return bn(g, x, false); }
+static anvil_value b_ln(anvil_graph *g, const anvil_value *x) { return anvil_layernorm(g, x[0], 1, x[1], x[2], 1e-5f); }
+static anvil_value b_ln2(anvil_graph *g, const anvil_value *x) { return anvil_layernorm(g, x[0], 2, x[1], x[2], 1e-5f); }
+static anvil_value b_ln_plain(anvil_graph *g, const anvil_value *x)
+{
+    return anvil_layernorm(g, x[0], 1, ANVIL_NO_VALUE, ANVIL_NO_VALUE, 1e-5f);
+}
+
+static anvil_conv_params conv_p(int sh, int sw, int ph, int pw, int dh, int dw, int groups)
+{
+    anvil_conv_params p = {sh, sw, ph, pw, dh, dw, groups};
+    return p;
+}
+static anvil_value b_conv(anvil_graph *g, const anvil_value *x) { return anvil_conv2d(g, x[0], x[1], x[2], NULL); }
+static anvil_value b_conv_s2p1(anvil_graph *g, const anvil_value *x)
+{
+    anvil_conv_params p = conv_p(2, 2, 1, 1, 1, 1, 1);
+    return anvil_conv2d(g, x[0], x[1], x[2], &p);
+}
+static anvil_value b_conv_dil(anvil_graph *g, const anvil_value *x)
+{
+    anvil_conv_params p = conv_p(1, 2, 1, 2, 2, 2, 1);
+    return anvil_conv2d(g, x[0], x[1], ANVIL_NO_VALUE, &p);
+}
+static anvil_value b_conv_g2(anvil_graph *g, const anvil_value *x)
+{
+    anvil_conv_params p = conv_p(1, 2, 1, 0, 1, 1, 2);
+    return anvil_conv2d(g, x[0], x[1], x[2], &p);
+}
+static anvil_value b_conv_1x1(anvil_graph *g, const anvil_value *x)
+{
+    anvil_conv_params p = conv_p(1, 1, 0, 0, 1, 1, 2);
+    return anvil_conv2d(g, x[0], x[1], x[2], &p);
+}
+static anvil_value b_conv_dw(anvil_graph *g, const anvil_value *x)
+{
+    anvil_conv_params p = conv_p(2, 1, 1, 1, 1, 1, 3);
+    return anvil_conv2d(g, x[0], x[1], ANVIL_NO_VALUE, &p);
+}
+static anvil_value b_maxpool(anvil_graph *g, const anvil_value *x) { return anvil_maxpool2d(g, x[0], 2, 2, 0, 0, 0, 0); }
+static anvil_value b_maxpool_pad(anvil_graph *g, const anvil_value *x) { return anvil_maxpool2d(g, x[0], 3, 3, 2, 2, 1, 1); }
+static anvil_value b_maxpool_rect(anvil_graph *g, const anvil_value *x) { return anvil_maxpool2d(g, x[0], 2, 3, 1, 2, 1, 0); }
+static anvil_value b_avgpool(anvil_graph *g, const anvil_value *x) { return anvil_avgpool2d(g, x[0], 2, 2, 0, 0, 0, 0); }
+static anvil_value b_avgpool_pad(anvil_graph *g, const anvil_value *x) { return anvil_avgpool2d(g, x[0], 3, 3, 2, 2, 1, 1); }
+static anvil_value b_avgpool_rect(anvil_graph *g, const anvil_value *x) { return anvil_avgpool2d(g, x[0], 2, 3, 1, 2, 1, 1); }
+static anvil_value b_adaptive(anvil_graph *g, const anvil_value *x) { return anvil_adaptive_avgpool2d(g, x[0], 2, 4); }
+static anvil_value b_adaptive_up(anvil_graph *g, const anvil_value *x) { return anvil_adaptive_avgpool2d(g, x[0], 3, 7); }
 
 #define S2(a, b) {a, b}
 #define S3(a, b, c) {a, b, c}
+#define S4(a, b, c, d) {a, b, c, d}
 
 static const op_case cases[] = {
     {"linear", 3, {2, 2, 1}, {S2(5, 7), S2(3, 7), {3}}, {1, 1, 1}, false, -1, 1, b_linear},
@@ -258,6 +337,27 @@ static const op_case cases[] = {
     {"l1", 2, {2, 2}, {S2(3, 4), S2(3, 4)}, {1, 0}, false, -2, 2, b_l1},
     {"huber", 2, {2, 2}, {S2(3, 4), S2(3, 4)}, {1, 0}, false, -2, 2, b_huber},
     {"smooth_l1", 2, {2, 2}, {S2(3, 4), S2(3, 4)}, {1, 0}, false, -2, 2, b_smooth_l1},
+    {"batchnorm1d", 3, {2, 1, 1}, {S2(6, 3), {3}, {3}}, {1, 1, 1}, false, -2, 2, b_bn},
+    {"batchnorm1d-3d", 3, {3, 1, 1}, {S3(3, 2, 4), {2}, {2}}, {1, 1, 1}, false, -2, 2, b_bn},
+    {"batchnorm2d", 3, {4, 1, 1}, {{3, 2, 2, 3}, {2}, {2}}, {1, 1, 1}, false, -2, 2, b_bn},
+    {"batchnorm2d-plain", 1, {4}, {{2, 3, 2, 2}}, {1}, false, -2, 2, b_bn_plain},
+    {"layernorm", 3, {2, 1, 1}, {S2(4, 5), {5}, {5}}, {1, 1, 1}, false, -2, 2, b_ln},
+    {"layernorm-2d", 3, {3, 2, 2}, {S3(2, 3, 4), S2(3, 4), S2(3, 4)}, {1, 1, 1}, false, -2, 2, b_ln2},
+    {"layernorm-plain", 1, {3}, {S3(2, 3, 5)}, {1}, false, -2, 2, b_ln_plain},
+    {"conv2d", 3, {4, 4, 1}, {S4(2, 3, 5, 6), S4(4, 3, 3, 3), {4}}, {1, 1, 1}, false, -1, 1, b_conv},
+    {"conv2d-stride2-pad1", 3, {4, 4, 1}, {S4(2, 3, 5, 6), S4(4, 3, 3, 2), {4}}, {1, 1, 1}, false, -1, 1, b_conv_s2p1},
+    {"conv2d-dilation2-nobias", 2, {4, 4}, {S4(2, 3, 5, 6), S4(2, 3, 2, 3)}, {1, 1}, false, -1, 1, b_conv_dil},
+    {"conv2d-groups2", 3, {4, 4, 1}, {S4(2, 4, 5, 6), S4(6, 2, 3, 3), {6}}, {1, 1, 1}, false, -1, 1, b_conv_g2},
+    {"conv2d-1x1-groups2", 3, {4, 4, 1}, {S4(2, 4, 3, 4), S4(6, 2, 1, 1), {6}}, {1, 1, 1}, false, -1, 1, b_conv_1x1},
+    {"conv2d-depthwise", 2, {4, 4}, {S4(2, 3, 5, 5), S4(3, 1, 3, 3)}, {1, 1}, false, -1, 1, b_conv_dw},
+    {"maxpool2d", 1, {4}, {S4(2, 3, 5, 6)}, {1}, false, -1, 1, b_maxpool},
+    {"maxpool2d-pad1", 1, {4}, {S4(2, 3, 5, 6)}, {1}, false, -1, 1, b_maxpool_pad},
+    {"maxpool2d-rect", 1, {4}, {S4(2, 3, 5, 6)}, {1}, false, -1, 1, b_maxpool_rect},
+    {"avgpool2d", 1, {4}, {S4(2, 3, 5, 6)}, {1}, false, -1, 1, b_avgpool},
+    {"avgpool2d-pad1", 1, {4}, {S4(2, 3, 5, 6)}, {1}, false, -1, 1, b_avgpool_pad},
+    {"avgpool2d-rect", 1, {4}, {S4(2, 3, 5, 6)}, {1}, false, -1, 1, b_avgpool_rect},
+    {"adaptive_avgpool2d", 1, {4}, {S4(2, 3, 5, 6)}, {1}, false, -1, 1, b_adaptive},
+    {"adaptive_avgpool2d-up", 1, {4}, {S4(2, 3, 5, 6)}, {1}, false, -1, 1, b_adaptive_up},
 };
 
 static void test_op(void **state) { check_case((const op_case *)*state); }

@@ -15,7 +15,10 @@
  *    its weights as inputs: output, loss and parameter gradients of step 1;
  *  - mlp_{sgd,adamw}: the same MLP as a model (anvil_model_add) trained by a CPU trainer
  *    for 20 steps: the loss of every step (anvil_trainer_last_loss), the output before
- *    training (anvil_predict) and the parameters after steps 1, 10 and 20.
+ *    training (anvil_predict) and the parameters after steps 1, 10 and 20;
+ *  - mlp_optim_<case>: the same checks over 30 steps (params after 1, 10, 30) for every
+ *    case of make_golden.py's OPTIM_CASES (RMSprop, Adagrad, Adadelta, NAdam with their
+ *    options; maximize; amsgrad), from mlp_optim.safetensors.
  *
  * Tolerances (the reference is float64 rounded to float32; Anvil computes in float32):
  *    single ops, losses, step-1 forward/backward:  |got - want| <= 1e-5 + 1e-4 * |want|
@@ -61,7 +64,8 @@ static golden G_OPS = {"ops.safetensors", 0, NULL, NULL};
 static golden G_LOSSES = {"losses.safetensors", 0, NULL, NULL};
 static golden G_SGD = {"mlp_sgd.safetensors", 0, NULL, NULL};
 static golden G_ADAMW = {"mlp_adamw.safetensors", 0, NULL, NULL};
-static golden *const G_ALL[] = {&G_OPS, &G_LOSSES, &G_SGD, &G_ADAMW};
+static golden G_OPTIM = {"mlp_optim.safetensors", 0, NULL, NULL};
+static golden *const G_ALL[] = {&G_OPS, &G_LOSSES, &G_SGD, &G_ADAMW, &G_OPTIM};
 
 static int verbose(void) {
     const char *v = getenv("ANVIL_PARITY_VERBOSE");
@@ -488,8 +492,9 @@ static anvil_model *build_mlp(void) {
     return m;
 }
 
-/* The 20-step golden training run through the model builder and a CPU trainer. */
-static void mlp_train(const golden *gf, const anvil_optimizer_config *oc) {
+/* A golden training run of `steps` steps through the model builder and a CPU trainer;
+ * the run's own keys ("loss", "step<k>.<name>") carry the prefix `pre` ("" or "<case>."). */
+static void mlp_train(const golden *gf, const char *pre, int steps, const anvil_optimizer_config *oc) {
     int fails = 0;
     anvil_model *m = build_mlp();
     assert_non_null(m);
@@ -526,13 +531,13 @@ static void mlp_train(const golden *gf, const anvil_optimizer_config *oc) {
         fails += compare("step0.out (predict)", pred, gget(gf, "step0.out"), OP_ATOL, OP_RTOL);
     anvil_tensor_release(pred);
 
-    const anvil_tensor *tl = gget(gf, "loss");
+    const anvil_tensor *tl = gget(gf, "%sloss", pre);
     if (!tl) {
         fails++;
         goto done;
     }
     const float *want_loss = anvil_tensor_cdata(tl);
-    for (int k = 0; k < MLP_STEPS; k++) {
+    for (int k = 0; k < steps; k++) {
         const anvil_tensor *x = gget(gf, "x.%d", k), *y = gget(gf, "y.%d", k);
         if (!x || !y) {
             fails++;
@@ -557,10 +562,10 @@ static void mlp_train(const golden *gf, const anvil_optimizer_config *oc) {
             print_message("  ok loss of step %-2d got %.9g want %.9g |diff| %.3g\n", k + 1,
                           (double)loss, (double)want_loss[k], err);
         }
-        if (k + 1 == 1 || k + 1 == 10 || k + 1 == MLP_STEPS) {
+        if (k + 1 == 1 || k + 1 == 10 || k + 1 == steps) {
             for (int i = 0; i < 6; i++) {
-                char key[64];
-                snprintf(key, sizeof key, "step%d.%s", k + 1, MLP_PARAMS[i]);
+                char key[128];
+                snprintf(key, sizeof key, "%sstep%d.%s", pre, k + 1, MLP_PARAMS[i]);
                 anvil_tensor *p = NULL;
                 s = anvil_trainer_get_param(t, MLP_PARAMS[i], &p);
                 if (s != ANVIL_OK) {
@@ -572,9 +577,9 @@ static void mlp_train(const golden *gf, const anvil_optimizer_config *oc) {
             }
         }
     }
-    if (anvil_trainer_step_count(t) != MLP_STEPS) {
+    if (anvil_trainer_step_count(t) != steps) {
         print_error("step count %lld, want %d\n", (long long)anvil_trainer_step_count(t),
-                    MLP_STEPS);
+                    steps);
         fails++;
     }
 done:
@@ -618,17 +623,146 @@ static void test_mlp_adamw_forward_backward(void **state) {
 static void test_mlp_sgd(void **state) {
     (void)state;
     anvil_optimizer_config c = sgd_config();
-    mlp_train(&G_SGD, &c);
+    mlp_train(&G_SGD, "", MLP_STEPS, &c);
 }
 
 static void test_mlp_adamw(void **state) {
     (void)state;
     anvil_optimizer_config c = adamw_config();
-    mlp_train(&G_ADAMW, &c);
+    mlp_train(&G_ADAMW, "", MLP_STEPS, &c);
+}
+
+/* ------------------------------------------------------------ every other optimizer */
+
+#define OPTIM_STEPS 30
+
+typedef struct {
+    const char *name; /* the case of make_golden.py's OPTIM_CASES */
+    anvil_optimizer_config (*config)(void);
+} optim_case;
+
+static anvil_optimizer_config kind(anvil_optimizer_kind k) {
+    return anvil_optimizer_default_config(k);
+}
+
+/* Each mirrors its torch.optim call in make_golden.py (foreach=False there). */
+static anvil_optimizer_config c_sgd_maximize(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_SGD);
+    c.lr = 0.01f, c.momentum = 0.9f, c.weight_decay = 1e-3f, c.maximize = true;
+    return c;
+}
+static anvil_optimizer_config c_adam_amsgrad(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_ADAM);
+    c.lr = 0.01f, c.weight_decay = 1e-2f, c.amsgrad = true;
+    return c;
+}
+static anvil_optimizer_config c_adam_maximize(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_ADAM);
+    c.lr = 0.005f, c.maximize = true;
+    return c;
+}
+static anvil_optimizer_config c_adamw_amsgrad_maximize(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_ADAMW);
+    c.lr = 0.01f, c.beta2 = 0.99f, c.eps = 1e-7f, c.weight_decay = 0.05f;
+    c.amsgrad = true, c.maximize = true;
+    return c;
+}
+static anvil_optimizer_config c_rmsprop(void) { return kind(ANVIL_OPT_RMSPROP); }
+static anvil_optimizer_config c_rmsprop_momentum(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_RMSPROP);
+    c.lr = 0.005f, c.momentum = 0.9f;
+    return c;
+}
+static anvil_optimizer_config c_rmsprop_centered(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_RMSPROP);
+    c.lr = 0.005f, c.centered = true;
+    return c;
+}
+static anvil_optimizer_config c_rmsprop_all(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_RMSPROP);
+    c.lr = 0.005f, c.alpha = 0.9f, c.eps = 1e-6f, c.weight_decay = 1e-3f;
+    c.momentum = 0.8f, c.centered = true;
+    return c;
+}
+static anvil_optimizer_config c_rmsprop_maximize(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_RMSPROP);
+    c.lr = 0.002f, c.maximize = true;
+    return c;
+}
+static anvil_optimizer_config c_adagrad(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_ADAGRAD);
+    c.lr = 0.05f;
+    return c;
+}
+static anvil_optimizer_config c_adagrad_all(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_ADAGRAD);
+    c.lr = 0.05f, c.lr_decay = 0.01f, c.weight_decay = 1e-3f;
+    c.initial_accumulator_value = 0.1f, c.eps = 1e-8f;
+    return c;
+}
+static anvil_optimizer_config c_adagrad_maximize(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_ADAGRAD);
+    c.lr = 0.01f, c.maximize = true;
+    return c;
+}
+static anvil_optimizer_config c_adadelta(void) { return kind(ANVIL_OPT_ADADELTA); }
+static anvil_optimizer_config c_adadelta_all(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_ADADELTA);
+    c.lr = 0.5f, c.rho = 0.95f, c.eps = 1e-5f, c.weight_decay = 1e-3f;
+    return c;
+}
+static anvil_optimizer_config c_adadelta_maximize(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_ADADELTA);
+    c.maximize = true;
+    return c;
+}
+static anvil_optimizer_config c_nadam(void) { return kind(ANVIL_OPT_NADAM); }
+static anvil_optimizer_config c_nadam_all(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_NADAM);
+    c.lr = 0.01f, c.beta1 = 0.85f, c.beta2 = 0.99f, c.eps = 1e-7f;
+    c.weight_decay = 1e-2f, c.momentum_decay = 5e-3f;
+    return c;
+}
+static anvil_optimizer_config c_nadam_decoupled(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_NADAM);
+    c.lr = 0.01f, c.weight_decay = 0.05f, c.decoupled_weight_decay = true;
+    return c;
+}
+static anvil_optimizer_config c_nadam_maximize(void) {
+    anvil_optimizer_config c = kind(ANVIL_OPT_NADAM);
+    c.lr = 0.002f, c.maximize = true;
+    return c;
+}
+
+#define OPTIM_CASE(n) {#n, c_##n}
+static const optim_case OPTIM_CASES[] = {
+    OPTIM_CASE(sgd_maximize),     OPTIM_CASE(adam_amsgrad),      OPTIM_CASE(adam_maximize),
+    OPTIM_CASE(adamw_amsgrad_maximize), OPTIM_CASE(rmsprop),     OPTIM_CASE(rmsprop_momentum),
+    OPTIM_CASE(rmsprop_centered), OPTIM_CASE(rmsprop_all),       OPTIM_CASE(rmsprop_maximize),
+    OPTIM_CASE(adagrad),          OPTIM_CASE(adagrad_all),       OPTIM_CASE(adagrad_maximize),
+    OPTIM_CASE(adadelta),         OPTIM_CASE(adadelta_all),      OPTIM_CASE(adadelta_maximize),
+    OPTIM_CASE(nadam),            OPTIM_CASE(nadam_all),         OPTIM_CASE(nadam_decoupled),
+    OPTIM_CASE(nadam_maximize),
+};
+#define N_OPTIM (sizeof OPTIM_CASES / sizeof OPTIM_CASES[0])
+
+static void test_mlp_optim(void **state) {
+    const optim_case *oc = *state;
+    char pre[64];
+    snprintf(pre, sizeof pre, "%s.", oc->name);
+    anvil_optimizer_config c = oc->config();
+    mlp_train(&G_OPTIM, pre, OPTIM_STEPS, &c);
 }
 
 int main(void) {
-    static struct CMUnitTest tests[N_CASES + 4];
+    static struct CMUnitTest tests[N_CASES + 4 + N_OPTIM];
+    static char names[N_OPTIM][64];
+    for (size_t i = 0; i < N_OPTIM; i++) {
+        snprintf(names[i], sizeof names[i], "mlp_optim_%s", OPTIM_CASES[i].name);
+        tests[N_CASES + 4 + i] = (struct CMUnitTest){names[i], test_mlp_optim, NULL, NULL,
+                                                      (void *)&OPTIM_CASES[i]};
+    }
+
     for (size_t i = 0; i < N_CASES; i++) {
         tests[i] = (struct CMUnitTest){CASES[i].key, test_op_case, NULL, NULL,
                                        (void *)&CASES[i]};

@@ -581,7 +581,6 @@ static void test_bad_options(void **state)
         {{"--seed", "abc"}, {"--seed", "abc"}},
         {{"--seed", "99999999999999999999999"}, {"--seed", "99999999999999999999999"}},
         {{"--optimizer", "foo"}, {"--optimizer", "foo"}},
-        {{"--optimizer", "rmsprop"}, {"--optimizer", "rmsprop", "not supported"}},
         {{"--optimizer", "lbfgs"}, {"--optimizer", "lbfgs", "not supported"}},
         {{"--device", "tpu"}, {"--device", "tpu"}},
         {{"--device", "CPU"}, {"--device", "CPU"}},
@@ -597,6 +596,7 @@ static void test_bad_options(void **state)
         {{"--json=yes"}, {"--json", "yes"}},
         {{"--optimizer", "sgd", "--nesterov"}, {"--nesterov"}},
         {{"--momentum", "0.9"}, {"--momentum"}},
+        {{"--optimizer", "adagrad", "--momentum", "0.5"}, {"--momentum"}},
         {{"--optimizer", "adam", "--nesterov", "--momentum", "0.9"}, {"--nesterov"}},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
@@ -751,6 +751,10 @@ static void test_optimizers_and_model_file(void **state)
         {"--optimizer", "sgd", "--momentum", "0.9", "--nesterov", "--weight-decay", "1e-4"},
         {"--optimizer", "adamw", "--weight-decay", "0.1", NULL},
         {"--optimizer", "adam", "--lr=0.002", "--seed", "7", NULL},
+        {"--optimizer", "rmsprop", "--lr", "1e-3", "--momentum", "0.5", NULL},
+        {"--optimizer", "adagrad", "--weight-decay", "1e-4", NULL},
+        {"--optimizer", "adadelta", NULL},
+        {"--optimizer", "nadam", "--weight-decay", "1e-4", NULL},
         {"--model", g_small_model, NULL},
     };
     for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {

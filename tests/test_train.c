@@ -346,6 +346,75 @@ static void test_bad_input(void **state)
     anvil_model_free(m);
 }
 
+/* Every optimizer by name, torch's defaults, and options a kind lacks or values out of
+ * range refused with a message naming them. */
+static void test_optimizer_config(void **state)
+{
+    (void)state;
+    for (int k = 0; k < ANVIL_OPT_COUNT; k++) {
+        anvil_optimizer_kind got;
+        CHECK_OK(anvil_optimizer_parse(anvil_optimizer_name((anvil_optimizer_kind)k), &got));
+        assert_int_equal(got, k);
+    }
+    anvil_optimizer_kind got;
+    assert_int_equal(anvil_optimizer_parse("lbfgs", &got), ANVIL_ERR_INVALID_ARG);
+    anvil_optimizer_config d = anvil_optimizer_default_config(ANVIL_OPT_RMSPROP);
+    assert_true(d.lr == 0.01f && d.alpha == 0.99f && d.eps == 1e-8f && !d.centered);
+    d = anvil_optimizer_default_config(ANVIL_OPT_ADAGRAD);
+    assert_true(d.lr == 0.01f && d.eps == 1e-10f && d.lr_decay == 0.0f);
+    d = anvil_optimizer_default_config(ANVIL_OPT_ADADELTA);
+    assert_true(d.lr == 1.0f && d.rho == 0.9f && d.eps == 1e-6f);
+    d = anvil_optimizer_default_config(ANVIL_OPT_NADAM);
+    assert_true(d.lr == 2e-3f && d.momentum_decay == 4e-3f && d.beta2 == 0.999f);
+
+    anvil_model *m = small_mlp(0);
+    anvil_trainer *t;
+    struct {
+        anvil_optimizer_kind kind;
+        const char *needle;
+    } bad[] = {
+        {ANVIL_OPT_SGD, "amsgrad"},       {ANVIL_OPT_ADAGRAD, "momentum"}, {ANVIL_OPT_ADAM, "centered"},
+        {ANVIL_OPT_RMSPROP, "alpha"},     {ANVIL_OPT_ADAGRAD, "lr_decay"}, {ANVIL_OPT_ADADELTA, "rho"},
+        {ANVIL_OPT_NADAM, "momentum_decay"}, {ANVIL_OPT_ADAMW, "decoupled_weight_decay"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        anvil_trainer_config c = cpu_config(bad[i].kind, 0);
+        switch (i) {
+        case 0: c.optimizer.amsgrad = true; break;
+        case 1: c.optimizer.momentum = 0.9f; break;
+        case 2: c.optimizer.centered = true; break;
+        case 3: c.optimizer.alpha = 1.5f; break;
+        case 4: c.optimizer.lr_decay = -1.0f; break;
+        case 5: c.optimizer.rho = -0.1f; break;
+        case 6: c.optimizer.momentum_decay = -1.0f; break;
+        default: c.optimizer.decoupled_weight_decay = true; break;
+        }
+        assert_int_equal(anvil_trainer_create(&t, m, &c), ANVIL_ERR_INVALID_ARG);
+        if (!strstr(anvil_last_error(), bad[i].needle))
+            fail_msg("case %zu: '%s' does not name %s", i, anvil_last_error(), bad[i].needle);
+    }
+    /* each kind trains a step (state slots sized by the kind and its options) */
+    anvil_tensor *x, *y;
+    make_blobs(8, 1, &x, &y);
+    for (int k = 0; k < ANVIL_OPT_COUNT; k++) {
+        anvil_trainer_config c = cpu_config((anvil_optimizer_kind)k, 0);
+        c.optimizer.maximize = k == ANVIL_OPT_ADAGRAD;
+        c.optimizer.amsgrad = k == ANVIL_OPT_ADAM;
+        c.optimizer.centered = k == ANVIL_OPT_RMSPROP;
+        c.optimizer.momentum = k == ANVIL_OPT_RMSPROP ? 0.5f : c.optimizer.momentum;
+        CHECK_OK(anvil_trainer_create(&t, m, &c));
+        CHECK_OK(anvil_train_step(t, x, y));
+        CHECK_OK(anvil_train_step(t, x, y));
+        float loss;
+        CHECK_OK(anvil_trainer_last_loss(t, &loss));
+        assert_true(isfinite(loss));
+        anvil_trainer_free(t);
+    }
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
+    anvil_model_free(m);
+}
+
 static void test_model_errors(void **state)
 {
     (void)state;
@@ -506,6 +575,58 @@ static void test_resident_equals_batcher(void **state)
     tu_rmdir(dir);
 }
 
+/* The built-in convolutional models: shapes, parameter names PyTorch would give, and a
+ * few steps of learning on a tiny separable dataset. */
+static void test_builtin_cnn_and_resnet(void **state)
+{
+    (void)state;
+    anvil_model *cnn, *res;
+    CHECK_OK(anvil_model_builtin(&cnn, "cnn"));
+    assert_int_equal(anvil_model_param_count(cnn), 421642); /* as nn.Sequential counts it */
+    CHECK_OK(anvil_model_resnet18(&res, 3, 32, 32, 10));
+    assert_int_equal(anvil_model_param_count(res), 11173962); /* torchvision-style, 3x3 stem */
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 1);
+    anvil_trainer *t;
+    CHECK_OK(anvil_trainer_create(&t, res, &c));
+    const char *names[] = {"conv1.weight", "bn1.running_mean", "bn1.num_batches_tracked", "layer2.0.downsample.0.weight",
+                           "layer4.1.bn2.bias", "fc.weight"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        anvil_tensor *p;
+        CHECK_OK(anvil_trainer_get_param(t, names[i], &p));
+        anvil_tensor_release(p);
+    }
+    anvil_trainer_free(t);
+    anvil_model_free(res);
+
+    /* the cnn learns: bright top half = class 1, bright bottom half = class 0 */
+    c.optimizer.lr = 3e-3f;
+    CHECK_OK(anvil_trainer_create(&t, cnn, &c));
+    int64_t xs[4] = {16, 1, 28, 28}, ys[1] = {16};
+    anvil_tensor *x, *y;
+    CHECK_OK(anvil_tensor_create(&x, ANVIL_F32, 4, xs, NULL));
+    CHECK_OK(anvil_tensor_create(&y, ANVIL_I32, 1, ys, NULL));
+    float *xd = anvil_tensor_data(x);
+    int32_t *yd = anvil_tensor_data(y);
+    for (int n = 0; n < 16; n++) {
+        yd[n] = n % 2;
+        for (int i = 0; i < 28 * 28; i++)
+            xd[n * 784 + i] = ((i / 28 < 14) == (n % 2)) ? 0.9f : 0.1f * (float)((i * 7 + n) % 5) / 5.0f;
+    }
+    float first = 0, last = 0;
+    for (int s = 0; s < 15; s++) {
+        CHECK_OK(anvil_train_step(t, x, y));
+        if (s == 0)
+            CHECK_OK(anvil_trainer_last_loss(t, &first));
+    }
+    CHECK_OK(anvil_trainer_last_loss(t, &last));
+    print_message("  cnn: loss %.4f -> %.4f in 15 steps\n", first, last);
+    assert_true(last < 0.1f * first);
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
+    anvil_trainer_free(t);
+    anvil_model_free(cnn);
+}
+
 static bool load_fmnist(anvil_dataset **train, anvil_dataset **test)
 {
     const char *dir = getenv("ANVIL_DATA_DIR") ? getenv("ANVIL_DATA_DIR") : ANVIL_DEFAULT_DATA_DIR;
@@ -642,9 +763,11 @@ int main(void)
         cmocka_unit_test(test_set_lr_reaches_update),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_optimizer_config),
         cmocka_unit_test(test_model_errors),
         cmocka_unit_test(test_graph_model),
         cmocka_unit_test(test_resident_equals_batcher),
+        cmocka_unit_test(test_builtin_cnn_and_resnet),
         cmocka_unit_test(test_fashion_mnist_mlp_parity),
         cmocka_unit_test(test_fashion_mnist_mlp_seeded),
     };

@@ -17,9 +17,11 @@ const char tool_train_usage[] =
     "  --epochs N                passes over the training set (default: 1)\n"
     "  --steps N                 stop after N optimizer steps in all (overrides --epochs)\n"
     "  --batch-size N            samples per step (default: 128)\n"
-    "  --lr X                    learning rate (default: the optimizer's: sgd 0.01, adam/adamw 0.001)\n"
-    "  --optimizer NAME          sgd, adam or adamw (default: adam)\n"
-    "  --momentum X              SGD momentum (default: 0)\n"
+    "  --lr X                    learning rate (default: the optimizer's, as torch.optim: sgd, rmsprop,\n"
+    "                            adagrad 0.01; adam, adamw 0.001; nadam 0.002; adadelta 1.0)\n"
+    "  --optimizer NAME          sgd, adam, adamw, rmsprop, adagrad, adadelta or nadam (default: adam);\n"
+    "                            torch.optim's update rules and other defaults\n"
+    "  --momentum X              SGD or RMSprop momentum (default: 0)\n"
     "  --nesterov                SGD Nesterov momentum (needs --momentum > 0)\n"
     "  --weight-decay X          L2 penalty; decoupled for adamw (default: 0; adamw 0.01)\n"
     "  --loss NAME               cross_entropy (default), or another loss: the labels then\n"
@@ -117,8 +119,9 @@ static bool parse_float(const char *s, float *out)
     return true;
 }
 
-static const char *const unsupported_optimizers[] = {"rmsprop", "adagrad", "adadelta", "nadam",
-                                                     "lbfgs"};
+#define SUPPORTED_OPTIMIZERS "sgd, adam, adamw, rmsprop, adagrad, adadelta, nadam"
+
+static const char *const unsupported_optimizers[] = {"lbfgs"};
 
 static tool_parse_status parse_optimizer(const char *v, anvil_optimizer_kind *out, char *err,
                                          size_t cap)
@@ -131,10 +134,9 @@ static tool_parse_status parse_optimizer(const char *v, anvil_optimizer_kind *ou
     for (size_t i = 0; i < sizeof unsupported_optimizers / sizeof *unsupported_optimizers; i++)
         if (strcmp(v, unsupported_optimizers[i]) == 0)
             return usage_error(err, cap,
-                               "--optimizer '%s' is not supported yet (supported: sgd, adam, "
-                               "adamw)",
+                               "--optimizer '%s' is not supported yet (supported: " SUPPORTED_OPTIMIZERS ")",
                                v);
-    return usage_error(err, cap, "unknown --optimizer '%s' (supported: sgd, adam, adamw)", v);
+    return usage_error(err, cap, "unknown --optimizer '%s' (supported: " SUPPORTED_OPTIMIZERS ")", v);
 }
 
 static tool_parse_status parse_loss(const char *v, anvil_loss_kind *out, char *err, size_t cap)
@@ -321,8 +323,8 @@ tool_parse_status tool_options_parse(tool_options *o, int argc, char **argv, cha
     if (o->nesterov && o->optimizer != ANVIL_OPT_SGD)
         return usage_error(err, cap, "--nesterov applies only to --optimizer sgd (got '%s')",
                            anvil_optimizer_name(o->optimizer));
-    if (o->have_momentum && o->optimizer != ANVIL_OPT_SGD)
-        return usage_error(err, cap, "--momentum applies only to --optimizer sgd (got '%s')",
+    if (o->have_momentum && o->optimizer != ANVIL_OPT_SGD && o->optimizer != ANVIL_OPT_RMSPROP)
+        return usage_error(err, cap, "--momentum applies only to --optimizer sgd or rmsprop (got '%s')",
                            anvil_optimizer_name(o->optimizer));
     if (o->nesterov && !(o->have_momentum && o->momentum > 0.0f))
         return usage_error(err, cap, "--nesterov needs --momentum > 0");

@@ -180,6 +180,11 @@ anvil_status anvil_graph_instantiate(const anvil_graph *g, int64_t batch, bool t
         /* Evaluation: dropout is the identity, which is a view of its input. */
         if (!training && n->op == OP_DROPOUT)
             n->op = OP_RESHAPE;
+        /* Evaluation: batch norm (and its gradients) use the running statistics; the
+         * BATCHNORM_STATS effect nodes stay in the graph but no evaluation root reaches
+         * them (the trainer roots them in training programs only). */
+        if (!training && (n->op == OP_BATCHNORM || n->op == OP_BATCHNORM_BWD || n->op == OP_BATCHNORM_BWD_AFFINE))
+            n->ia[0] = 0;
     }
     return ANVIL_OK;
 }

@@ -57,13 +57,50 @@ typedef enum {
  *   ACT: ia[0] kind, fa[0] param.         ACT_BWD: in (dy, x), same attrs.
  *   SOFTMAX/LOG_SOFTMAX: ia[0] dim.       *_BWD: in (dy, y), ia[0] dim.
  *   DROPOUT: fa[0] p, ia[0] stream.       DROPOUT_BWD: in (dy), same attrs.
+ *   CONV2D: in (x [N,C,H,W], w [O,C/groups,kh,kw][, b [O]]) -> [N,O,OH,OW]; ia[0..1]
+ *           stride (h, w), ia[2..3] padding, ia[4..5] dilation; groups = C / w.shape[1]
+ *           (the builder checks it against the caller's).  OH = (H + 2ph - dh(kh-1) - 1)
+ *           / sh + 1, as torch.  CONV2D_BWD_DATA: in (dy, w), shape is x's.
+ *           CONV2D_BWD_FILTER: in (dy, x), shape is w's.  Both: CONV2D's attrs.
+ *   MAXPOOL2D / AVGPOOL2D: in (x [N,C,H,W]); ia[0..1] kernel, ia[2..3] stride, ia[4..5]
+ *           padding (dilation 1, ceil_mode false; avg counts the padding, as torch).
+ *           MAXPOOL2D_BWD: in (dy, x), same attrs (recomputes the first max in scan
+ *           order).  AVGPOOL2D_BWD: in (dy), shape is x's, same attrs.
+ *   ADAPTIVE_AVGPOOL2D: in (x), ia[0..1] output size; window i: [floor(iH/oh),
+ *           ceil((i+1)H/oh)).  _BWD: in (dy), shape is x's, same attrs.
  *   CROSS_ENTROPY: in (logits [N,C], target int32 [N] | float [N,C]), fa[0] smoothing,
  *                  ia[0] 1 if target holds probabilities.  _BWD: in (dloss, logits, t).
  *   PW_LOSS: in (x, t), ia[0] kind, fa[0].  _BWD: in (dloss, x, t).
+ *   BATCHNORM: in (x [N,C,*], running_mean [C], running_var [C][, weight [C]][, bias [C]]);
+ *           fa[0] eps, fa[1] momentum, ia[0] 1 training (batch statistics, biased
+ *           variance) / 0 evaluation (running statistics), ia[1] has weight, ia[2] has
+ *           bias.  BATCHNORM_BWD: in (dy, x, running_mean, running_var[, weight]) -> dx,
+ *           same attrs (recomputes the batch statistics from x).  BATCHNORM_BWD_AFFINE:
+ *           in (dy, x, running_mean, running_var) -> [C], ia[3] 0 dweight, 1 dbias.
+ *           BATCHNORM_STATS (effect): in (x, running_mean, running_var[,
+ *           num_batches_tracked int64 []]), all buffers updated in place: +1 to the count,
+ *           running = (1-m) running + m batch (unbiased variance), m = fa[1] or, if NAN,
+ *           1/count.  Every effect node of a model graph is a root of the trainer's
+ *           training program.
+ *   LAYERNORM: in (x[, weight][, bias]) over the last ia[0] dims; fa[0] eps, ia[1] has
+ *           weight, ia[2] has bias.  LAYERNORM_BWD: in (dy, x[, weight]) -> dx.
+ *           LAYERNORM_BWD_AFFINE: in (dy, x) -> the normalized shape, ia[3] 0 dw, 1 db.
+ *   Optimizer updates (torch.optim's names; ia[5] maximize on every one; state slots in
+ *   anvil_exec.state in this order, n_params floats each):
  *   SGD: fa[0] momentum, fa[1] dampening, fa[2] weight_decay, ia[0] nesterov.
- *   ADAM: fa[0] beta1, fa[1] beta2, fa[2] eps, fa[3] weight_decay, ia[0] decoupled.
+ *        state: [momentum_buffer] if momentum != 0.
+ *   ADAM: fa[0] beta1, fa[1] beta2, fa[2] eps, fa[3] weight_decay, ia[0] decoupled (AdamW),
+ *         ia[1] amsgrad.  state: exp_avg, exp_avg_sq[, max_exp_avg_sq if amsgrad].
+ *   RMSPROP: fa[0] alpha, fa[1] eps, fa[2] weight_decay, fa[3] momentum, ia[0] centered.
+ *            state: square_avg[, momentum_buffer if momentum > 0][, grad_avg if centered].
+ *   ADAGRAD: fa[0] lr_decay, fa[1] weight_decay, fa[2] eps, fa[3] initial_accumulator_value.
+ *            state: sum (zero-filled; step 1 adds the initial value).
+ *   ADADELTA: fa[0] rho, fa[1] eps, fa[2] weight_decay.  state: square_avg, acc_delta.
+ *   NADAM: fa[0] beta1, fa[1] beta2, fa[2] eps, fa[3] weight_decay, fa[4] momentum_decay,
+ *          ia[0] decoupled_weight_decay.  state: exp_avg, exp_avg_sq; mu_product lives in
+ *          anvil_hyper.
  *   ACCUM_LOSS: in (loss).  ACCUM_EVAL: in (loss, output[, labels int32]).
- * SGD, ADAM, STEP_END and ACCUM_* have no output: they update persistent state. */
+ * The optimizer updates, STEP_END and ACCUM_* have no output: they update persistent state. */
 typedef struct {
     anvil_op op;
     anvil_dtype dtype;
@@ -99,7 +136,7 @@ bool anvil_graph_valid(const anvil_graph *g, anvil_value v);
 static inline anvil_node *anvil_node_at(const anvil_graph *g, anvil_value v) { return &g->nodes[v]; }
 anvil_status anvil_graph_clone(const anvil_graph *g, anvil_graph **out);
 /* A concrete copy: ANVIL_BATCH replaced by batch in every shape; with training false,
- * dropout becomes the identity. */
+ * dropout becomes the identity and batch norm uses its running statistics. */
 anvil_status anvil_graph_instantiate(const anvil_graph *g, int64_t batch, bool training,
                                      anvil_graph **out);
 int64_t anvil_node_numel(const anvil_node *n);
@@ -155,6 +192,10 @@ typedef struct {
     double loss_sum, loss_count;
     double eval_loss_sum, eval_correct, eval_count;
     int64_t data_cursor;   /* next position in the resident dataset's epoch order */
+    /* NAdam's running product of mu (a float32 scalar in torch), double-buffered by step
+     * parity: the update reads [step & 1] (1 at step 0) and writes [(step + 1) & 1], so
+     * one thread can write it while every other thread of the same kernel reads. */
+    float nadam_mu_product[2];
 } anvil_hyper;
 
 /* A dataset resident in device memory (all pointers are device pointers). */

@@ -36,14 +36,37 @@
     /* dropout (dropout.c) */                                                 \
     X(DROPOUT, dropout)                                                       \
     X(DROPOUT_BWD, dropout_bwd)                                               \
+    /* convolution (conv.c) */                                                \
+    X(CONV2D, conv2d)                                                         \
+    X(CONV2D_BWD_DATA, conv2d_bwd_data)                                       \
+    X(CONV2D_BWD_FILTER, conv2d_bwd_filter)                                   \
+    /* pooling (pool.c) */                                                    \
+    X(MAXPOOL2D, maxpool2d)                                                   \
+    X(MAXPOOL2D_BWD, maxpool2d_bwd)                                           \
+    X(AVGPOOL2D, avgpool2d)                                                   \
+    X(AVGPOOL2D_BWD, avgpool2d_bwd)                                           \
+    X(ADAPTIVE_AVGPOOL2D, adaptive_avgpool2d)                                 \
+    X(ADAPTIVE_AVGPOOL2D_BWD, adaptive_avgpool2d_bwd)                         \
     /* losses (loss.c) */                                                     \
     X(CROSS_ENTROPY, cross_entropy)                                           \
     X(CROSS_ENTROPY_BWD, cross_entropy_bwd)                                   \
     X(PW_LOSS, pw_loss)                                                       \
     X(PW_LOSS_BWD, pw_loss_bwd)                                               \
+    /* normalization (norm.c) */                                              \
+    X(BATCHNORM, batchnorm)                                                   \
+    X(BATCHNORM_BWD, batchnorm_bwd)                                           \
+    X(BATCHNORM_BWD_AFFINE, batchnorm_bwd_affine)                             \
+    X(BATCHNORM_STATS, batchnorm_stats)                                       \
+    X(LAYERNORM, layernorm)                                                   \
+    X(LAYERNORM_BWD, layernorm_bwd)                                           \
+    X(LAYERNORM_BWD_AFFINE, layernorm_bwd_affine)                             \
     /* optimizer updates and step bookkeeping (optim.c) */                    \
     X(SGD, sgd)                                                               \
     X(ADAM, adam)                                                             \
+    X(RMSPROP, rmsprop)                                                       \
+    X(ADAGRAD, adagrad)                                                       \
+    X(ADADELTA, adadelta)                                                     \
+    X(NADAM, nadam)                                                           \
     X(STEP_END, step_end)                                                     \
     /* metrics accumulated on the device (metrics.c) */                       \
     X(ACCUM_LOSS, accum_loss)                                                 \

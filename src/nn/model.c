@@ -16,6 +16,10 @@ static const struct {
     {"softmax", ANVIL_LAYER_SOFTMAX}, {"log_softmax", ANVIL_LAYER_LOG_SOFTMAX},
     {"dropout", ANVIL_LAYER_DROPOUT}, {"flatten", ANVIL_LAYER_FLATTEN},
     {"add", ANVIL_LAYER_ADD},
+    {"conv2d", ANVIL_LAYER_CONV2D},   {"maxpool2d", ANVIL_LAYER_MAXPOOL2D},
+    {"avgpool2d", ANVIL_LAYER_AVGPOOL2D}, {"adaptive_avgpool2d", ANVIL_LAYER_ADAPTIVE_AVGPOOL2D},
+    {"batchnorm1d", ANVIL_LAYER_BATCHNORM1D}, {"batchnorm2d", ANVIL_LAYER_BATCHNORM2D},
+    {"layernorm", ANVIL_LAYER_LAYERNORM},
 };
 
 const char *anvil_layer_type_name(anvil_layer_type type)
@@ -46,6 +50,13 @@ anvil_layer_desc anvil_layer_default(anvil_layer_type type)
     d.alpha = 1.0f;
     d.dim = -1;
     d.p = 0.5f;
+    d.stride[0] = d.stride[1] = type == ANVIL_LAYER_CONV2D ? 1 : 0;
+    d.dilation[0] = d.dilation[1] = 1;
+    d.groups = 1;
+    d.eps = 1e-5f;
+    d.momentum = 0.1f;
+    d.affine = true;
+    d.normalized_dims = 1;
     return d;
 }
 
@@ -134,6 +145,96 @@ static anvil_value add_linear(anvil_model *m, const anvil_layer_desc *d, anvil_v
     return anvil_linear(g, x, w, b);
 }
 
+static anvil_value add_conv2d(anvil_model *m, const anvil_layer_desc *d, anvil_value x, const char *prefix)
+{
+    anvil_graph *g = m->g;
+    int64_t xs[ANVIL_MAX_DIMS];
+    int nd = anvil_value_shape(g, x, xs);
+    if (d->out_channels <= 0 || d->kernel_size[0] <= 0 || d->kernel_size[1] <= 0 || d->groups <= 0)
+        return anvil_graph_fail(g, ANVIL_ERR_INVALID_ARG, "out_channels, kernel_size and groups must be positive, "
+                                "got %lld, [%d, %d], %d", (long long)d->out_channels, d->kernel_size[0],
+                                d->kernel_size[1], d->groups);
+    if (nd != 4)
+        return anvil_graph_fail(g, ANVIL_ERR_SHAPE, "conv2d needs an input [B, C, H, W], got %d dims", nd);
+    if (xs[1] % d->groups || d->out_channels % d->groups)
+        return anvil_graph_fail(g, ANVIL_ERR_SHAPE, "groups %d must divide the %lld input and %lld output channels",
+                                d->groups, (long long)xs[1], (long long)d->out_channels);
+    int64_t cin = xs[1] / d->groups, fan_in = cin * d->kernel_size[0] * d->kernel_size[1];
+    /* torch.nn.Conv2d: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)), bias too */
+    anvil_init u = {ANVIL_INIT_UNIFORM, 1.0f / sqrtf((float)fan_in)};
+    char name[256];
+    int64_t wshape[4] = {d->out_channels, cin, d->kernel_size[0], d->kernel_size[1]};
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    anvil_value w = anvil_param(g, name, 4, wshape, u);
+    anvil_value b = ANVIL_NO_VALUE;
+    if (d->bias) {
+        snprintf(name, sizeof name, "%s.bias", prefix);
+        b = anvil_param(g, name, 1, &d->out_channels, u);
+    }
+    anvil_conv_params p = anvil_conv_default_params();
+    p.stride_h = d->stride[0];
+    p.stride_w = d->stride[1];
+    p.pad_h = d->padding[0];
+    p.pad_w = d->padding[1];
+    p.dilation_h = d->dilation[0];
+    p.dilation_w = d->dilation[1];
+    p.groups = d->groups;
+    return anvil_conv2d(g, x, w, b, &p);
+}
+
+/* batchnorm1d ([B, C] or [B, C, L]) / batchnorm2d ([B, C, H, W]): weight, bias (affine),
+ * running_mean, running_var, num_batches_tracked, under torch's state_dict names. */
+static anvil_value add_batchnorm(anvil_model *m, const anvil_layer_desc *d, anvil_value x, const char *prefix)
+{
+    anvil_graph *g = m->g;
+    int64_t xs[ANVIL_MAX_DIMS];
+    int nd = anvil_value_shape(g, x, xs);
+    bool two_d = d->type == ANVIL_LAYER_BATCHNORM2D;
+    if (two_d ? nd != 4 : (nd != 2 && nd != 3))
+        return anvil_graph_fail(g, ANVIL_ERR_SHAPE, "%s needs an input %s, got %d dims",
+                                two_d ? "batchnorm2d" : "batchnorm1d", two_d ? "[B, C, H, W]" : "[B, C] or [B, C, L]", nd);
+    if (d->num_features > 0 && d->num_features != xs[1])
+        return anvil_graph_fail(g, ANVIL_ERR_SHAPE, "num_features is %lld but the input has %lld channels",
+                                (long long)d->num_features, (long long)xs[1]);
+    char name[256];
+    int64_t c = xs[1], scalar = 0;
+    anvil_init ones = {ANVIL_INIT_ONES, 0}, zeros = {ANVIL_INIT_ZEROS, 0};
+    anvil_value w = ANVIL_NO_VALUE, b = ANVIL_NO_VALUE;
+    if (d->affine) {
+        snprintf(name, sizeof name, "%s.weight", prefix);
+        w = anvil_param(g, name, 1, &c, ones);
+        snprintf(name, sizeof name, "%s.bias", prefix);
+        b = anvil_param(g, name, 1, &c, zeros);
+    }
+    snprintf(name, sizeof name, "%s.running_mean", prefix);
+    anvil_value rm = anvil_buffer(g, name, ANVIL_F32, 1, &c, zeros);
+    snprintf(name, sizeof name, "%s.running_var", prefix);
+    anvil_value rv = anvil_buffer(g, name, ANVIL_F32, 1, &c, ones);
+    snprintf(name, sizeof name, "%s.num_batches_tracked", prefix);
+    anvil_value nbt = anvil_buffer(g, name, ANVIL_I64, 0, &scalar, zeros);
+    return anvil_batchnorm(g, x, rm, rv, nbt, w, b, d->eps, d->momentum);
+}
+
+/* layernorm over the last normalized_dims dims; weight ones, bias zeros (torch). */
+static anvil_value add_layernorm(anvil_model *m, const anvil_layer_desc *d, anvil_value x, const char *prefix)
+{
+    anvil_graph *g = m->g;
+    int64_t xs[ANVIL_MAX_DIMS];
+    int nd = anvil_value_shape(g, x, xs), k = d->normalized_dims;
+    if (k < 1 || k >= nd)
+        return anvil_graph_fail(g, ANVIL_ERR_SHAPE, "layernorm over the last %d dims of a %d-dim input", k, nd);
+    anvil_value w = ANVIL_NO_VALUE, b = ANVIL_NO_VALUE;
+    if (d->affine) {
+        char name[256];
+        anvil_init ones = {ANVIL_INIT_ONES, 0}, zeros = {ANVIL_INIT_ZEROS, 0};
+        snprintf(name, sizeof name, "%s.weight", prefix);
+        w = anvil_param(g, name, k, xs + nd - k, ones);
+        snprintf(name, sizeof name, "%s.bias", prefix);
+        b = anvil_param(g, name, k, xs + nd - k, zeros);
+    }
+    return anvil_layernorm(g, x, k, w, b, d->eps);
+}
+
 anvil_status anvil_model_add(anvil_model *m, const anvil_layer_desc *d)
 {
     if (!m || !d)
@@ -180,6 +281,20 @@ anvil_status anvil_model_add(anvil_model *m, const anvil_layer_desc *d)
     case ANVIL_LAYER_LOG_SOFTMAX: y = anvil_log_softmax(g, x, d->dim); break;
     case ANVIL_LAYER_DROPOUT: y = anvil_dropout(g, x, d->p); break;
     case ANVIL_LAYER_FLATTEN: y = anvil_flatten(g, x); break;
+    case ANVIL_LAYER_CONV2D: y = add_conv2d(m, d, x, prefix); break;
+    case ANVIL_LAYER_MAXPOOL2D:
+    case ANVIL_LAYER_AVGPOOL2D: {
+        /* stride 0: the kernel size, as torch's default stride=None */
+        int sh = d->stride[0] ? d->stride[0] : d->kernel_size[0], sw = d->stride[1] ? d->stride[1] : d->kernel_size[1];
+        y = d->type == ANVIL_LAYER_MAXPOOL2D
+                ? anvil_maxpool2d(g, x, d->kernel_size[0], d->kernel_size[1], sh, sw, d->padding[0], d->padding[1])
+                : anvil_avgpool2d(g, x, d->kernel_size[0], d->kernel_size[1], sh, sw, d->padding[0], d->padding[1]);
+        break;
+    }
+    case ANVIL_LAYER_BATCHNORM1D:
+    case ANVIL_LAYER_BATCHNORM2D: y = add_batchnorm(m, d, x, prefix); break;
+    case ANVIL_LAYER_LAYERNORM: y = add_layernorm(m, d, x, prefix); break;
+    case ANVIL_LAYER_ADAPTIVE_AVGPOOL2D: y = anvil_adaptive_avgpool2d(g, x, d->output_size[0], d->output_size[1]); break;
     case ANVIL_LAYER_ADD:
         if (n_in < 2)
             return anvil_fail(ANVIL_ERR_INVALID_ARG, "layer %d '%s' (add): needs at least 2 inputs, got %d", index,
@@ -287,7 +402,33 @@ anvil_status anvil_model_builtin(anvil_model **out, const char *name)
         *out = m;
         return ANVIL_OK;
     }
-    return anvil_fail(ANVIL_ERR_INVALID_ARG, "unknown built-in model '%s' (available: mlp)", name);
+    if (strcmp(name, "cnn") == 0) {
+        /* nn.Sequential(Conv2d(1,32,3,padding=1), ReLU, MaxPool2d(2), Conv2d(32,64,3,padding=1),
+         * ReLU, MaxPool2d(2), Flatten, Linear(3136,128), ReLU, Linear(128,10)) */
+        int64_t in[3] = {1, 28, 28};
+        anvil_model *m;
+        ANVIL_TRY(anvil_model_create(&m, "cnn", 3, in));
+        anvil_layer_type types[10] = {ANVIL_LAYER_CONV2D, ANVIL_LAYER_RELU, ANVIL_LAYER_MAXPOOL2D, ANVIL_LAYER_CONV2D,
+                                      ANVIL_LAYER_RELU,   ANVIL_LAYER_MAXPOOL2D, ANVIL_LAYER_FLATTEN, ANVIL_LAYER_LINEAR,
+                                      ANVIL_LAYER_RELU,   ANVIL_LAYER_LINEAR};
+        for (int i = 0; i < 10; i++) {
+            anvil_layer_desc l = anvil_layer_default(types[i]);
+            l.out_channels = i == 0 ? 32 : 64;
+            l.kernel_size[0] = l.kernel_size[1] = types[i] == ANVIL_LAYER_CONV2D ? 3 : 2;
+            l.padding[0] = l.padding[1] = types[i] == ANVIL_LAYER_CONV2D ? 1 : 0;
+            l.out_features = i == 7 ? 128 : 10;
+            anvil_status st = anvil_model_add(m, &l);
+            if (st != ANVIL_OK) {
+                anvil_model_free(m);
+                return st;
+            }
+        }
+        *out = m;
+        return ANVIL_OK;
+    }
+    if (strcmp(name, "resnet18") == 0)
+        return anvil_model_resnet18(out, 1, 28, 28, 10);
+    return anvil_fail(ANVIL_ERR_INVALID_ARG, "unknown built-in model '%s' (available: mlp, cnn, resnet18)", name);
 }
 
 const char *anvil_model_name(const anvil_model *m) { return m ? m->name : ""; }
@@ -308,4 +449,99 @@ int64_t anvil_model_param_count(const anvil_model *m)
         if (m->g->nodes[v].op == OP_PARAM)
             n += anvil_node_numel(&m->g->nodes[v]);
     return n;
+}
+
+/* ---- ResNet-18, CIFAR style.  Layer names follow torchvision's ResNet ("conv1", "bn1",
+ * "layer2.0.conv1", "layer2.0.downsample.0", "fc"), so its state_dict names match a
+ * torchvision-style module with a 3x3 stem and no max-pool. */
+
+static anvil_status add_named(anvil_model *m, anvil_layer_desc l, const char *name, const char *in0, const char *in1)
+{
+    l.name = name;
+    l.n_inputs = in1 ? 2 : in0 ? 1 : 0;
+    l.inputs[0] = in0;
+    l.inputs[1] = in1;
+    return anvil_model_add(m, &l);
+}
+
+static anvil_layer_desc conv_desc(int64_t out, int k, int stride)
+{
+    anvil_layer_desc l = anvil_layer_default(ANVIL_LAYER_CONV2D);
+    l.out_channels = out;
+    l.kernel_size[0] = l.kernel_size[1] = k;
+    l.stride[0] = l.stride[1] = stride;
+    l.padding[0] = l.padding[1] = k / 2;
+    l.bias = false;
+    return l;
+}
+
+/* One BasicBlock: conv-bn-relu-conv-bn (+ downsample) + input, relu.  `in` names the
+ * block's input layer; the block's output layer is "<p>.relu2". */
+static anvil_status basic_block(anvil_model *m, const char *p, const char *in, int64_t in_ch, int64_t out_ch, int stride)
+{
+    char n[8][96];
+    const char *suffix[8] = {"conv1", "bn1", "relu1", "conv2", "bn2", "downsample.0", "downsample.1", "add"};
+    for (int i = 0; i < 8; i++)
+        snprintf(n[i], sizeof n[i], "%s.%s", p, suffix[i]);
+    char out[96];
+    snprintf(out, sizeof out, "%s.relu2", p);
+    anvil_layer_desc bn = anvil_layer_default(ANVIL_LAYER_BATCHNORM2D), relu = anvil_layer_default(ANVIL_LAYER_RELU);
+    ANVIL_TRY(add_named(m, conv_desc(out_ch, 3, stride), n[0], in, NULL));
+    ANVIL_TRY(add_named(m, bn, n[1], NULL, NULL));
+    ANVIL_TRY(add_named(m, relu, n[2], NULL, NULL));
+    ANVIL_TRY(add_named(m, conv_desc(out_ch, 3, 1), n[3], NULL, NULL));
+    ANVIL_TRY(add_named(m, bn, n[4], NULL, NULL));
+    const char *shortcut = in;
+    if (stride != 1 || in_ch != out_ch) {
+        ANVIL_TRY(add_named(m, conv_desc(out_ch, 1, stride), n[5], in, NULL));
+        ANVIL_TRY(add_named(m, bn, n[6], NULL, NULL));
+        shortcut = n[6];
+    }
+    ANVIL_TRY(add_named(m, anvil_layer_default(ANVIL_LAYER_ADD), n[7], n[4], shortcut));
+    return add_named(m, relu, out, NULL, NULL);
+}
+
+anvil_status anvil_model_resnet18(anvil_model **out, int channels, int height, int width, int classes)
+{
+    if (!out)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_model_resnet18: out is NULL");
+    *out = NULL;
+    if (channels <= 0 || height <= 0 || width <= 0 || classes <= 0)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "resnet18: channels %d, size %dx%d and classes %d must be positive",
+                          channels, height, width, classes);
+    int64_t in[3] = {channels, height, width};
+    anvil_model *m;
+    ANVIL_TRY(anvil_model_create(&m, "resnet18", 3, in));
+    anvil_status st = add_named(m, conv_desc(64, 3, 1), "conv1", NULL, NULL);
+    if (st == ANVIL_OK)
+        st = add_named(m, anvil_layer_default(ANVIL_LAYER_BATCHNORM2D), "bn1", NULL, NULL);
+    if (st == ANVIL_OK)
+        st = add_named(m, anvil_layer_default(ANVIL_LAYER_RELU), "relu", NULL, NULL);
+    const int64_t widths[4] = {64, 128, 256, 512};
+    char prev[96] = "relu";
+    int64_t in_ch = 64;
+    for (int s = 0; s < 4 && st == ANVIL_OK; s++)
+        for (int b = 0; b < 2 && st == ANVIL_OK; b++) {
+            char p[32];
+            snprintf(p, sizeof p, "layer%d.%d", s + 1, b);
+            st = basic_block(m, p, prev, in_ch, widths[s], (s > 0 && b == 0) ? 2 : 1);
+            snprintf(prev, sizeof prev, "%s.relu2", p);
+            in_ch = widths[s];
+        }
+    anvil_layer_desc pool = anvil_layer_default(ANVIL_LAYER_ADAPTIVE_AVGPOOL2D);
+    pool.output_size[0] = pool.output_size[1] = 1;
+    anvil_layer_desc fc = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    fc.out_features = classes;
+    if (st == ANVIL_OK)
+        st = add_named(m, pool, "avgpool", NULL, NULL);
+    if (st == ANVIL_OK)
+        st = add_named(m, anvil_layer_default(ANVIL_LAYER_FLATTEN), "flatten", NULL, NULL);
+    if (st == ANVIL_OK)
+        st = add_named(m, fc, "fc", NULL, NULL);
+    if (st != ANVIL_OK) {
+        anvil_model_free(m);
+        return st;
+    }
+    *out = m;
+    return ANVIL_OK;
 }

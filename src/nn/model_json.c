@@ -13,8 +13,7 @@
 
 /* Types SPEC §1 names that the builder does not have yet: "not supported yet", not "unknown". */
 static const char *const future_types[] = {
-    "conv2d", "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm1d", "batchnorm2d",
-    "layernorm", "embedding",
+    "embedding",
 };
 
 /* The layer being read, for messages: "file: layer 3 ('fc1', linear)". */
@@ -93,6 +92,7 @@ static anvil_status want_integer(layer_ctx *c, const cJSON *v, int64_t *out)
 typedef struct {
     anvil_layer_desc *d;
     bool have_out;     /* out_features or units seen */
+    bool have_channels, have_kernel, have_output_size;
 } layer_state;
 
 typedef anvil_status (*opt_fn)(layer_ctx *c, const cJSON *v, layer_state *st);
@@ -170,6 +170,134 @@ static anvil_status opt_p(layer_ctx *c, const cJSON *v, layer_state *st)
     return ANVIL_OK;
 }
 
+/* An int or a pair [h, w] (PyTorch's _pair), each >= min. */
+static anvil_status want_pair(layer_ctx *c, const cJSON *v, int out[2], int min)
+{
+    int64_t x[2] = {0, 0};
+    if (cJSON_IsArray(v)) {
+        if (cJSON_GetArraySize(v) != 2 || !json_integer(v->child, &x[0]) || !json_integer(v->child->next, &x[1]))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: option '%s' must be an integer or a pair [h, w] of integers",
+                              ctx_where(c), v->string);
+    } else {
+        ANVIL_TRY(want_integer(c, v, &x[0]));
+        x[1] = x[0];
+    }
+    for (int i = 0; i < 2; i++) {
+        if (x[i] < min || x[i] > 1 << 20)
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: option '%s' must be >= %d, got %lld", ctx_where(c),
+                              v->string, min, (long long)x[i]);
+        out[i] = (int)x[i];
+    }
+    return ANVIL_OK;
+}
+
+static anvil_status opt_out_channels(layer_ctx *c, const cJSON *v, layer_state *st)
+{
+    int64_t n = 0;
+    ANVIL_TRY(want_integer(c, v, &n));
+    if (n <= 0 || n > 1 << 24)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: option 'out_channels' must be positive, got %lld",
+                          ctx_where(c), (long long)n);
+    st->d->out_channels = n;
+    st->have_channels = true;
+    return ANVIL_OK;
+}
+
+static anvil_status opt_kernel_size(layer_ctx *c, const cJSON *v, layer_state *st)
+{
+    st->have_kernel = true;
+    return want_pair(c, v, st->d->kernel_size, 1);
+}
+
+static anvil_status opt_stride(layer_ctx *c, const cJSON *v, layer_state *st) { return want_pair(c, v, st->d->stride, 1); }
+static anvil_status opt_padding(layer_ctx *c, const cJSON *v, layer_state *st) { return want_pair(c, v, st->d->padding, 0); }
+static anvil_status opt_dilation(layer_ctx *c, const cJSON *v, layer_state *st) { return want_pair(c, v, st->d->dilation, 1); }
+
+static anvil_status opt_output_size(layer_ctx *c, const cJSON *v, layer_state *st)
+{
+    st->have_output_size = true;
+    return want_pair(c, v, st->d->output_size, 1);
+}
+
+static anvil_status opt_groups(layer_ctx *c, const cJSON *v, layer_state *st)
+{
+    int64_t n = 0;
+    ANVIL_TRY(want_integer(c, v, &n));
+    if (n <= 0 || n > 1 << 20)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: option 'groups' must be positive, got %lld", ctx_where(c),
+                          (long long)n);
+    st->d->groups = (int)n;
+    return ANVIL_OK;
+}
+
+/* num_features: PyTorch needs it; here the input decides, and the builder checks it. */
+static anvil_status opt_num_features(layer_ctx *c, const cJSON *v, layer_state *st)
+{
+    int64_t n = 0;
+    ANVIL_TRY(want_integer(c, v, &n));
+    if (n <= 0)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: option '%s' must be positive", ctx_where(c), v->string);
+    st->d->num_features = n;
+    return ANVIL_OK;
+}
+
+static anvil_status opt_eps(layer_ctx *c, const cJSON *v, layer_state *st)
+{
+    double x = 0;
+    ANVIL_TRY(want_number(c, v, &x));
+    if (!(x > 0))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: option 'eps' must be positive, got %g", ctx_where(c), x);
+    st->d->eps = (float)x;
+    return ANVIL_OK;
+}
+
+/* momentum: a number in [0, 1], or null for torch's cumulative average. */
+static anvil_status opt_momentum(layer_ctx *c, const cJSON *v, layer_state *st)
+{
+    if (cJSON_IsNull(v)) {
+        st->d->momentum = NAN;
+        return ANVIL_OK;
+    }
+    double x = 0;
+    ANVIL_TRY(want_number(c, v, &x));
+    if (!(x >= 0 && x <= 1))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: option 'momentum' must be in [0, 1] or null, got %g",
+                          ctx_where(c), x);
+    st->d->momentum = (float)x;
+    return ANVIL_OK;
+}
+
+static anvil_status opt_affine(layer_ctx *c, const cJSON *v, layer_state *st)
+{
+    ANVIL_TRY(want_kind(c, v, cJSON_IsBool(v), "true or false"));
+    st->d->affine = cJSON_IsTrue(v);
+    return ANVIL_OK;
+}
+
+/* normalized_shape: an int or a list; the layer normalizes over that many trailing dims
+ * (their sizes come from the input). */
+static anvil_status opt_normalized_shape(layer_ctx *c, const cJSON *v, layer_state *st)
+{
+    int64_t n = 0;
+    if (cJSON_IsArray(v)) {
+        int k = cJSON_GetArraySize(v);
+        if (k < 1 || k >= ANVIL_MAX_DIMS)
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: option 'normalized_shape' must list 1..%d sizes",
+                              ctx_where(c), ANVIL_MAX_DIMS - 1);
+        for (const cJSON *e = v->child; e; e = e->next)
+            if (!json_integer(e, &n) || n <= 0)
+                return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: option 'normalized_shape' must hold positive integers",
+                                  ctx_where(c));
+        st->d->normalized_dims = k;
+        return ANVIL_OK;
+    }
+    ANVIL_TRY(want_integer(c, v, &n));
+    if (n <= 0)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: option 'normalized_shape' must be positive", ctx_where(c));
+    st->d->normalized_dims = 1;
+    return ANVIL_OK;
+}
+
 #define T(x) (1u << ANVIL_LAYER_##x)
 static const struct {
     const char *key;
@@ -178,7 +306,20 @@ static const struct {
 } layer_options[] = {
     {"out_features", T(LINEAR), opt_out_features},
     {"units", T(LINEAR), opt_out_features}, /* Keras spelling, for "dense" */
-    {"bias", T(LINEAR), opt_bias},
+    {"bias", T(LINEAR) | T(CONV2D), opt_bias},
+    {"out_channels", T(CONV2D), opt_out_channels},
+    {"kernel_size", T(CONV2D) | T(MAXPOOL2D) | T(AVGPOOL2D), opt_kernel_size},
+    {"stride", T(CONV2D) | T(MAXPOOL2D) | T(AVGPOOL2D), opt_stride},
+    {"padding", T(CONV2D) | T(MAXPOOL2D) | T(AVGPOOL2D), opt_padding},
+    {"dilation", T(CONV2D), opt_dilation},
+    {"groups", T(CONV2D), opt_groups},
+    {"output_size", T(ADAPTIVE_AVGPOOL2D), opt_output_size},
+    {"eps", T(BATCHNORM1D) | T(BATCHNORM2D) | T(LAYERNORM), opt_eps},
+    {"momentum", T(BATCHNORM1D) | T(BATCHNORM2D), opt_momentum},
+    {"affine", T(BATCHNORM1D) | T(BATCHNORM2D), opt_affine},
+    {"elementwise_affine", T(LAYERNORM), opt_affine},
+    {"normalized_shape", T(LAYERNORM), opt_normalized_shape},
+    {"num_features", T(BATCHNORM1D) | T(BATCHNORM2D), opt_num_features},
     {"negative_slope", T(LEAKY_RELU), opt_negative_slope},
     {"alpha", T(ELU), opt_alpha},
     {"approximate", T(GELU), opt_approximate},
@@ -235,7 +376,7 @@ static anvil_status parse_layer(layer_ctx *c, const cJSON *obj, anvil_layer_desc
     anvil_layer_type type;
     ANVIL_TRY(parse_type(c, obj, &type));
     *d = anvil_layer_default(type);
-    layer_state st = {d, false};
+    layer_state st = {d, false, false, false, false};
     for (const cJSON *v = obj->child; v; v = v->next) {
         const char *key = v->string;
         if (strcmp(key, "type") == 0)
@@ -265,6 +406,16 @@ static anvil_status parse_layer(layer_ctx *c, const cJSON *obj, anvil_layer_desc
     if (type == ANVIL_LAYER_LINEAR && !st.have_out)
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: missing required option 'out_features' "
                           "(or 'units')", ctx_where(c));
+    const char *missing = NULL;
+    if (type == ANVIL_LAYER_CONV2D && !st.have_channels)
+        missing = "out_channels";
+    else if ((type == ANVIL_LAYER_CONV2D || type == ANVIL_LAYER_MAXPOOL2D || type == ANVIL_LAYER_AVGPOOL2D) &&
+             !st.have_kernel)
+        missing = "kernel_size";
+    else if (type == ANVIL_LAYER_ADAPTIVE_AVGPOOL2D && !st.have_output_size)
+        missing = "output_size";
+    if (missing)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: missing required option '%s'", ctx_where(c), missing);
     return ANVIL_OK;
 }
 

@@ -101,14 +101,23 @@ anvil_status anvil_graph_run(anvil_graph *g, const anvil_run_options *opt, int n
         if (t) {
             st = be->upload(be, pers + src_off[v], t->data, anvil_tensor_nbytes(t));
         } else {
-            float *host = anvil_xmalloc(anvil_node_bytes(n), "initialization");
-            if (!host) {
+            int64_t k = anvil_node_numel(n);
+            float *host = anvil_xmalloc((size_t)(k > 0 ? k : 1) * sizeof *host, "initialization");
+            int64_t *wide = n->dtype == ANVIL_I64 ? anvil_xmalloc((size_t)(k > 0 ? k : 1) * 8, "initialization") : NULL;
+            if (!host || (n->dtype == ANVIL_I64 && !wide)) {
+                free(host);
                 st = ANVIL_ERR_OOM;
                 break;
             }
-            anvil_init_fill(host, anvil_node_numel(n), n->init, o.seed, (uint32_t)stream);
-            st = be->upload(be, pers + src_off[v], host, anvil_node_bytes(n));
+            anvil_init_fill(host, k, n->init, o.seed, (uint32_t)stream);
+            if (wide) /* int64 buffers (a count): the init's values, widened */
+                for (int64_t i = 0; i < k; i++)
+                    wide[i] = (int64_t)host[i];
+            st = n->dtype == ANVIL_F32 || wide
+                     ? be->upload(be, pers + src_off[v], wide ? (void *)wide : (void *)host, anvil_node_bytes(n))
+                     : anvil_fail(ANVIL_ERR_UNSUPPORTED, "buffer '%s': only float32 and int64 buffers", n->name);
             free(host);
+            free(wide);
         }
         stream++;
     }

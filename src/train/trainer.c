@@ -21,6 +21,8 @@ struct anvil_trainer {
     anvil_backend *be;
     anvil_graph *train_g, *eval_g;  /* symbolic */
     anvil_value train_y, train_loss, train_roots[3];
+    anvil_value *roots;             /* train_roots, then the model's effect nodes */
+    int n_roots;
     anvil_value eval_y, eval_root;
     /* persistent arena */
     char *persistent;
@@ -48,7 +50,8 @@ struct anvil_trainer {
 
 static const char *loss_names[ANVIL_LOSS_COUNT] = {"cross_entropy", "cross_entropy_probs", "bce",
                                                     "bce_with_logits", "mse", "l1", "huber", "smooth_l1"};
-static const char *opt_names[ANVIL_OPT_COUNT] = {"sgd", "adam", "adamw"};
+static const char *opt_names[ANVIL_OPT_COUNT] = {"sgd", "adam", "adamw", "rmsprop",
+                                                  "adagrad", "adadelta", "nadam"};
 
 const char *anvil_loss_name(anvil_loss_kind k) { return (unsigned)k < ANVIL_LOSS_COUNT ? loss_names[k] : "?"; }
 const char *anvil_optimizer_name(anvil_optimizer_kind k) { return (unsigned)k < ANVIL_OPT_COUNT ? opt_names[k] : "?"; }
@@ -75,7 +78,8 @@ anvil_status anvil_optimizer_parse(const char *name, anvil_optimizer_kind *out)
             *out = (anvil_optimizer_kind)i;
             return ANVIL_OK;
         }
-    return anvil_fail(ANVIL_ERR_INVALID_ARG, "unknown optimizer '%s' (sgd, adam, adamw)", name ? name : "(null)");
+    return anvil_fail(ANVIL_ERR_INVALID_ARG, "unknown optimizer '%s' (sgd, adam, adamw, rmsprop, adagrad, "
+                      "adadelta, nadam)", name ? name : "(null)");
 }
 
 anvil_optimizer_config anvil_optimizer_default_config(anvil_optimizer_kind kind)
@@ -88,6 +92,17 @@ anvil_optimizer_config anvil_optimizer_default_config(anvil_optimizer_kind kind)
     c.beta2 = 0.999f;
     c.eps = 1e-8f;
     c.weight_decay = kind == ANVIL_OPT_ADAMW ? 0.01f : 0.0f;
+    c.alpha = 0.99f;
+    c.rho = 0.9f;
+    c.momentum_decay = 4e-3f;
+    /* torch.optim's per-class defaults */
+    switch (kind) {
+    case ANVIL_OPT_RMSPROP: c.lr = 0.01f; break;
+    case ANVIL_OPT_ADAGRAD: c.lr = 0.01f; c.eps = 1e-10f; break;
+    case ANVIL_OPT_ADADELTA: c.lr = 1.0f; c.eps = 1e-6f; break;
+    case ANVIL_OPT_NADAM: c.lr = 2e-3f; break;
+    default: break;
+    }
     return c;
 }
 
@@ -103,6 +118,9 @@ anvil_trainer_config anvil_trainer_default_config(void)
     return c;
 }
 
+static anvil_status check_optimizer(const anvil_optimizer_config *o);
+static anvil_status check_loss_config(const anvil_trainer_config *c);
+
 static anvil_status check_config(const anvil_trainer_config *c)
 {
     const anvil_optimizer_config *o = &c->optimizer;
@@ -116,20 +134,80 @@ static anvil_status check_config(const anvil_trainer_config *c)
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "optimizer: learning rate must be positive, got %g", (double)o->lr);
     if (!(o->weight_decay >= 0.0f) || !isfinite(o->weight_decay))
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "optimizer: weight_decay must be >= 0, got %g", (double)o->weight_decay);
-    if (o->kind == ANVIL_OPT_SGD) {
+    ANVIL_TRY(check_optimizer(o));
+    return check_loss_config(c);
+}
+
+/* An option the kind does not have must be left at its default: silently ignoring it
+ * would train something other than what was asked for. */
+static anvil_status check_unused(const anvil_optimizer_config *o)
+{
+    anvil_optimizer_kind k = o->kind;
+    const char *name = anvil_optimizer_name(k);
+    bool sgd = k == ANVIL_OPT_SGD, adam = k == ANVIL_OPT_ADAM || k == ANVIL_OPT_ADAMW;
+    if (o->momentum != 0.0f && !sgd && k != ANVIL_OPT_RMSPROP)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s has no momentum option (sgd, rmsprop)", name);
+    if ((o->dampening != 0.0f || o->nesterov) && !sgd)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s has no dampening/nesterov options (sgd)", name);
+    if (o->amsgrad && !adam)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s has no amsgrad option (adam, adamw)", name);
+    if (o->centered && k != ANVIL_OPT_RMSPROP)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s has no centered option (rmsprop)", name);
+    if ((o->lr_decay != 0.0f || o->initial_accumulator_value != 0.0f) && k != ANVIL_OPT_ADAGRAD)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s has no lr_decay/initial_accumulator_value options (adagrad)",
+                          name);
+    if (o->decoupled_weight_decay && k != ANVIL_OPT_NADAM)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s has no decoupled_weight_decay option (nadam; use adamw)",
+                          name);
+    return ANVIL_OK;
+}
+
+static anvil_status check_optimizer(const anvil_optimizer_config *o)
+{
+    const char *name = anvil_optimizer_name(o->kind);
+    ANVIL_TRY(check_unused(o));
+    switch (o->kind) {
+    case ANVIL_OPT_SGD:
         if (!(o->momentum >= 0.0f) || !isfinite(o->momentum))
             return anvil_fail(ANVIL_ERR_INVALID_ARG, "sgd: momentum must be >= 0, got %g", (double)o->momentum);
         if (!(o->dampening >= 0.0f && o->dampening <= 1.0f))
             return anvil_fail(ANVIL_ERR_INVALID_ARG, "sgd: dampening must be in [0, 1], got %g", (double)o->dampening);
         if (o->nesterov && (o->momentum <= 0.0f || o->dampening != 0.0f))
             return anvil_fail(ANVIL_ERR_INVALID_ARG, "sgd: nesterov needs momentum > 0 and zero dampening");
-    } else {
+        return ANVIL_OK;
+    case ANVIL_OPT_RMSPROP:
+        if (!(o->alpha >= 0.0f && o->alpha <= 1.0f))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "rmsprop: alpha must be in [0, 1], got %g", (double)o->alpha);
+        if (!(o->momentum >= 0.0f) || !isfinite(o->momentum))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "rmsprop: momentum must be >= 0, got %g", (double)o->momentum);
+        break;
+    case ANVIL_OPT_ADAGRAD:
+        if (!(o->lr_decay >= 0.0f) || !isfinite(o->lr_decay))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "adagrad: lr_decay must be >= 0, got %g", (double)o->lr_decay);
+        if (!(o->initial_accumulator_value >= 0.0f) || !isfinite(o->initial_accumulator_value))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "adagrad: initial_accumulator_value must be >= 0, got %g",
+                              (double)o->initial_accumulator_value);
+        break;
+    case ANVIL_OPT_ADADELTA:
+        if (!(o->rho >= 0.0f && o->rho <= 1.0f))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "adadelta: rho must be in [0, 1], got %g", (double)o->rho);
+        break;
+    default: /* Adam, AdamW, NAdam */
         if (!(o->beta1 >= 0.0f && o->beta1 < 1.0f) || !(o->beta2 >= 0.0f && o->beta2 < 1.0f))
-            return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: betas must be in [0, 1), got (%g, %g)",
-                              anvil_optimizer_name(o->kind), (double)o->beta1, (double)o->beta2);
-        if (!(o->eps >= 0.0f) || !isfinite(o->eps))
-            return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: eps must be >= 0, got %g", anvil_optimizer_name(o->kind), (double)o->eps);
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: betas must be in [0, 1), got (%g, %g)", name,
+                              (double)o->beta1, (double)o->beta2);
+        if (o->kind == ANVIL_OPT_NADAM && (!(o->momentum_decay >= 0.0f) || !isfinite(o->momentum_decay)))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "nadam: momentum_decay must be >= 0, got %g",
+                              (double)o->momentum_decay);
+        break;
     }
+    if (!(o->eps >= 0.0f) || !isfinite(o->eps))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: eps must be >= 0, got %g", name, (double)o->eps);
+    return ANVIL_OK;
+}
+
+static anvil_status check_loss_config(const anvil_trainer_config *c)
+{
     if (!(c->label_smoothing >= 0.0f && c->label_smoothing < 1.0f))
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "label_smoothing must be in [0, 1), got %g", (double)c->label_smoothing);
     return ANVIL_OK;
@@ -160,6 +238,81 @@ static anvil_value add_loss(anvil_graph *g, const anvil_trainer_config *c, anvil
     }
 }
 
+/* The optimizer update node (attributes as graph.h documents them). */
+static anvil_node optimizer_node(const anvil_optimizer_config *o)
+{
+    static const anvil_op ops[ANVIL_OPT_COUNT] = {OP_SGD, OP_ADAM, OP_ADAM, OP_RMSPROP,
+                                                  OP_ADAGRAD, OP_ADADELTA, OP_NADAM};
+    anvil_node u = anvil_node_proto(ops[o->kind], 0, NULL);
+    u.ia[5] = o->maximize;
+    switch (o->kind) {
+    case ANVIL_OPT_SGD:
+        u.fa[0] = o->momentum;
+        u.fa[1] = o->dampening;
+        u.fa[2] = o->weight_decay;
+        u.ia[0] = o->nesterov;
+        break;
+    case ANVIL_OPT_RMSPROP:
+        u.fa[0] = o->alpha;
+        u.fa[1] = o->eps;
+        u.fa[2] = o->weight_decay;
+        u.fa[3] = o->momentum;
+        u.ia[0] = o->centered;
+        break;
+    case ANVIL_OPT_ADAGRAD:
+        u.fa[0] = o->lr_decay;
+        u.fa[1] = o->weight_decay;
+        u.fa[2] = o->eps;
+        u.fa[3] = o->initial_accumulator_value;
+        break;
+    case ANVIL_OPT_ADADELTA:
+        u.fa[0] = o->rho;
+        u.fa[1] = o->eps;
+        u.fa[2] = o->weight_decay;
+        break;
+    default: /* Adam, AdamW, NAdam */
+        u.fa[0] = o->beta1;
+        u.fa[1] = o->beta2;
+        u.fa[2] = o->eps;
+        u.fa[3] = o->weight_decay;
+        u.fa[4] = o->momentum_decay;
+        u.ia[0] = o->kind == ANVIL_OPT_ADAMW || (o->kind == ANVIL_OPT_NADAM && o->decoupled_weight_decay);
+        u.ia[1] = o->amsgrad;
+        break;
+    }
+    return u;
+}
+
+/* Optimizer state slots (n_params floats each) the update node of o uses. */
+static int optimizer_slots(const anvil_optimizer_config *o)
+{
+    switch (o->kind) {
+    case ANVIL_OPT_SGD: return o->momentum != 0.0f;                    /* momentum buffer */
+    case ANVIL_OPT_RMSPROP: return 1 + (o->momentum > 0.0f) + o->centered; /* square_avg[, buf][, grad_avg] */
+    case ANVIL_OPT_ADAGRAD: return 1;                                   /* sum */
+    case ANVIL_OPT_ADADELTA: return 2;                                  /* square_avg, acc_delta */
+    case ANVIL_OPT_NADAM: return 2;                                     /* exp_avg, exp_avg_sq */
+    default: return 2 + o->amsgrad;                                     /* exp_avg, exp_avg_sq[, max] */
+    }
+}
+
+/* The training program's roots: train_roots and every effect node of the model graph
+ * (BatchNorm's running-statistics updates). */
+static anvil_status collect_roots(anvil_trainer *t)
+{
+    ANVIL_TRY(anvil_graph_status(t->train_g));
+    const anvil_graph *m = t->model->g;
+    t->roots = anvil_xmalloc((size_t)(m->n + 3) * sizeof *t->roots, "the training roots");
+    if (!t->roots)
+        return ANVIL_ERR_OOM;
+    for (int i = 0; i < 3; i++)
+        t->roots[t->n_roots++] = t->train_roots[i];
+    for (int v = 0; v < m->n; v++)
+        if (anvil_opdef_of(m->nodes[v].op)->flags & OPF_EFFECT)
+            t->roots[t->n_roots++] = v;
+    return ANVIL_OK;
+}
+
 /* Training graph: model + loss + gradients (pinned into the gradient arena) + update. */
 static anvil_status build_train_graph(anvil_trainer *t)
 {
@@ -168,6 +321,8 @@ static anvil_status build_train_graph(anvil_trainer *t)
     anvil_graph *g = t->train_g;
     t->train_loss = add_loss(g, c, t->model->output, &t->train_y);
     ANVIL_TRY(anvil_graph_status(g));
+    /* Right after the loss, so that on the GPU it runs beside the backward pass. */
+    t->train_roots[1] = anvil_op1(g, OP_ACCUM_LOSS, t->train_loss);
     ANVIL_TRY(anvil_autodiff(g, t->train_loss, t->n_params, t->params, t->grads));
     /* A gradient is written straight into its slot unless it is not a fresh value of its
      * own (a view, a source, or shared with another parameter): then through a copy. */
@@ -180,25 +335,11 @@ static anvil_status build_train_graph(anvil_trainer *t)
         if (shared || (flags & (OPF_ALIAS | OPF_SOURCE)))
             t->grads[i] = anvil_op1(g, OP_COPY, d);
     }
-    const anvil_optimizer_config *o = &c->optimizer;
-    anvil_node u = anvil_node_proto(o->kind == ANVIL_OPT_SGD ? OP_SGD : OP_ADAM, 0, NULL);
-    if (o->kind == ANVIL_OPT_SGD) {
-        u.fa[0] = o->momentum;
-        u.fa[1] = o->dampening;
-        u.fa[2] = o->weight_decay;
-        u.ia[0] = o->nesterov;
-    } else {
-        u.fa[0] = o->beta1;
-        u.fa[1] = o->beta2;
-        u.fa[2] = o->eps;
-        u.fa[3] = o->weight_decay;
-        u.ia[0] = o->kind == ANVIL_OPT_ADAMW;
-    }
+    anvil_node u = optimizer_node(&c->optimizer);
     t->train_roots[0] = anvil_graph_add(g, &u);
-    t->train_roots[1] = anvil_op1(g, OP_ACCUM_LOSS, t->train_loss);
     anvil_node end = anvil_node_proto(OP_STEP_END, 0, NULL);
     t->train_roots[2] = anvil_graph_add(g, &end);
-    return anvil_graph_status(g);
+    return collect_roots(t);
 }
 
 static anvil_status build_eval_graph(anvil_trainer *t)
@@ -213,11 +354,24 @@ static anvil_status build_eval_graph(anvil_trainer *t)
     return anvil_graph_status(g);
 }
 
+/* An int64 buffer (e.g. BatchNorm's num_batches_tracked) from its float init values. */
+static anvil_status upload_i64(anvil_trainer *t, void *dst, const float *init, int64_t n)
+{
+    int64_t *v = anvil_xmalloc((size_t)(n > 0 ? n : 1) * sizeof *v, "buffer initialization");
+    if (!v)
+        return ANVIL_ERR_OOM;
+    for (int64_t i = 0; i < n; i++)
+        v[i] = (int64_t)init[i];
+    anvil_status st = t->be->upload(t->be, dst, v, (size_t)n * sizeof *v);
+    free(v);
+    return st;
+}
+
 /* Lays out and allocates the persistent arena; initializes parameters from the seed. */
 static anvil_status build_persistent(anvil_trainer *t)
 {
     const anvil_graph *g = t->model->g;
-    int slots = t->cfg.optimizer.kind == ANVIL_OPT_SGD ? (t->cfg.optimizer.momentum != 0.0f) : 2;
+    int slots = optimizer_slots(&t->cfg.optimizer);
     t->source_offset = anvil_xmalloc((size_t)g->n * sizeof *t->source_offset, "the persistent layout");
     t->grad_offset = anvil_xmalloc((size_t)(t->n_params + 1) * sizeof *t->grad_offset, "the persistent layout");
     if (!t->source_offset || !t->grad_offset)
@@ -272,9 +426,10 @@ static anvil_status build_persistent(anvil_trainer *t)
         if (!host)
             return ANVIL_ERR_OOM;
         anvil_init_fill(host, n, nd->init, t->cfg.seed, (uint32_t)stream++);
-        anvil_status st = nd->dtype == ANVIL_F32
-                              ? t->be->upload(t->be, t->persistent + t->source_offset[v], host, (size_t)n * 4)
-                              : anvil_fail(ANVIL_ERR_UNSUPPORTED, "buffer '%s': only float32 buffers", nd->name);
+        anvil_status st = nd->dtype == ANVIL_F32   ? t->be->upload(t->be, t->persistent + t->source_offset[v], host, (size_t)n * 4)
+                          : nd->dtype == ANVIL_I64 ? upload_i64(t, t->persistent + t->source_offset[v], host, n)
+                                                   : anvil_fail(ANVIL_ERR_UNSUPPORTED, "buffer '%s': only float32 and "
+                                                                "int64 buffers", nd->name);
         free(host);
         ANVIL_TRY(st);
     }
@@ -350,6 +505,7 @@ void anvil_trainer_free(anvil_trainer *t)
     free(t->grad_offset);
     free(t->params);
     free(t->grads);
+    free(t->roots);
     free(t);
 }
 
@@ -387,9 +543,9 @@ static anvil_status get_program(anvil_trainer *t, int kind, int64_t batch, anvil
     anvil_status st;
     anvil_program *p = NULL;
     if (kind == PROG_TRAIN)
-        st = anvil_program_compile(t->be, t->train_g, batch, true, 3, t->train_roots, 1, &t->train_loss, &pm, &p);
+        st = anvil_program_compile(t->be, t->train_g, batch, true, t->n_roots, t->roots, 1, &t->train_loss, &pm, &p);
     else if (kind == PROG_TRAIN_RESIDENT)
-        st = anvil_program_compile(t->be, t->res_g, batch, true, 3, t->train_roots, 1, &t->train_loss, &pm, &p);
+        st = anvil_program_compile(t->be, t->res_g, batch, true, t->n_roots, t->roots, 1, &t->train_loss, &pm, &p);
     else if (kind == PROG_EVAL)
         st = anvil_program_compile(t->be, t->eval_g, batch, false, 1, &t->eval_root, 0, NULL, &pm, &p);
     else

@@ -35,6 +35,26 @@ Files
                       "step<k>.<name>"     parameters after step k = 1, 10, 20
                       "step0.out"          forward output of step 1 (initial parameters)
                       "step0.grad.<name>"  loss gradient of step 1 (before weight decay)
+ mlp_optim.safetensors
+                      the same MLP trained 30 steps by each case of OPTIM_CASES (every
+                      optimizer and option added after SGD-Nesterov/AdamW), all from one
+                      init and one batch sequence: "init.<name>", "x.<k>", "y.<k>" (k = 0..29),
+                      "step0.out" as above, and per case "<case>.loss" [30] and
+                      "<case>.step<k>.<name>" (k = 1, 10, 30).  test_parity.c repeats each
+                      case's options (keep the two in step).
+
+    python3 tests/golden/make_golden.py --only mlp_optim   # writes just that file
+ conv.safetensors     conv2d, max_pool2d, avg_pool2d and adaptive_avg_pool2d (test_conv.c),
+                      keys as ops.safetensors ("<key>.x", ".w", ".b", ".y", ".R", ".dx",
+                      ".dw", ".db") plus "<key>.params": conv2d [sh, sw, ph, pw, dh, dw,
+                      groups], pooling [kh, kw, sh, sw, ph, pw], adaptive [oh, ow].
+
+    python3 tests/golden/make_golden.py --only conv        # writes just that file
+ norm.safetensors     batch norm / layer norm ops and a short BatchNorm training run for
+                      tests/test_norm.c, written by make_norm.py (its docstring lists the
+                      keys); a plain run writes it last.
+
+    python3 tests/golden/make_golden.py --only norm        # writes just that file
 """
 import os
 import sys
@@ -250,7 +270,7 @@ STEPS = 20
 SAVE_AT = (1, 10, 20)
 
 
-def make_mlp_data(seed):
+def make_mlp_data(seed, steps=STEPS):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(),
                           nn.Linear(16, 4))
@@ -258,7 +278,7 @@ def make_mlp_data(seed):
     assert list(init) == MLP_NAMES
     w_true = randn(6, 4)
     xs, ys = [], []
-    for _ in range(STEPS):
+    for _ in range(steps):
         x = randn(8, 6)
         y = (x @ w_true + 0.3 * randn(8, 4)).argmax(dim=1)
         xs.append(x)
@@ -266,14 +286,14 @@ def make_mlp_data(seed):
     return init, xs, ys
 
 
-def train_mlp(init, xs, ys, make_opt, dtype):
+def train_mlp(init, xs, ys, make_opt, dtype, steps=STEPS, save_at=SAVE_AT):
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(),
                           nn.Linear(16, 4)).to(dtype)
     model.load_state_dict({k: v.to(dtype) for k, v in init.items()})
     opt = make_opt(model.parameters())
     loss_fn = nn.CrossEntropyLoss()
     rec = {"loss": []}
-    for k in range(STEPS):
+    for k in range(steps):
         opt.zero_grad()
         out = model(xs[k].to(dtype))
         loss = loss_fn(out, ys[k])
@@ -284,7 +304,7 @@ def train_mlp(init, xs, ys, make_opt, dtype):
                 rec[f"step0.grad.{n}"] = p.grad.detach().clone()
         opt.step()
         rec["loss"].append(float(loss.detach()))
-        if k + 1 in SAVE_AT:
+        if k + 1 in save_at:
             for n, v in model.state_dict().items():
                 rec[f"step{k + 1}.{n}"] = v.detach().clone()
     rec["loss"] = torch.tensor(rec["loss"], dtype=F64)
@@ -312,8 +332,155 @@ def make_mlp(seed, make_opt):
     return o, worst
 
 
+O = torch.optim
+OPTIM_STEPS = 30
+OPTIM_SAVE_AT = (1, 10, 30)
+# name -> optimizer factory (single-tensor code path: foreach=False)
+OPTIM_CASES = {
+    "sgd_maximize": lambda p: O.SGD(p, lr=0.01, momentum=0.9, weight_decay=1e-3,
+                                    maximize=True, foreach=False),
+    "adam_amsgrad": lambda p: O.Adam(p, lr=0.01, weight_decay=1e-2, amsgrad=True,
+                                     foreach=False),
+    "adam_maximize": lambda p: O.Adam(p, lr=0.005, maximize=True, foreach=False),
+    "adamw_amsgrad_maximize": lambda p: O.AdamW(p, lr=0.01, betas=(0.9, 0.99), eps=1e-7,
+                                                weight_decay=0.05, amsgrad=True,
+                                                maximize=True, foreach=False),
+    "rmsprop": lambda p: O.RMSprop(p, foreach=False),
+    "rmsprop_momentum": lambda p: O.RMSprop(p, lr=0.005, momentum=0.9, foreach=False),
+    "rmsprop_centered": lambda p: O.RMSprop(p, lr=0.005, centered=True, foreach=False),
+    "rmsprop_all": lambda p: O.RMSprop(p, lr=0.005, alpha=0.9, eps=1e-6, weight_decay=1e-3,
+                                       momentum=0.8, centered=True, foreach=False),
+    "rmsprop_maximize": lambda p: O.RMSprop(p, lr=0.002, maximize=True, foreach=False),
+    "adagrad": lambda p: O.Adagrad(p, lr=0.05, foreach=False),
+    "adagrad_all": lambda p: O.Adagrad(p, lr=0.05, lr_decay=0.01, weight_decay=1e-3,
+                                       initial_accumulator_value=0.1, eps=1e-8,
+                                       foreach=False),
+    "adagrad_maximize": lambda p: O.Adagrad(p, lr=0.01, maximize=True, foreach=False),
+    "adadelta": lambda p: O.Adadelta(p, foreach=False),
+    "adadelta_all": lambda p: O.Adadelta(p, lr=0.5, rho=0.95, eps=1e-5, weight_decay=1e-3,
+                                         foreach=False),
+    "adadelta_maximize": lambda p: O.Adadelta(p, maximize=True, foreach=False),
+    "nadam": lambda p: O.NAdam(p, foreach=False),
+    "nadam_all": lambda p: O.NAdam(p, lr=0.01, betas=(0.85, 0.99), eps=1e-7,
+                                   weight_decay=1e-2, momentum_decay=5e-3, foreach=False),
+    "nadam_decoupled": lambda p: O.NAdam(p, lr=0.01, weight_decay=0.05,
+                                         decoupled_weight_decay=True, foreach=False),
+    "nadam_maximize": lambda p: O.NAdam(p, lr=0.002, maximize=True, foreach=False),
+}
+
+
+def make_mlp_optim(seed=779):
+    init, xs, ys = make_mlp_data(seed, OPTIM_STEPS)
+    o = {}
+    for n, v in init.items():
+        o[f"init.{n}"] = f32(v)
+    for k in range(OPTIM_STEPS):
+        o[f"x.{k}"] = f32(xs[k])
+        o[f"y.{k}"] = f32(ys[k])
+    worst = {}
+    for case, make_opt in OPTIM_CASES.items():
+        ref = train_mlp(init, xs, ys, make_opt, F64, OPTIM_STEPS, OPTIM_SAVE_AT)
+        o["step0.out"] = f32(ref["step0.out"])
+        for n, v in ref.items():
+            if not n.startswith("step0."):
+                o[f"{case}.{n}"] = f32(v)
+        r32 = train_mlp(init, xs, ys, make_opt, torch.float32, OPTIM_STEPS, OPTIM_SAVE_AT)
+        w = 0.0
+        for n in ref:
+            a, b = r32[n].to(F64), ref[n].to(F64)
+            w = max(w, float(((a - b).abs() / (1e-4 + 1e-3 * b.abs())).max()))
+        worst[case] = w
+    return o, worst
+
+
+def write_files(files):
+    total = 0
+    for name, tensors in files.items():
+        path = os.path.join(HERE, name)
+        save_file(tensors, path, metadata={  # one key: safetensors orders several randomly
+            "generator": f"tests/golden/make_golden.py, torch {torch.__version__}"})
+        size = os.path.getsize(path)
+        total += size
+        print(f"{name}: {len(tensors)} tensors, {size} bytes")
+    return total
+
+
+def main_optim():
+    optim, worst = make_mlp_optim()
+    write_files({"mlp_optim.safetensors": optim})
+    for case in OPTIM_CASES:
+        print(f"{case}: float32 error / MLP tolerance {worst[case]:.3g}; loss "
+              + " ".join(f"{v:.4f}" for v in optim[f"{case}.loss"].tolist()[::5]))
+    if max(worst.values()) >= 1.0:
+        sys.exit("a tolerance of test_parity.c is too tight for float32 arithmetic")
+
+
+# conv2d configs: key -> (x shape, w shape, bias, stride, padding, dilation, groups)
+CONV_CASES = {
+    "conv2d_basic": ((2, 3, 7, 8), (4, 3, 3, 3), True, (1, 1), (0, 0), (1, 1), 1),
+    "conv2d_stride2_pad1": ((2, 3, 7, 8), (5, 3, 3, 3), True, (2, 2), (1, 1), (1, 1), 1),
+    "conv2d_dilation2": ((2, 3, 9, 8), (4, 3, 3, 2), True, (1, 1), (2, 1), (2, 2), 1),
+    "conv2d_groups2": ((2, 4, 6, 7), (6, 2, 3, 3), True, (1, 2), (1, 1), (1, 1), 2),
+    "conv2d_nobias": ((3, 2, 6, 6), (3, 2, 2, 2), False, (2, 1), (0, 0), (1, 1), 1),
+    "conv2d_1x1": ((2, 4, 5, 5), (8, 4, 1, 1), True, (1, 1), (0, 0), (1, 1), 1),
+    "conv2d_depthwise": ((2, 3, 6, 6), (3, 1, 3, 3), False, (1, 1), (1, 1), (1, 1), 3),
+    "conv2d_mixed": ((1, 6, 10, 9), (4, 3, 3, 5), True, (2, 3), (1, 2), (2, 1), 2),
+}
+# pooling: key -> (x shape, kernel, stride, padding); adaptive: key -> (x shape, output)
+POOL_CASES = {
+    "k2": ((2, 3, 6, 7), (2, 2), (2, 2), (0, 0)),
+    "k3s2p1": ((2, 3, 7, 8), (3, 3), (2, 2), (1, 1)),
+    "rect": ((2, 2, 7, 9), (2, 3), (1, 2), (1, 1)),
+}
+ADAPTIVE_CASES = {
+    "adaptive_avg_pool2d_3x4": ((2, 3, 7, 9), (3, 4)),
+    "adaptive_avg_pool2d_global": ((2, 3, 5, 6), (1, 1)),
+    "adaptive_avg_pool2d_up": ((2, 2, 5, 5), (7, 3)),
+}
+
+
+def make_conv():
+    torch.manual_seed(2468)
+    o = {}
+    for key, (xs, ws, bias, st, pad, dil, groups) in CONV_CASES.items():
+        o[f"{key}.params"] = torch.tensor([*st, *pad, *dil, groups], dtype=torch.float32)
+        ins = dict(x=randn(*xs), w=randn(*ws))
+        if bias:
+            ins["b"] = randn(ws[0])
+        record_op(o, key, lambda x, w, b=None, st=st, pad=pad, dil=dil, groups=groups:
+                  F.conv2d(x, w, b, stride=st, padding=pad, dilation=dil, groups=groups), ins)
+    for tag, (xs, k, st, pad) in POOL_CASES.items():
+        for name, fn in (("max_pool2d", F.max_pool2d), ("avg_pool2d", F.avg_pool2d)):
+            key = f"{name}_{tag}"
+            o[f"{key}.params"] = torch.tensor([*k, *st, *pad], dtype=torch.float32)
+            record_op(o, key, lambda x, fn=fn, k=k, st=st, pad=pad:
+                      fn(x, k, stride=st, padding=pad), dict(x=randn(*xs)))
+    for key, (xs, out) in ADAPTIVE_CASES.items():
+        o[f"{key}.params"] = torch.tensor(out, dtype=torch.float32)
+        record_op(o, key, lambda x, out=out: F.adaptive_avg_pool2d(x, out), dict(x=randn(*xs)))
+    return o
+
+
+def main_conv():
+    write_files({"conv.safetensors": make_conv()})
+    print(f"float32-torch vs float64 reference, worst error / op tolerance: "
+          f"{WORST_OP[0]:.3g} (must be < 1)")
+    if WORST_OP[0] >= 1.0:
+        sys.exit("a tolerance of test_conv.c is too tight for float32 arithmetic")
+
+
 def main():
     torch.set_num_threads(1)
+    if sys.argv[1:] == ["--only", "mlp_optim"]:
+        main_optim()
+        return
+    if sys.argv[1:] == ["--only", "conv"]:
+        main_conv()
+        return
+    if sys.argv[1:] == ["--only", "norm"]:
+        import make_norm
+        make_norm.main_norm()
+        return
     files = {
         "ops.safetensors": make_ops(),
         "losses.safetensors": make_losses(),
@@ -341,6 +508,10 @@ def main():
     print("mlp_adamw loss:", " ".join(f"{v:.4f}" for v in adamw["loss"].tolist()))
     if max(w_sgd, w_adamw, WORST_OP[0]) >= 1.0:
         sys.exit("a tolerance of test_parity.c is too tight for float32 arithmetic")
+    main_optim()
+    main_conv()
+    import make_norm
+    make_norm.main_norm()
 
 
 if __name__ == "__main__":

@@ -15,8 +15,14 @@
  *      normwise bound: a K-term dot product's rounding scales with its terms, not with
  *      its (possibly cancelling) result
  *    dropout: the same masks, bit for bit (zeros in the same places)
- *    trainer parity after 5 steps: SGD atol 1e-5 rtol 1e-4; Adam/AdamW atol 5e-5 rtol 1e-3
+ *    conv2d (cuDNN, fp32 FMA math) and its gradients: rtol 1e-4 and atol 1e-5 + 1e-4 *
+ *      max|cpu| (normwise, as matmul: a sum over C/groups*kh*kw terms, in another order)
+ *    pooling (max, avg, adaptive avg) and their gradients: rtol 1e-5 and atol 1e-6 +
+ *      1e-5 * max|cpu| (the kernels follow the CPU's order and should agree bit for bit)
+ *    trainer parity after 5 steps: SGD atol 1e-5 rtol 1e-4; Adam/AdamW, RMSprop, Adagrad,
+ *      Adadelta, NAdam atol 5e-5 rtol 1e-3
  *      (Adam divides by sqrt(v), which magnifies the rounding of tiny gradients)
+ *    the built-in "cnn" trained 5 Adam steps: atol 5e-5 rtol 5e-4
  *
  * Without a usable CUDA GPU every test is skipped.  ANVIL_GPU_TEST_SELFCHECK=1 runs the
  * "GPU" side on the CPU backend instead: a check of this harness on machines without a
@@ -72,7 +78,7 @@ static int group_setup(void **state)
 #define MAX_FEED 8
 #define MAX_FETCH 16
 
-typedef enum { TOL_EW, TOL_RED, TOL_MM, TOL_EXACT_MASK } tol_class;
+typedef enum { TOL_EW, TOL_RED, TOL_MM, TOL_EXACT_MASK, TOL_CONV, TOL_POOL } tol_class;
 
 typedef struct {
     anvil_graph *g;
@@ -199,8 +205,14 @@ static void fetch_grad(gcase *c, anvil_value loss, anvil_value wrt, const char *
 
 static void tol_of(tol_class t, double *atol, double *rtol)
 {
-    *atol = t == TOL_EW || t == TOL_EXACT_MASK ? EW_ATOL : RED_ATOL;
-    *rtol = t == TOL_EW || t == TOL_EXACT_MASK ? EW_RTOL : RED_RTOL;
+    *atol = t == TOL_EW || t == TOL_EXACT_MASK || t == TOL_POOL ? EW_ATOL : RED_ATOL;
+    *rtol = t == TOL_EW || t == TOL_EXACT_MASK || t == TOL_POOL ? EW_RTOL : RED_RTOL;
+}
+
+/* The part of the absolute tolerance that scales with max|cpu| (normwise classes). */
+static double tol_max_scale(tol_class t)
+{
+    return t == TOL_MM || t == TOL_CONV ? RED_RTOL : t == TOL_POOL ? EW_RTOL : 0.0;
 }
 
 /* Runs the case on both devices and compares every fetched value. */
@@ -231,11 +243,11 @@ static void compare_opts(gcase *c, const char *what, bool training, uint32_t rng
         const float *a = anvil_tensor_cdata(gpu[i]), *b = anvil_tensor_cdata(cpu[i]);
         double atol, rtol;
         tol_of(c->tol[i], &atol, &rtol);
-        if (c->tol[i] == TOL_MM) {
+        if (tol_max_scale(c->tol[i]) > 0) {
             double mx = 0;
             for (int64_t k = 0; k < n; k++)
                 mx = fabs((double)b[k]) > mx ? fabs((double)b[k]) : mx;
-            atol += RED_RTOL * mx;
+            atol += tol_max_scale(c->tol[i]) * mx;
         }
         int64_t worst = 0;
         double e = tu_rel_err(a, b, n, atol, rtol, &worst);
@@ -736,6 +748,132 @@ static void test_pw_losses(void **state)
     }
 }
 
+/* ------------------------------------------------------------ convolution and pooling */
+
+typedef struct {
+    int64_t N, C, H, W, O, kh, kw;
+    int sh, sw, ph, pw, dh, dw, groups;
+    bool bias;
+} conv_cfg;
+
+static void conv_case(const conv_cfg *k)
+{
+    gcase c;
+    case_init(&c);
+    int64_t xs[4] = {k->N, k->C, k->H, k->W}, ws[4] = {k->O, k->C / k->groups, k->kh, k->kw};
+    anvil_value x = in_rand(&c, "x", 4, xs, -1, 1);
+    anvil_value w = in_rand(&c, "w", 4, ws, -0.5f, 0.5f);
+    anvil_value b = k->bias ? in_rand(&c, "b", 1, &k->O, -0.5f, 0.5f) : ANVIL_NO_VALUE;
+    anvil_conv_params p = anvil_conv_default_params();
+    p.stride_h = k->sh, p.stride_w = k->sw, p.pad_h = k->ph, p.pad_w = k->pw;
+    p.dilation_h = k->dh, p.dilation_w = k->dw, p.groups = k->groups;
+    anvil_value y = anvil_conv2d(c.g, x, w, b, &p);
+    fetch(&c, y, "y", TOL_CONV);
+    anvil_value loss = weighted_sum(&c, y);
+    fetch_grad(&c, loss, x, "dx", TOL_CONV);
+    fetch_grad(&c, loss, w, "dw", TOL_CONV);
+    if (k->bias)
+        fetch_grad(&c, loss, b, "db", TOL_CONV);
+    char what[160];
+    snprintf(what, sizeof what, "conv2d x[%lld,%lld,%lld,%lld] w[%lld,%lld,%lld,%lld] s(%d,%d) p(%d,%d) d(%d,%d) g%d%s",
+             (long long)k->N, (long long)k->C, (long long)k->H, (long long)k->W, (long long)k->O,
+             (long long)(k->C / k->groups), (long long)k->kh, (long long)k->kw, k->sh, k->sw, k->ph, k->pw,
+             k->dh, k->dw, k->groups, k->bias ? " +bias" : "");
+    compare(&c, what);
+    case_free(&c);
+}
+
+static void test_conv2d(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    static const conv_cfg cfgs[] = {
+        /* N  C   H   W   O  kh kw sh sw ph pw dh dw g  bias */
+        {2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},       /* 3x3 "same" */
+        {2, 3, 9, 9, 4, 3, 3, 1, 1, 0, 0, 1, 1, 1, false},      /* no padding, no bias */
+        {2, 4, 10, 11, 6, 3, 2, 2, 2, 1, 0, 1, 1, 2, false},    /* groups 2, stride 2, asymmetric */
+        {1, 3, 12, 12, 5, 3, 3, 1, 1, 2, 2, 2, 2, 1, true},     /* dilation 2 */
+        {2, 4, 13, 9, 4, 3, 3, 2, 1, 1, 1, 2, 1, 1, true},      /* mixed stride and dilation */
+        {3, 8, 5, 5, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1, true},       /* 1x1 (the CPU's direct path) */
+        {2, 6, 8, 8, 6, 3, 3, 2, 2, 1, 1, 1, 1, 6, true},       /* depthwise, stride 2 */
+        {2, 6, 8, 8, 12, 3, 3, 1, 1, 1, 1, 1, 1, 3, false},     /* groups 3, 4 outputs per group */
+        {2, 3, 17, 15, 4, 5, 5, 3, 3, 2, 1, 1, 1, 1, true},     /* 5x5, stride 3 */
+        {8, 16, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},   /* the cnn's sizes */
+        {16, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},
+    };
+    for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++)
+        conv_case(&cfgs[i]);
+}
+
+typedef enum { POOL_MAX, POOL_AVG, POOL_ADAPTIVE } pool_kind;
+
+/* kh, kw, sh, sw, ph, pw (adaptive: kh, kw are the output size) */
+static void pool_case(pool_kind kind, int64_t N, int64_t C, int64_t H, int64_t W, int kh, int kw, int sh, int sw,
+                      int ph, int pw)
+{
+    gcase c;
+    case_init(&c);
+    int64_t xs[4] = {N, C, H, W};
+    anvil_value x = in_rand(&c, "x", 4, xs, -2, 2);
+    anvil_value y = kind == POOL_MAX   ? anvil_maxpool2d(c.g, x, kh, kw, sh, sw, ph, pw)
+                    : kind == POOL_AVG ? anvil_avgpool2d(c.g, x, kh, kw, sh, sw, ph, pw)
+                                       : anvil_adaptive_avgpool2d(c.g, x, kh, kw);
+    fetch(&c, y, "y", TOL_POOL);
+    anvil_value loss = weighted_sum(&c, y);
+    fetch_grad(&c, loss, x, "dx", TOL_POOL);
+    char what[128];
+    static const char *names[] = {"maxpool2d", "avgpool2d", "adaptive_avgpool2d"};
+    snprintf(what, sizeof what, "%s x[%lld,%lld,%lld,%lld] k(%d,%d) s(%d,%d) p(%d,%d)", names[kind], (long long)N,
+             (long long)C, (long long)H, (long long)W, kh, kw, sh, sw, ph, pw);
+    compare(&c, what);
+    case_free(&c);
+}
+
+static void test_pooling(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    for (int kind = POOL_MAX; kind <= POOL_AVG; kind++) {
+        pool_kind k = (pool_kind)kind;
+        pool_case(k, 2, 3, 8, 8, 2, 2, 2, 2, 0, 0);    /* the cnn's 2x2 */
+        pool_case(k, 2, 3, 9, 10, 3, 3, 2, 2, 1, 1);   /* padding, odd sizes */
+        pool_case(k, 2, 3, 7, 7, 3, 3, 1, 1, 1, 1);    /* overlapping windows */
+        pool_case(k, 1, 2, 9, 8, 3, 2, 2, 1, 1, 0);    /* asymmetric */
+        pool_case(k, 2, 2, 11, 11, 2, 2, 1, 1, 0, 0);  /* overlapping, stride 1 */
+        pool_case(k, 1, 1, 5, 6, 5, 4, 3, 2, 2, 2);    /* padding half the kernel */
+        pool_case(k, 8, 32, 28, 28, 2, 2, 2, 2, 0, 0); /* many blocks */
+    }
+    pool_case(POOL_ADAPTIVE, 2, 3, 7, 7, 3, 3, 0, 0, 0, 0);   /* not divisible: overlapping windows */
+    pool_case(POOL_ADAPTIVE, 2, 3, 10, 6, 4, 5, 0, 0, 0, 0);
+    pool_case(POOL_ADAPTIVE, 2, 3, 8, 8, 4, 4, 0, 0, 0, 0);   /* divisible */
+    pool_case(POOL_ADAPTIVE, 2, 3, 5, 5, 1, 1, 0, 0, 0, 0);   /* global average */
+    pool_case(POOL_ADAPTIVE, 1, 2, 3, 4, 5, 7, 0, 0, 0, 0);   /* larger than the input */
+    pool_case(POOL_ADAPTIVE, 4, 16, 13, 17, 7, 7, 0, 0, 0, 0);
+}
+
+/* Max pooling of values with many ties: the first max in scan order gets the gradient on
+ * both devices.  (NaNs are left out: the comparison counts NaN vs NaN as a difference.) */
+static void test_maxpool_ties(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    gcase c;
+    case_init(&c);
+    int64_t xs[4] = {2, 2, 7, 6};
+    anvil_value x = in_rand(&c, "x", 4, xs, -2, 2);
+    float *d = anvil_tensor_data(c.feeds[c.nf - 1]);
+    for (int i = 0; i < 2 * 2 * 7 * 6; i++)
+        d[i] = (float)((i * 7) % 3) - 1.0f;
+    anvil_value y = anvil_maxpool2d(c.g, x, 3, 3, 2, 2, 1, 1);
+    fetch(&c, y, "y", TOL_POOL);
+    fetch_grad(&c, weighted_sum(&c, y), x, "dx", TOL_POOL);
+    anvil_value y2 = anvil_maxpool2d(c.g, x, 2, 2, 1, 1, 0, 0);
+    fetch(&c, y2, "y2", TOL_POOL);
+    fetch_grad(&c, weighted_sum(&c, y2), x, "dx2", TOL_POOL);
+    compare(&c, "maxpool2d with ties");
+    case_free(&c);
+}
+
 /* ------------------------------------------------------------ trainer parity: optimizers, metrics */
 
 static anvil_model *small_model(int64_t in_features, bool dropout)
@@ -871,6 +1009,77 @@ static void trainer_parity(anvil_optimizer_config oc, bool dropout, double atol,
     anvil_model_free(mg);
 }
 
+/* The built-in "cnn" (conv-relu-maxpool x2, linear-relu-linear on 1x28x28) trained 5 Adam
+ * steps on the CPU and on CUDA from the same seed: losses per step, then every parameter
+ * (atol 5e-5, rtol 5e-4), then predictions.  Inputs in [0, 1) as images, random labels. */
+#define CNN_BATCH 16
+
+static void cnn_batch(int k, anvil_tensor **x, anvil_tensor **y)
+{
+    int64_t xs[4] = {CNN_BATCH, 1, 28, 28}, n = CNN_BATCH;
+    *x = tu_rand_tensor(4, xs, 0, 1, 900 + (uint64_t)k);
+    assert_non_null(*x);
+    CHECK_OK(anvil_tensor_create(y, ANVIL_I32, 1, &n, NULL));
+    float u[CNN_BATCH];
+    tu_fill_uniform(u, CNN_BATCH, 0.0f, 10.0f, 950 + (uint64_t)k);
+    int32_t *yd = anvil_tensor_data(*y);
+    for (int i = 0; i < CNN_BATCH; i++)
+        yd[i] = u[i] >= 10.0f ? 9 : (int32_t)u[i];
+}
+
+static void test_cnn_trainer(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    const double atol = 5e-5, rtol = 5e-4;
+    anvil_model *mc, *mg;
+    CHECK_OK(anvil_model_builtin(&mc, "cnn"));
+    CHECK_OK(anvil_model_builtin(&mg, "cnn"));
+    anvil_trainer_config cfg = anvil_trainer_default_config();
+    cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_ADAM);
+    cfg.optimizer.lr = 1e-3f;
+    cfg.seed = 777;
+    cfg.verbose = 0;
+    anvil_trainer *tc, *tg;
+    cfg.device = ANVIL_DEVICE_CPU;
+    CHECK_OK(anvil_trainer_create(&tc, mc, &cfg));
+    cfg.device = gpu_device;
+    CHECK_OK(anvil_trainer_create(&tg, mg, &cfg));
+    assert_int_equal(anvil_trainer_device(tg), gpu_device);
+    compare_params(mc, tc, tg, 1e-30, 0.0, "cnn initial parameters");
+    for (int k = 0; k < PAR_STEPS; k++) {
+        anvil_tensor *x, *y;
+        cnn_batch(k, &x, &y);
+        CHECK_OK(anvil_train_step(tc, x, y));
+        CHECK_OK(anvil_train_step(tg, x, y));
+        float lc, lg;
+        CHECK_OK(anvil_trainer_last_loss(tc, &lc));
+        CHECK_OK(anvil_trainer_last_loss(tg, &lg));
+        if (!(fabs((double)lc - lg) <= 1e-4 + 1e-3 * fabs((double)lc)))
+            fail_msg("cnn adam: step %d loss gpu %.9g vs cpu %.9g", k + 1, (double)lg, (double)lc);
+        anvil_tensor_release(x);
+        anvil_tensor_release(y);
+    }
+    compare_params(mc, tc, tg, atol, rtol, "cnn adam");
+    anvil_tensor *x, *y, *pc, *pg;
+    cnn_batch(99, &x, &y);
+    CHECK_OK(anvil_predict(tc, x, &pc));
+    CHECK_OK(anvil_predict(tg, x, &pg));
+    int64_t worst;
+    double e = tu_rel_err(anvil_tensor_cdata(pg), anvil_tensor_cdata(pc), anvil_tensor_numel(pc), atol * 10,
+                          rtol * 10, &worst);
+    if (e > 1.0)
+        fail_msg("cnn adam: predictions differ at [%lld] (%.3g x tolerance)", (long long)worst, e);
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
+    anvil_tensor_release(pc);
+    anvil_tensor_release(pg);
+    anvil_trainer_free(tc);
+    anvil_trainer_free(tg);
+    anvil_model_free(mc);
+    anvil_model_free(mg);
+}
+
 static void test_sgd_nesterov(void **state)
 {
     (void)state;
@@ -910,6 +1119,52 @@ static void test_adamw(void **state)
     oc.eps = 1e-7f;
     oc.weight_decay = 0.05f;
     trainer_parity(oc, false, 5e-5, 1e-3, "adamw");
+}
+
+/* maximize, amsgrad and the later optimizers: one kernel each over the flat arena, every
+ * per-step scalar (Adagrad's decayed lr, NAdam's mu product) computed on the device. */
+static void test_more_optimizers(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    anvil_optimizer_config oc = anvil_optimizer_default_config(ANVIL_OPT_SGD);
+    oc.lr = 0.02f;
+    oc.momentum = 0.9f;
+    oc.maximize = true;
+    trainer_parity(oc, false, 1e-5, 1e-4, "sgd maximize");
+    oc = anvil_optimizer_default_config(ANVIL_OPT_ADAM);
+    oc.lr = 0.01f;
+    oc.amsgrad = true;
+    oc.weight_decay = 0.01f;
+    trainer_parity(oc, false, 5e-5, 1e-3, "adam amsgrad");
+    oc = anvil_optimizer_default_config(ANVIL_OPT_ADAMW);
+    oc.lr = 0.01f;
+    oc.amsgrad = true;
+    oc.maximize = true;
+    trainer_parity(oc, false, 5e-5, 1e-3, "adamw amsgrad maximize");
+    oc = anvil_optimizer_default_config(ANVIL_OPT_RMSPROP);
+    trainer_parity(oc, false, 5e-5, 1e-3, "rmsprop");
+    oc.lr = 0.005f;
+    oc.momentum = 0.8f;
+    oc.centered = true;
+    oc.weight_decay = 1e-3f;
+    trainer_parity(oc, false, 5e-5, 1e-3, "rmsprop momentum centered");
+    oc = anvil_optimizer_default_config(ANVIL_OPT_ADAGRAD);
+    oc.lr = 0.05f;
+    oc.lr_decay = 0.01f;
+    oc.initial_accumulator_value = 0.1f;
+    oc.weight_decay = 1e-3f;
+    trainer_parity(oc, false, 5e-5, 1e-3, "adagrad");
+    oc = anvil_optimizer_default_config(ANVIL_OPT_ADADELTA);
+    oc.weight_decay = 1e-3f;
+    oc.maximize = true;
+    trainer_parity(oc, false, 5e-5, 1e-3, "adadelta");
+    oc = anvil_optimizer_default_config(ANVIL_OPT_NADAM);
+    oc.lr = 0.01f;
+    oc.weight_decay = 1e-2f;
+    trainer_parity(oc, false, 5e-5, 1e-3, "nadam");
+    oc.decoupled_weight_decay = true;
+    trainer_parity(oc, false, 5e-5, 1e-3, "nadam decoupled");
 }
 
 /* Dropout inside a trained model: the step counter advances on the device (step_end)
@@ -1035,11 +1290,16 @@ int main(void)
         cmocka_unit_test(test_cross_entropy),
         cmocka_unit_test(test_cross_entropy_bad_label),
         cmocka_unit_test(test_pw_losses),
+        cmocka_unit_test(test_conv2d),
+        cmocka_unit_test(test_pooling),
+        cmocka_unit_test(test_maxpool_ties),
         cmocka_unit_test(test_sgd_nesterov),
         cmocka_unit_test(test_adam),
         cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_more_optimizers),
         cmocka_unit_test(test_trainer_dropout),
         cmocka_unit_test(test_evaluate),
+        cmocka_unit_test(test_cnn_trainer),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }

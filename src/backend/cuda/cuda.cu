@@ -467,6 +467,10 @@ static void ctx_free(anvil_cuda_ctx *c)
         cudaFree(c->scratch);
     if (c->lt)
         cublasLtDestroy(c->lt);
+#ifdef ANVIL_HAVE_CUDNN
+    if (c->cudnn)
+        cudnnDestroy((cudnnHandle_t)c->cudnn);
+#endif
     if (c->stream)
         cudaStreamDestroy(c->stream);
     cudaGetLastError();
@@ -495,6 +499,15 @@ static anvil_status ctx_open(anvil_cuda_ctx *c)
         c->lt = NULL;
         return anvil_cuda_lt_fail(st, "cublasLtCreate");
     }
+#ifdef ANVIL_HAVE_CUDNN
+    {
+        /* A failure is kept, not returned: only the conv ops need cuDNN (they report it). */
+        cudnnHandle_t h = NULL;
+        cudnnStatus_t ds = cudnnCreate(&h);
+        c->cudnn = ds == CUDNN_STATUS_SUCCESS ? (void *)h : NULL;
+        c->cudnn_status = (int)ds;
+    }
+#endif
     cudaError_t e = cudaMalloc(&c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE);
     if (e != cudaSuccess) {
         c->lt_workspace = NULL;

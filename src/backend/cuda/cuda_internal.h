@@ -18,6 +18,9 @@
 
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#ifdef ANVIL_HAVE_CUDNN
+#include <cudnn.h>
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -59,6 +62,12 @@ typedef struct {
     cudaStream_t lane_stream[ANVIL_CUDA_LANES];
     void *lane_ws[ANVIL_CUDA_LANES];
     float *lane_scratch[ANVIL_CUDA_LANES];
+    /* cuDNN (conv.cu), when built with it: the handle (a cudnnHandle_t), or NULL with
+     * cudnn_status holding why cudnnCreate failed (the conv ops then report it; nothing
+     * else needs cuDNN).  One handle serves every lane: a kernel sets its stream to the
+     * current lane's before each call, and uses the lane's lt_workspace as workspace. */
+    void *cudnn;
+    int cudnn_status;
 } anvil_cuda_ctx;
 
 /* A CUDA call failed: records "what: <cuda error string>" as ANVIL_ERR_DEVICE. */

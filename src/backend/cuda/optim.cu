@@ -4,19 +4,23 @@
  * formulas, exactly as the CPU kernels compute them (src/backend/cpu/optim.c): every
  * float operation is written with a round-to-nearest intrinsic so that nvcc cannot fuse
  * a multiply and an add — given the same gradients, CPU and GPU updates agree bit for
- * bit.  lr, the step count and the bias corrections are read/computed on the device. */
+ * bit.  lr, the step count and the bias corrections are read/computed on the device.
+ * SGD and Adam/AdamW have hand-written kernels; the later optimizers share flat_update,
+ * a grid-stride loop over an element functor. */
 #include "backend/cuda/cuda_internal.h"
 
 /* ---------------------------------------------------------------- SGD */
 
 typedef struct {
     float mom, damp, wd;
-    int nesterov;
+    int nesterov, maximize;
 } sgd_args;
 
 static __device__ __forceinline__ void sgd_elem(const sgd_args &a, float lr, bool first,
                                                 float &p, float g, float &buf)
 {
+    if (a.maximize)
+        g = -g;
     if (a.wd != 0.0f)
         g = __fadd_rn(g, __fmul_rn(a.wd, p));
     if (a.mom != 0.0f) {
@@ -82,6 +86,7 @@ ANVIL_CUDA_KERNEL(sgd)
     a.damp = s->node->fa[1];
     a.wd = s->node->fa[2];
     a.nesterov = s->node->ia[0] != 0;
+    a.maximize = s->node->ia[5] != 0;
     if (a.mom != 0.0f && !ex->state)
         return anvil_fail(ANVIL_ERR_STATE, "sgd: momentum %g needs optimizer state, and there is none",
                           (double)a.mom);
@@ -95,7 +100,7 @@ ANVIL_CUDA_KERNEL(sgd)
 
 typedef struct {
     float b1, b2, eps, wd;
-    int decoupled;
+    int decoupled, amsgrad, maximize;
 } adam_args;
 
 typedef struct {
@@ -103,9 +108,11 @@ typedef struct {
 } adam_consts;
 
 static __device__ __forceinline__ void adam_elem(const adam_args &a, const adam_consts &k,
-                                                 float &p, float g, float &m, float &v)
+                                                 float &p, float g, float &m, float &v, float &vmax)
 {
     float pi = p;
+    if (a.maximize)
+        g = -g;
     if (a.wd != 0.0f) {
         if (a.decoupled)
             pi = __fmul_rn(pi, k.decay);
@@ -119,11 +126,15 @@ static __device__ __forceinline__ void adam_elem(const adam_args &a, const adam_
     float vi = __fadd_rn(__fmul_rn(a.b2, v), __fmul_rn(__fmul_rn(1.0f - a.b2, g), g));
     m = mi;
     v = vi;
+    if (a.amsgrad) { /* torch.maximum(max_exp_avg_sq, exp_avg_sq) */
+        vi = vi > vmax ? vi : vmax;
+        vmax = vi;
+    }
     float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), k.bc2_sqrt), a.eps);
     p = __fsub_rn(pi, __fmul_rn(k.step_size, __fdiv_rn(mi, denom)));
 }
 
-static __global__ void adam_kernel(float *params, const float *grads, float *m, float *v,
+static __global__ void adam_kernel(float *params, const float *grads, float *m, float *v, float *vmax,
                                    int64_t n, const anvil_hyper *h, adam_args a, int vec4)
 {
     /* Bias corrections in double, as Python computes them (and the CPU kernel). */
@@ -144,22 +155,29 @@ static __global__ void adam_kernel(float *params, const float *grads, float *m, 
             float4 g = reinterpret_cast<const float4 *>(grads)[i];
             float4 mm = reinterpret_cast<float4 *>(m)[i];
             float4 vv = reinterpret_cast<float4 *>(v)[i];
-            adam_elem(a, k, p.x, g.x, mm.x, vv.x);
-            adam_elem(a, k, p.y, g.y, mm.y, vv.y);
-            adam_elem(a, k, p.z, g.z, mm.z, vv.z);
-            adam_elem(a, k, p.w, g.w, mm.w, vv.w);
+            float4 vm = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (a.amsgrad)
+                vm = reinterpret_cast<float4 *>(vmax)[i];
+            adam_elem(a, k, p.x, g.x, mm.x, vv.x, vm.x);
+            adam_elem(a, k, p.y, g.y, mm.y, vv.y, vm.y);
+            adam_elem(a, k, p.z, g.z, mm.z, vv.z, vm.z);
+            adam_elem(a, k, p.w, g.w, mm.w, vv.w, vm.w);
             reinterpret_cast<float4 *>(params)[i] = p;
             reinterpret_cast<float4 *>(m)[i] = mm;
             reinterpret_cast<float4 *>(v)[i] = vv;
+            if (a.amsgrad)
+                reinterpret_cast<float4 *>(vmax)[i] = vm;
         }
         done = n4 * 4;
     }
     for (int64_t i = done + tid; i < n; i += stride) {
-        float p = params[i], mi = m[i], vi = v[i];
-        adam_elem(a, k, p, grads[i], mi, vi);
+        float p = params[i], mi = m[i], vi = v[i], vm = a.amsgrad ? vmax[i] : 0.0f;
+        adam_elem(a, k, p, grads[i], mi, vi, vm);
         params[i] = p;
         m[i] = mi;
         v[i] = vi;
+        if (a.amsgrad)
+            vmax[i] = vm;
     }
 }
 
@@ -178,11 +196,324 @@ ANVIL_CUDA_KERNEL(adam)
     a.eps = s->node->fa[2];
     a.wd = s->node->fa[3];
     a.decoupled = s->node->ia[0] != 0;
-    float *m = ex->state, *v = ex->state + n;
-    int vec4 = aligned16(ex->params) && aligned16(ex->grads) && aligned16(m) && aligned16(v);
-    adam_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(ex->params, ex->grads, m, v,
+    a.amsgrad = s->node->ia[1] != 0;
+    a.maximize = s->node->ia[5] != 0;
+    float *m = ex->state, *v = ex->state + n, *vmax = ex->state + 2 * n;
+    int vec4 = aligned16(ex->params) && aligned16(ex->grads) && aligned16(m) && aligned16(v) &&
+               (!a.amsgrad || aligned16(vmax));
+    adam_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(ex->params, ex->grads, m, v, vmax,
                                                                         n, ex->hyper, a, vec4);
     return anvil_cuda_launched(c, "adam");
+}
+
+/* ---------------------------------------------------------------- shared driver */
+
+/* Up to three state slots per element; a NULL slot is neither read nor written. */
+typedef struct {
+    float *s[3];
+} slots3;
+
+/* torch's lerp_(x, w), rounded as lerp rounds (as adam_elem). */
+static __device__ __forceinline__ float lerp_w(float a, float x, float w)
+{
+    float d = __fsub_rn(x, a);
+    return w < 0.5f ? __fadd_rn(a, __fmul_rn(w, d)) : __fsub_rn(x, __fmul_rn(d, 1.0f - w));
+}
+
+/* The grid-stride loop of every optimizer below: four elements per thread with 16-byte
+ * accesses when everything is aligned, then the tail.  op(p, g, s) updates one element. */
+template <typename Op>
+static __device__ __forceinline__ void flat_update(const Op &op, float *params, const float *grads, slots3 st,
+                                                   int64_t n, int vec4)
+{
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int64_t done = 0;
+    if (vec4) {
+        int64_t n4 = n / 4;
+        for (int64_t i = tid; i < n4; i += stride) {
+            float4 p = reinterpret_cast<float4 *>(params)[i];
+            float4 g = reinterpret_cast<const float4 *>(grads)[i];
+            float4 sv[3];
+#pragma unroll
+            for (int j = 0; j < 3; j++)
+                sv[j] = st.s[j] ? reinterpret_cast<float4 *>(st.s[j])[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            float e[3];
+#define ANVIL_LANE(c)                              \
+    e[0] = sv[0].c, e[1] = sv[1].c, e[2] = sv[2].c; \
+    op(p.c, g.c, e);                               \
+    sv[0].c = e[0], sv[1].c = e[1], sv[2].c = e[2];
+            ANVIL_LANE(x)
+            ANVIL_LANE(y)
+            ANVIL_LANE(z)
+            ANVIL_LANE(w)
+#undef ANVIL_LANE
+            reinterpret_cast<float4 *>(params)[i] = p;
+#pragma unroll
+            for (int j = 0; j < 3; j++)
+                if (st.s[j])
+                    reinterpret_cast<float4 *>(st.s[j])[i] = sv[j];
+        }
+        done = n4 * 4;
+    }
+    for (int64_t i = done + tid; i < n; i += stride) {
+        float p = params[i], e[3];
+#pragma unroll
+        for (int j = 0; j < 3; j++)
+            e[j] = st.s[j] ? st.s[j][i] : 0.0f;
+        op(p, grads[i], e);
+        params[i] = p;
+#pragma unroll
+        for (int j = 0; j < 3; j++)
+            if (st.s[j])
+                st.s[j][i] = e[j];
+    }
+}
+
+static int slots_aligned(const anvil_exec *ex, slots3 st)
+{
+    int ok = aligned16(ex->params) && aligned16(ex->grads);
+    for (int j = 0; j < 3; j++)
+        ok = ok && (!st.s[j] || aligned16(st.s[j]));
+    return ok;
+}
+
+static anvil_status need_state(const anvil_exec *ex, const char *op, int slots)
+{
+    if (!ex->state)
+        return anvil_fail(ANVIL_ERR_STATE, "%s: needs optimizer state (%d x %lld floats), and there is none", op,
+                          slots, (long long)ex->n_params);
+    return ANVIL_OK;
+}
+
+/* ---------------------------------------------------------------- RMSprop */
+
+typedef struct {
+    float lr, alpha, eps, wd, mom;
+    int centered, maximize;
+    /* s[0] square_avg, s[1] momentum_buffer, s[2] grad_avg */
+    __device__ __forceinline__ void operator()(float &p, float g, float *s) const
+    {
+        if (maximize)
+            g = -g;
+        if (wd != 0.0f)
+            g = __fadd_rn(g, __fmul_rn(wd, p));
+        float si = __fadd_rn(__fmul_rn(alpha, s[0]), __fmul_rn(__fmul_rn(1.0f - alpha, g), g));
+        s[0] = si;
+        float avg;
+        if (centered) {
+            float ga = lerp_w(s[2], g, 1.0f - alpha);
+            s[2] = ga;
+            avg = __fadd_rn(__fsqrt_rn(__fsub_rn(si, __fmul_rn(ga, ga))), eps);
+        } else {
+            avg = __fadd_rn(__fsqrt_rn(si), eps);
+        }
+        if (mom > 0.0f) {
+            float b = __fadd_rn(__fmul_rn(mom, s[1]), __fdiv_rn(g, avg));
+            s[1] = b;
+            p = __fsub_rn(p, __fmul_rn(lr, b));
+        } else {
+            p = __fsub_rn(p, __fdiv_rn(__fmul_rn(lr, g), avg));
+        }
+    }
+} rmsprop_op;
+
+static __global__ void rmsprop_kernel(float *params, const float *grads, slots3 st, int64_t n,
+                                      const anvil_hyper *h, rmsprop_op op, int vec4)
+{
+    op.lr = h->lr;
+    flat_update(op, params, grads, st, n, vec4);
+}
+
+ANVIL_CUDA_KERNEL(rmsprop)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    int64_t n = ex->n_params;
+    if (n == 0)
+        return ANVIL_OK;
+    const anvil_node *nd = s->node;
+    rmsprop_op op;
+    op.lr = 0.0f;
+    op.alpha = nd->fa[0];
+    op.eps = nd->fa[1];
+    op.wd = nd->fa[2];
+    op.mom = nd->fa[3];
+    op.centered = nd->ia[0] != 0;
+    op.maximize = nd->ia[5] != 0;
+    ANVIL_TRY(need_state(ex, "rmsprop", 1));
+    slots3 st = {{ex->state, NULL, NULL}};
+    if (op.mom > 0.0f)
+        st.s[1] = ex->state + n;
+    if (op.centered)
+        st.s[2] = ex->state + (op.mom > 0.0f ? 2 : 1) * n;
+    rmsprop_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(ex->params, ex->grads, st, n,
+                                                                           ex->hyper, op, slots_aligned(ex, st));
+    return anvil_cuda_launched(c, "rmsprop");
+}
+
+/* ---------------------------------------------------------------- Adagrad */
+
+typedef struct {
+    float clr, wd, eps, init;
+    int first, maximize;
+    /* s[0] sum: zero-filled; step 1 starts it from the initial value */
+    __device__ __forceinline__ void operator()(float &p, float g, float *s) const
+    {
+        if (maximize)
+            g = -g;
+        if (wd != 0.0f)
+            g = __fadd_rn(g, __fmul_rn(wd, p));
+        float si = __fadd_rn(first ? init : s[0], __fmul_rn(g, g));
+        s[0] = si;
+        p = __fsub_rn(p, __fdiv_rn(__fmul_rn(clr, g), __fadd_rn(__fsqrt_rn(si), eps)));
+    }
+} adagrad_op;
+
+static __global__ void adagrad_kernel(float *params, const float *grads, slots3 st, int64_t n,
+                                      const anvil_hyper *h, adagrad_op op, float lr_decay, int vec4)
+{
+    /* clr = lr / (1 + (step - 1) lr_decay), in double as Python computes it */
+    op.clr = (float)__ddiv_rn((double)h->lr, __dadd_rn(1.0, __dmul_rn((double)h->step, (double)lr_decay)));
+    op.first = h->step == 0;
+    flat_update(op, params, grads, st, n, vec4);
+}
+
+ANVIL_CUDA_KERNEL(adagrad)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    int64_t n = ex->n_params;
+    if (n == 0)
+        return ANVIL_OK;
+    const anvil_node *nd = s->node;
+    adagrad_op op;
+    op.clr = 0.0f;
+    op.first = 0;
+    op.wd = nd->fa[1];
+    op.eps = nd->fa[2];
+    op.init = nd->fa[3];
+    op.maximize = nd->ia[5] != 0;
+    ANVIL_TRY(need_state(ex, "adagrad", 1));
+    slots3 st = {{ex->state, NULL, NULL}};
+    adagrad_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+        ex->params, ex->grads, st, n, ex->hyper, op, nd->fa[0], slots_aligned(ex, st));
+    return anvil_cuda_launched(c, "adagrad");
+}
+
+/* ---------------------------------------------------------------- Adadelta */
+
+typedef struct {
+    float lr, rho, eps, wd;
+    int maximize;
+    /* s[0] square_avg, s[1] acc_delta */
+    __device__ __forceinline__ void operator()(float &p, float g, float *s) const
+    {
+        if (maximize)
+            g = -g;
+        if (wd != 0.0f)
+            g = __fadd_rn(g, __fmul_rn(wd, p));
+        float si = __fadd_rn(__fmul_rn(rho, s[0]), __fmul_rn(__fmul_rn(1.0f - rho, g), g));
+        s[0] = si;
+        float delta = __fmul_rn(__fdiv_rn(__fsqrt_rn(__fadd_rn(s[1], eps)), __fsqrt_rn(__fadd_rn(si, eps))), g);
+        s[1] = __fadd_rn(__fmul_rn(rho, s[1]), __fmul_rn(__fmul_rn(1.0f - rho, delta), delta));
+        p = __fsub_rn(p, __fmul_rn(lr, delta));
+    }
+} adadelta_op;
+
+static __global__ void adadelta_kernel(float *params, const float *grads, slots3 st, int64_t n,
+                                       const anvil_hyper *h, adadelta_op op, int vec4)
+{
+    op.lr = h->lr;
+    flat_update(op, params, grads, st, n, vec4);
+}
+
+ANVIL_CUDA_KERNEL(adadelta)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    int64_t n = ex->n_params;
+    if (n == 0)
+        return ANVIL_OK;
+    const anvil_node *nd = s->node;
+    adadelta_op op;
+    op.lr = 0.0f;
+    op.rho = nd->fa[0];
+    op.eps = nd->fa[1];
+    op.wd = nd->fa[2];
+    op.maximize = nd->ia[5] != 0;
+    ANVIL_TRY(need_state(ex, "adadelta", 2));
+    slots3 st = {{ex->state, ex->state + n, NULL}};
+    adadelta_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(ex->params, ex->grads, st, n,
+                                                                            ex->hyper, op, slots_aligned(ex, st));
+    return anvil_cuda_launched(c, "adadelta");
+}
+
+/* ---------------------------------------------------------------- NAdam */
+
+typedef struct {
+    float b1, b2, eps, wd;
+    int decoupled, maximize;
+    float bc2, c_grad, c_avg, decay; /* per step, computed on the device */
+    /* s[0] exp_avg, s[1] exp_avg_sq */
+    __device__ __forceinline__ void operator()(float &p, float g, float *s) const
+    {
+        float pi = p;
+        if (maximize)
+            g = -g;
+        if (wd != 0.0f) {
+            if (decoupled)
+                pi = __fmul_rn(pi, decay);
+            else
+                g = __fadd_rn(g, __fmul_rn(wd, pi));
+        }
+        float mi = lerp_w(s[0], g, 1.0f - b1);
+        float vi = __fadd_rn(__fmul_rn(b2, s[1]), __fmul_rn(__fmul_rn(1.0f - b2, g), g));
+        s[0] = mi;
+        s[1] = vi;
+        float denom = __fadd_rn(__fsqrt_rn(__fdiv_rn(vi, bc2)), eps);
+        pi = __fsub_rn(pi, __fdiv_rn(__fmul_rn(c_grad, g), denom));
+        p = __fsub_rn(pi, __fdiv_rn(__fmul_rn(c_avg, mi), denom));
+    }
+} nadam_op;
+
+static __global__ void nadam_kernel(float *params, const float *grads, slots3 st, int64_t n, anvil_hyper *h,
+                                    nadam_op op, float momentum_decay, int vec4)
+{
+    /* The scalars in double, as Python computes them (and the CPU kernel); mu_product is
+     * a float32, as torch keeps it.  Thread 0 writes the other parity's slot, so no
+     * thread ever reads a value written in this launch. */
+    double lr = (double)h->lr, t = (double)h->step + 1.0, md = (double)momentum_decay, b1 = (double)op.b1;
+    op.bc2 = (float)__dsub_rn(1.0, pow((double)op.b2, t));
+    double mu = __dmul_rn(b1, __dsub_rn(1.0, __dmul_rn(0.5, pow(0.96, __dmul_rn(t, md)))));
+    double mu_next = __dmul_rn(b1, __dsub_rn(1.0, __dmul_rn(0.5, pow(0.96, __dmul_rn(__dadd_rn(t, 1.0), md)))));
+    double mp_old = h->step == 0 ? 1.0 : (double)h->nadam_mu_product[h->step & 1];
+    float mp = (float)__dmul_rn(mp_old, mu);
+    if (blockIdx.x == 0 && threadIdx.x == 0)
+        h->nadam_mu_product[(h->step + 1) & 1] = mp;
+    op.c_grad = (float)__ddiv_rn(__dmul_rn(lr, __dsub_rn(1.0, mu)), __dsub_rn(1.0, (double)mp));
+    op.c_avg = (float)__ddiv_rn(__dmul_rn(lr, mu_next), __dsub_rn(1.0, __dmul_rn((double)mp, mu_next)));
+    op.decay = (float)__dsub_rn(1.0, __dmul_rn(lr, (double)op.wd));
+    flat_update(op, params, grads, st, n, vec4);
+}
+
+ANVIL_CUDA_KERNEL(nadam)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    int64_t n = ex->n_params;
+    if (n == 0)
+        return ANVIL_OK;
+    const anvil_node *nd = s->node;
+    nadam_op op;
+    memset(&op, 0, sizeof op);
+    op.b1 = nd->fa[0];
+    op.b2 = nd->fa[1];
+    op.eps = nd->fa[2];
+    op.wd = nd->fa[3];
+    op.decoupled = nd->ia[0] != 0;
+    op.maximize = nd->ia[5] != 0;
+    ANVIL_TRY(need_state(ex, "nadam", 2));
+    slots3 st = {{ex->state, ex->state + n, NULL}};
+    nadam_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+        ex->params, ex->grads, st, n, ex->hyper, op, nd->fa[4], slots_aligned(ex, st));
+    return anvil_cuda_launched(c, "nadam");
 }
 
 /* ---------------------------------------------------------------- bookkeeping */

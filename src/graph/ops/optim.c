@@ -4,4 +4,8 @@
 
 const anvil_opdef anvil_opdef_sgd = {"sgd", 0, 0, OPF_EFFECT, anvil_infer_effect, NULL};
 const anvil_opdef anvil_opdef_adam = {"adam", 0, 0, OPF_EFFECT, anvil_infer_effect, NULL};
+const anvil_opdef anvil_opdef_rmsprop = {"rmsprop", 0, 0, OPF_EFFECT, anvil_infer_effect, NULL};
+const anvil_opdef anvil_opdef_adagrad = {"adagrad", 0, 0, OPF_EFFECT, anvil_infer_effect, NULL};
+const anvil_opdef anvil_opdef_adadelta = {"adadelta", 0, 0, OPF_EFFECT, anvil_infer_effect, NULL};
+const anvil_opdef anvil_opdef_nadam = {"nadam", 0, 0, OPF_EFFECT, anvil_infer_effect, NULL};
 const anvil_opdef anvil_opdef_step_end = {"step_end", 0, 1, OPF_EFFECT, anvil_infer_effect, NULL};

@@ -1,17 +1,19 @@
-"""PyTorch's milliseconds per training step of mlp-small (WORKLOADS.md): 784-512-512-10
-ReLU, batch 128, cross-entropy, Adam lr 1e-3, fp32 (TF32 off, PyTorch's default), 8
+"""PyTorch's milliseconds per training step of mlp-small (784-512-512-10 ReLU) or cnn-fmnist
+(WORKLOADS.md), batch 128, cross-entropy, Adam lr 1e-3, fp32 (TF32 off for matmuls and
+convolutions: Anvil's fp32 is true fp32), 8
 pre-made batches already on the GPU rotated, no host sync inside the timed loop, CUDA
 events, warm-up, median of 5 repetitions of N steps.  Modes: eager (fused Adam),
 compile, reduce-overhead, and a manual whole-step CUDA graph (capturable Adam).
-Prints one JSON line per mode.   usage: torch_mlp_small.py [STEPS (200)] [WARMUP (50)]
+Prints one JSON line per mode.   usage: torch_train_bench.py mlp|cnn [STEPS (200)] [WARMUP (50)]
 """
 import json
 import sys
 
 import torch
 
-STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-WARMUP = int(sys.argv[2]) if len(sys.argv) > 2 else 50
+MODEL = sys.argv[1] if len(sys.argv) > 1 else "mlp"
+STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+WARMUP = int(sys.argv[3]) if len(sys.argv) > 3 else 50
 dev = "cuda"
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
@@ -19,8 +21,13 @@ torch.backends.cudnn.allow_tf32 = False
 
 def model():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 512), torch.nn.ReLU(),
-                               torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10)).to(dev)
+    nn = torch.nn
+    if MODEL == "cnn":
+        return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10)).to(dev)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(),
+                         nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)).to(dev)
 
 
 g = torch.Generator(device=dev).manual_seed(1)
@@ -46,7 +53,7 @@ def timed(step):
 
 
 def report(mode, ms):
-    print(json.dumps({"impl": "pytorch", "mode": mode, "ms_per_step": round(ms[2], 4), "min": round(ms[0], 4),
+    print(json.dumps({"impl": "pytorch", "model": MODEL, "mode": mode, "ms_per_step": round(ms[2], 4), "min": round(ms[0], 4),
                       "max": round(ms[-1], 4), "steps": STEPS, "torch": torch.__version__}), flush=True)
 
 
@@ -99,4 +106,4 @@ for mode, make in [("eager", lambda: plain()), ("compile", lambda: plain("defaul
     try:
         report(mode, timed(make()))
     except Exception as e:  # a mode that fails is reported, as WORKLOADS.md does
-        print(json.dumps({"impl": "pytorch", "mode": mode, "error": str(e)[:200]}), flush=True)
+        print(json.dumps({"impl": "pytorch", "model": MODEL, "mode": mode, "error": str(e)[:200]}), flush=True)

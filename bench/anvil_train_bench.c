@@ -1,5 +1,6 @@
-/* anvil_mlp_small.c — Anvil's milliseconds per training step of mlp-small (WORKLOADS.md):
- * 784-512-512-10 ReLU, batch 128, cross-entropy, Adam lr 1e-3, fp32.
+/* anvil_train_bench.c — Anvil's milliseconds per training step of a WORKLOADS.md workload
+ * on 1x28x28 inputs, batch 128, cross-entropy, Adam lr 1e-3, fp32: mlp-small (the
+ * built-in "mlp", 784-512-512-10 ReLU) or cnn-fmnist (the built-in "cnn").
  *
  * Two ways to feed it:
  *   resident  the data lives on the device (8 batches of 128 random images, uint8,
@@ -9,7 +10,7 @@
  * Each: warm-up, then 5 repetitions of N steps, each ended by reading the loss (one
  * synchronization per repetition, none inside); prints the median as one JSON line.
  *
- *   usage: anvil_mlp_small DEVICE(cpu|cuda) MODE(resident|host) [STEPS (200)] [WARMUP (50)] */
+ *   usage: anvil_train_bench MODEL(mlp|cnn) DEVICE(cpu|cuda) MODE(resident|host) [STEPS (200)] [WARMUP (50)] */
 #include "anvil.h"
 
 #include <stdio.h>
@@ -77,14 +78,15 @@ static anvil_dataset *random_dataset(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: %s cpu|cuda resident|host [STEPS] [WARMUP]\n", argv[0]);
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s mlp|cnn cpu|cuda resident|host [STEPS] [WARMUP]\n", argv[0]);
         return 2;
     }
-    bool cuda = strcmp(argv[1], "cuda") == 0, resident = strcmp(argv[2], "resident") == 0;
-    int steps = argc > 3 ? atoi(argv[3]) : 200, warmup = argc > 4 ? atoi(argv[4]) : 50;
+    const char *model = argv[1];
+    bool cuda = strcmp(argv[2], "cuda") == 0, resident = strcmp(argv[3], "resident") == 0;
+    int steps = argc > 4 ? atoi(argv[4]) : 200, warmup = argc > 5 ? atoi(argv[5]) : 50;
     anvil_model *m;
-    CHECK(anvil_model_builtin(&m, "mlp"));
+    CHECK(anvil_model_builtin(&m, model));
     anvil_trainer_config c = anvil_trainer_default_config();
     c.device = cuda ? ANVIL_DEVICE_CUDA : ANVIL_DEVICE_CPU;
     anvil_trainer *t;
@@ -127,10 +129,10 @@ int main(int argc, char **argv)
     qsort(ms, REPS, sizeof *ms, cmp_double);
     anvil_counters last;
     CHECK(anvil_trainer_counters(t, NULL, &last));
-    printf("{\"impl\":\"anvil\",\"device\":\"%s\",\"mode\":\"%s\",\"ms_per_step\":%.4f,\"min\":%.4f,\"max\":%.4f,"
+    printf("{\"impl\":\"anvil\",\"model\":\"%s\",\"device\":\"%s\",\"mode\":\"%s\",\"ms_per_step\":%.4f,\"min\":%.4f,\"max\":%.4f,"
            "\"steps\":%d,\"loss\":%.4f,\"last_step\":{\"allocs\":%lld,\"h2d\":%lld,\"d2h\":%lld,\"graph_launches\":%lld,"
            "\"host_kernels\":%lld}}\n",
-           cuda ? "cuda" : "cpu", resident ? "resident" : "host", ms[REPS / 2], ms[0], ms[REPS - 1], steps, loss,
+           model, cuda ? "cuda" : "cpu", resident ? "resident" : "host", ms[REPS / 2], ms[0], ms[REPS - 1], steps, loss,
            (long long)last.device_allocs, (long long)last.h2d_copies, (long long)last.d2h_copies,
            (long long)last.graph_launches, (long long)last.host_kernel_launches);
     for (int i = 0; i < N_BATCHES; i++) {

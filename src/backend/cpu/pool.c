@@ -1,0 +1,153 @@
+/* pool.c — 2-D max / average / adaptive average pooling and their backward ops
+ * (graph/ops/pool.c has the shapes).  Each (n, c) plane is one work item, computed by one
+ * thread in a fixed order, so the backward scatter-adds never race and the results do
+ * not depend on the thread count. */
+#include "backend/cpu/cpu.h"
+
+typedef struct {
+    int64_t planes, H, W, OH, OW;
+    int kh, kw, sh, sw, ph, pw;
+    bool adaptive;
+} pool_geom;
+
+static pool_geom geom(const anvil_node *x, const anvil_node *y, const anvil_node *n)
+{
+    pool_geom p;
+    p.planes = x->shape[0] * x->shape[1];
+    p.H = x->shape[2], p.W = x->shape[3], p.OH = y->shape[2], p.OW = y->shape[3];
+    p.adaptive = n->op == OP_ADAPTIVE_AVGPOOL2D || n->op == OP_ADAPTIVE_AVGPOOL2D_BWD;
+    const int *a = n->ia;
+    p.kh = a[0], p.kw = a[1], p.sh = a[2], p.sw = a[3], p.ph = a[4], p.pw = a[5];
+    return p;
+}
+
+/* Window of output (i, j), clipped to the input: rows [h0, h1), columns [w0, w1); *div
+ * is what torch divides an average by (the unclipped size for avg_pool2d, whose
+ * padding counts; the window's own size for the adaptive op). */
+static void window(const pool_geom *p, int64_t i, int64_t j, int64_t *h0, int64_t *h1,
+                   int64_t *w0, int64_t *w1, double *div)
+{
+    if (p->adaptive) {
+        *h0 = i * p->H / p->OH, *h1 = ((i + 1) * p->H + p->OH - 1) / p->OH;
+        *w0 = j * p->W / p->OW, *w1 = ((j + 1) * p->W + p->OW - 1) / p->OW;
+        *div = (double)((*h1 - *h0) * (*w1 - *w0));
+        return;
+    }
+    int64_t hs = i * p->sh - p->ph, ws = j * p->sw - p->pw;
+    int64_t he = cpu_min64(hs + p->kh, p->H + p->ph), we = cpu_min64(ws + p->kw, p->W + p->pw);
+    *div = (double)((he - hs) * (we - ws));
+    *h0 = hs < 0 ? 0 : hs, *w0 = ws < 0 ? 0 : ws;
+    *h1 = cpu_min64(he, p->H), *w1 = cpu_min64(we, p->W);
+}
+
+/* Index in the plane of the window's max: the first in scan order, or the last NaN
+ * (torch's CPU rule: take v when v > max or v is NaN). */
+static int64_t argmax(const pool_geom *p, const float *x, int64_t i, int64_t j)
+{
+    int64_t h0, h1, w0, w1;
+    double div;
+    window(p, i, j, &h0, &h1, &w0, &w1, &div);
+    int64_t best = h0 * p->W + w0;
+    float m = -INFINITY;
+    for (int64_t h = h0; h < h1; h++)
+        for (int64_t w = w0; w < w1; w++) {
+            float v = x[h * p->W + w];
+            if (v > m || isnan(v)) {
+                m = v;
+                best = h * p->W + w;
+            }
+        }
+    return best;
+}
+
+static bool par(const pool_geom *p)
+{
+    return p->planes > 1 && p->planes * p->H * p->W >= CPU_PAR_MIN;
+}
+
+anvil_status anvil_cpu_maxpool2d(const anvil_exec *ex, const anvil_step *s)
+{
+    (void)ex;
+    pool_geom p = geom(s->in_node[0], s->node, s->node);
+    const float *x = s->in[0];
+    float *y = s->out;
+#pragma omp parallel for if (par(&p)) schedule(static)
+    for (int64_t pl = 0; pl < p.planes; pl++) {
+        const float *xp = x + pl * p.H * p.W;
+        for (int64_t i = 0; i < p.OH; i++)
+            for (int64_t j = 0; j < p.OW; j++)
+                y[(pl * p.OH + i) * p.OW + j] = xp[argmax(&p, xp, i, j)];
+    }
+    return ANVIL_OK;
+}
+
+/* in (dy, x): dy goes to each window's argmax, recomputed from x. */
+anvil_status anvil_cpu_maxpool2d_bwd(const anvil_exec *ex, const anvil_step *s)
+{
+    (void)ex;
+    pool_geom p = geom(s->node, s->in_node[0], s->node);
+    const float *dy = s->in[0], *x = s->in[1];
+    float *dx = s->out;
+#pragma omp parallel for if (par(&p)) schedule(static)
+    for (int64_t pl = 0; pl < p.planes; pl++) {
+        const float *xp = x + pl * p.H * p.W;
+        float *dxp = dx + pl * p.H * p.W;
+        memset(dxp, 0, (size_t)(p.H * p.W) * sizeof(float));
+        for (int64_t i = 0; i < p.OH; i++)
+            for (int64_t j = 0; j < p.OW; j++)
+                dxp[argmax(&p, xp, i, j)] += dy[(pl * p.OH + i) * p.OW + j];
+    }
+    return ANVIL_OK;
+}
+
+/* avg_pool2d and adaptive_avg_pool2d (sums in double). */
+static anvil_status avg_fwd(const anvil_step *s)
+{
+    pool_geom p = geom(s->in_node[0], s->node, s->node);
+    const float *x = s->in[0];
+    float *y = s->out;
+#pragma omp parallel for if (par(&p)) schedule(static)
+    for (int64_t pl = 0; pl < p.planes; pl++) {
+        const float *xp = x + pl * p.H * p.W;
+        for (int64_t i = 0; i < p.OH; i++)
+            for (int64_t j = 0; j < p.OW; j++) {
+                int64_t h0, h1, w0, w1;
+                double div, acc = 0.0;
+                window(&p, i, j, &h0, &h1, &w0, &w1, &div);
+                for (int64_t h = h0; h < h1; h++)
+                    for (int64_t w = w0; w < w1; w++)
+                        acc += xp[h * p.W + w];
+                y[(pl * p.OH + i) * p.OW + j] = (float)(acc / div);
+            }
+    }
+    return ANVIL_OK;
+}
+
+/* in (dy): each window's dy / divisor added to its inputs. */
+static anvil_status avg_bwd(const anvil_step *s)
+{
+    pool_geom p = geom(s->node, s->in_node[0], s->node);
+    const float *dy = s->in[0];
+    float *dx = s->out;
+#pragma omp parallel for if (par(&p)) schedule(static)
+    for (int64_t pl = 0; pl < p.planes; pl++) {
+        float *dxp = dx + pl * p.H * p.W;
+        memset(dxp, 0, (size_t)(p.H * p.W) * sizeof(float));
+        for (int64_t i = 0; i < p.OH; i++)
+            for (int64_t j = 0; j < p.OW; j++) {
+                int64_t h0, h1, w0, w1;
+                double div;
+                window(&p, i, j, &h0, &h1, &w0, &w1, &div);
+                float g = (float)(dy[(pl * p.OH + i) * p.OW + j] / div);
+                for (int64_t h = h0; h < h1; h++)
+                    for (int64_t w = w0; w < w1; w++)
+                        dxp[h * p.W + w] += g;
+            }
+    }
+    return ANVIL_OK;
+}
+
+anvil_status anvil_cpu_avgpool2d(const anvil_exec *ex, const anvil_step *s) { (void)ex; return avg_fwd(s); }
+anvil_status anvil_cpu_avgpool2d_bwd(const anvil_exec *ex, const anvil_step *s) { (void)ex; return avg_bwd(s); }
+anvil_status anvil_cpu_adaptive_avgpool2d(const anvil_exec *ex, const anvil_step *s) { (void)ex; return avg_fwd(s); }
+anvil_status anvil_cpu_adaptive_avgpool2d_bwd(const anvil_exec *ex, const anvil_step *s) { (void)ex; return avg_bwd(s); }

@@ -1,0 +1,290 @@
+/* conv.cu — 2-D convolution (NCHW, float32) and its backward ops through cuDNN's
+ * convolution API, in true fp32 (CUDNN_FMA_MATH: no TF32, as Anvil's matmuls).
+ *
+ * Algorithms are chosen without timing, from cuDNN's heuristics (the _v7 queries): the
+ * first candidate that is supported, deterministic, not a tensor-op one (the descriptor
+ * stays CUDNN_FMA_MATH whatever the heuristic reports) and whose workspace fits the
+ * lane's ANVIL_CUDA_LT_WORKSPACE bytes (the lane's cuBLASLt workspace doubles as cuDNN's:
+ * the steps of one lane run in order).  Candidates that compute through FFTs or Winograd
+ * transforms are taken only when nothing else fits, as their rounding differs most from
+ * a direct sum; a candidate cuDNN refuses when run (NOT_SUPPORTED) gives way to the next.
+ * Descriptors are made and destroyed per call: the kernel functions run
+ * only while a program is captured, and the CUDA graph replays what they recorded.
+ *
+ * Bias: cudnnAddTensor of b [1,O,1,1] onto y after the convolution.
+ * Without cuDNN at build time this file defines nothing: the CUDA backend then lacks
+ * these ops and a program that needs them fails to compile naming the op. */
+#include "backend/cuda/cuda_internal.h"
+
+#ifdef ANVIL_HAVE_CUDNN
+
+static anvil_status dnn_fail(cudnnStatus_t st, const char *op, const char *what)
+{
+    return anvil_fail(ANVIL_ERR_DEVICE, "%s: %s: %s", op, what, cudnnGetErrorString(st));
+}
+
+#define DNN_CHECK(call, what)                        \
+    do {                                             \
+        cudnnStatus_t dnn_st_ = (call);              \
+        if (dnn_st_ != CUDNN_STATUS_SUCCESS) {       \
+            rc = dnn_fail(dnn_st_, d->op, what);     \
+            goto done;                               \
+        }                                            \
+    } while (0)
+
+/* A convolution's descriptors: x [N,C,H,W], w [O,C/G,kh,kw], y [N,O,OH,OW]. */
+typedef struct {
+    const char *op;
+    cudnnTensorDescriptor_t x, y, b;
+    cudnnFilterDescriptor_t w;
+    cudnnConvolutionDescriptor_t conv;
+} dnn_conv;
+
+static bool fits_int(const anvil_node *n)
+{
+    for (int i = 0; i < n->ndim; i++)
+        if (n->shape[i] > 0x7fffffff)
+            return false;
+    return anvil_node_numel(n) <= 0x7fffffff;
+}
+
+static void dnn_destroy(dnn_conv *d)
+{
+    if (d->conv)
+        cudnnDestroyConvolutionDescriptor(d->conv);
+    if (d->w)
+        cudnnDestroyFilterDescriptor(d->w);
+    if (d->b)
+        cudnnDestroyTensorDescriptor(d->b);
+    if (d->y)
+        cudnnDestroyTensorDescriptor(d->y);
+    if (d->x)
+        cudnnDestroyTensorDescriptor(d->x);
+}
+
+/* Makes the descriptors (and the bias's when bias) and binds the handle to the lane's
+ * stream.  On failure the caller still calls dnn_destroy. */
+static anvil_status dnn_setup(anvil_cuda_ctx *c, dnn_conv *d, const char *op, const anvil_node *x,
+                              const anvil_node *w, const anvil_node *y, const int *ia, bool bias)
+{
+    anvil_status rc = ANVIL_OK;
+    memset(d, 0, sizeof *d);
+    d->op = op;
+    if (!c->cudnn)
+        return anvil_fail(ANVIL_ERR_DEVICE, "%s: no cuDNN handle (cudnnCreate: %s)", op,
+                          cudnnGetErrorString((cudnnStatus_t)c->cudnn_status));
+    if (!fits_int(x) || !fits_int(w) || !fits_int(y))
+        return anvil_fail(ANVIL_ERR_UNSUPPORTED, "%s: tensors of 2^31 or more elements are not supported on CUDA", op);
+    int N = (int)x->shape[0], C = (int)x->shape[1], H = (int)x->shape[2], W = (int)x->shape[3];
+    int O = (int)w->shape[0], cg = (int)w->shape[1], kh = (int)w->shape[2], kw = (int)w->shape[3];
+    int OH = (int)y->shape[2], OW = (int)y->shape[3];
+    cudnnHandle_t h = (cudnnHandle_t)c->cudnn;
+    DNN_CHECK(cudnnSetStream(h, c->stream), "cudnnSetStream");
+    DNN_CHECK(cudnnCreateTensorDescriptor(&d->x), "cudnnCreateTensorDescriptor (x)");
+    DNN_CHECK(cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, C, H, W),
+              "cudnnSetTensor4dDescriptor (x)");
+    DNN_CHECK(cudnnCreateTensorDescriptor(&d->y), "cudnnCreateTensorDescriptor (y)");
+    DNN_CHECK(cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, O, OH, OW),
+              "cudnnSetTensor4dDescriptor (y)");
+    if (bias) {
+        DNN_CHECK(cudnnCreateTensorDescriptor(&d->b), "cudnnCreateTensorDescriptor (bias)");
+        DNN_CHECK(cudnnSetTensor4dDescriptor(d->b, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, O, 1, 1),
+                  "cudnnSetTensor4dDescriptor (bias)");
+    }
+    DNN_CHECK(cudnnCreateFilterDescriptor(&d->w), "cudnnCreateFilterDescriptor");
+    DNN_CHECK(cudnnSetFilter4dDescriptor(d->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, O, cg, kh, kw),
+              "cudnnSetFilter4dDescriptor");
+    DNN_CHECK(cudnnCreateConvolutionDescriptor(&d->conv), "cudnnCreateConvolutionDescriptor");
+    /* CROSS_CORRELATION: torch's conv2d (no kernel flip) */
+    DNN_CHECK(cudnnSetConvolution2dDescriptor(d->conv, ia[2], ia[3], ia[0], ia[1], ia[4], ia[5],
+                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+              "cudnnSetConvolution2dDescriptor");
+    DNN_CHECK(cudnnSetConvolutionGroupCount(d->conv, C / cg), "cudnnSetConvolutionGroupCount");
+    DNN_CHECK(cudnnSetConvolutionMathType(d->conv, CUDNN_FMA_MATH), "cudnnSetConvolutionMathType");
+    {
+        /* cuDNN's output size must be the graph's */
+        int n4[4];
+        DNN_CHECK(cudnnGetConvolution2dForwardOutputDim(d->conv, d->x, d->w, &n4[0], &n4[1], &n4[2], &n4[3]),
+                  "cudnnGetConvolution2dForwardOutputDim");
+        if (n4[0] != N || n4[1] != O || n4[2] != OH || n4[3] != OW)
+            return anvil_fail(ANVIL_ERR_DEVICE, "%s: cuDNN's output [%d, %d, %d, %d] is not the graph's [%d, %d, %d, %d]",
+                              op, n4[0], n4[1], n4[2], n4[3], N, O, OH, OW);
+    }
+done:
+    return rc;
+}
+
+/* Ranks an algorithm: 0 for direct/GEMM-like ones, 1 for FFT or Winograd transforms. */
+static int fwd_rank(cudnnConvolutionFwdAlgo_t a)
+{
+    return a == CUDNN_CONVOLUTION_FWD_ALGO_FFT || a == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
+           a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD || a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+}
+
+static int bwd_data_rank(cudnnConvolutionBwdDataAlgo_t a)
+{
+    return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT || a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
+           a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD ||
+           a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+}
+
+static int bwd_filter_rank(cudnnConvolutionBwdFilterAlgo_t a)
+{
+    return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT || a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
+           a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+}
+
+static anvil_status no_algo(const dnn_conv *d, const anvil_node *x, const anvil_node *w)
+{
+    char sx[96], sw[96];
+    return anvil_fail(ANVIL_ERR_UNSUPPORTED,
+                      "%s: cuDNN offers no deterministic fp32 (FMA) algorithm within a %zu-byte workspace for input %s, weight %s",
+                      d->op, (size_t)ANVIL_CUDA_LT_WORKSPACE, anvil_shape_str(sx, sizeof sx, x->ndim, x->shape),
+                      anvil_shape_str(sw, sizeof sw, w->ndim, w->shape));
+}
+
+/* A heuristic result's math type: FMA, or DEFAULT (which the descriptor's FMA setting
+ * then restricts); never a tensor-op one (TF32 or lower). */
+static bool fma_ok(cudnnMathType_t m)
+{
+    return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
+}
+
+/* Runs the first usable algorithm of the heuristic's list perf[0..n): supported,
+ * deterministic, not tensor-op, its workspace (asked again through ws_of) within the
+ * lane's; pass 0 takes rank-0 algorithms only, pass 1 any.  A candidate that cuDNN
+ * refuses when run (a NOT_SUPPORTED status, decided on the host before any launch) gives
+ * way to the next; any other failure is reported. */
+template <typename Perf, typename Rank, typename WsOf, typename Exec>
+static anvil_status dnn_run(const dnn_conv *d, const Perf *perf, int n, Rank rank, WsOf ws_of, Exec exec,
+                            const char *exec_name, const anvil_node *x, const anvil_node *w)
+{
+    cudnnStatus_t refused = CUDNN_STATUS_SUCCESS;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < n; i++) {
+            if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].determinism != CUDNN_DETERMINISTIC ||
+                !fma_ok(perf[i].mathType) || (pass == 0) != (rank(perf[i].algo) == 0))
+                continue;
+            size_t ws = 0;
+            if (ws_of(perf[i].algo, &ws) != CUDNN_STATUS_SUCCESS || ws > ANVIL_CUDA_LT_WORKSPACE)
+                continue;
+            cudnnStatus_t st = exec(perf[i].algo);
+            if (st == CUDNN_STATUS_SUCCESS)
+                return ANVIL_OK;
+            if (CUDNN_STATUS_CATEGORY(st) != CUDNN_STATUS_NOT_SUPPORTED)
+                return dnn_fail(st, d->op, exec_name);
+            refused = st;
+        }
+    if (refused != CUDNN_STATUS_SUCCESS)
+        return dnn_fail(refused, d->op, exec_name);
+    return no_algo(d, x, w);
+}
+
+/* y = conv(x, w) (+ b) */
+ANVIL_CUDA_KERNEL(conv2d)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    const anvil_node *x = s->in_node[0], *w = s->in_node[1], *y = s->node;
+    bool bias = s->node->n_in >= 3;
+    if (x->shape[0] == 0)
+        return ANVIL_OK;
+    dnn_conv dd, *d = &dd;
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int n = 0;
+    const float one = 1.0f, zero = 0.0f;
+    anvil_status rc = dnn_setup(c, d, "conv2d", x, w, y, s->node->ia, bias);
+    if (rc != ANVIL_OK)
+        goto done;
+    {
+        cudnnHandle_t h = (cudnnHandle_t)c->cudnn;
+        DNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d->x, d->w, d->conv, d->y,
+                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf),
+                  "cudnnGetConvolutionForwardAlgorithm_v7");
+        auto ws_of = [&](cudnnConvolutionFwdAlgo_t a, size_t *ws) {
+            return cudnnGetConvolutionForwardWorkspaceSize(h, d->x, d->w, d->conv, d->y, a, ws);
+        };
+        auto exec = [&](cudnnConvolutionFwdAlgo_t a) {
+            return cudnnConvolutionForward(h, &one, d->x, s->in[0], d->w, s->in[1], d->conv, a, c->lt_workspace,
+                                           ANVIL_CUDA_LT_WORKSPACE, &zero, d->y, s->out);
+        };
+        rc = dnn_run(d, perf, n, fwd_rank, ws_of, exec, "cudnnConvolutionForward", x, w);
+        if (rc != ANVIL_OK)
+            goto done;
+        if (bias)
+            DNN_CHECK(cudnnAddTensor(h, &one, d->b, s->in[2], &one, d->y, s->out), "cudnnAddTensor (bias)");
+    }
+done:
+    dnn_destroy(d);
+    return rc;
+}
+
+/* dx = conv2d's adjoint in x of dy: in (dy, w), the node is x's shape */
+ANVIL_CUDA_KERNEL(conv2d_bwd_data)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    const anvil_node *dy = s->in_node[0], *w = s->in_node[1], *x = s->node;
+    if (x->shape[0] == 0)
+        return ANVIL_OK;
+    dnn_conv dd, *d = &dd;
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    int n = 0;
+    const float one = 1.0f, zero = 0.0f;
+    anvil_status rc = dnn_setup(c, d, "conv2d_bwd_data", x, w, dy, s->node->ia, false);
+    if (rc != ANVIL_OK)
+        goto done;
+    {
+        cudnnHandle_t h = (cudnnHandle_t)c->cudnn;
+        DNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d->w, d->y, d->conv, d->x,
+                                                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf),
+                  "cudnnGetConvolutionBackwardDataAlgorithm_v7");
+        auto ws_of = [&](cudnnConvolutionBwdDataAlgo_t a, size_t *ws) {
+            return cudnnGetConvolutionBackwardDataWorkspaceSize(h, d->w, d->y, d->conv, d->x, a, ws);
+        };
+        auto exec = [&](cudnnConvolutionBwdDataAlgo_t a) {
+            return cudnnConvolutionBackwardData(h, &one, d->w, s->in[1], d->y, s->in[0], d->conv, a,
+                                                c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE, &zero, d->x, s->out);
+        };
+        rc = dnn_run(d, perf, n, bwd_data_rank, ws_of, exec, "cudnnConvolutionBackwardData", x, w);
+    }
+done:
+    dnn_destroy(d);
+    return rc;
+}
+
+/* dw = conv2d's adjoint in w of dy: in (dy, x), the node is w's shape */
+ANVIL_CUDA_KERNEL(conv2d_bwd_filter)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    const anvil_node *dy = s->in_node[0], *x = s->in_node[1], *w = s->node;
+    if (x->shape[0] == 0) {
+        ANVIL_CUDA_CHECK(cudaMemsetAsync(s->out, 0, (size_t)anvil_node_numel(w) * sizeof(float), c->stream),
+                         "conv2d_bwd_filter: cudaMemsetAsync");
+        return ANVIL_OK;
+    }
+    dnn_conv dd, *d = &dd;
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int n = 0;
+    const float one = 1.0f, zero = 0.0f;
+    anvil_status rc = dnn_setup(c, d, "conv2d_bwd_filter", x, w, dy, s->node->ia, false);
+    if (rc != ANVIL_OK)
+        goto done;
+    {
+        cudnnHandle_t h = (cudnnHandle_t)c->cudnn;
+        DNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d->x, d->y, d->conv, d->w,
+                                                                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf),
+                  "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
+        auto ws_of = [&](cudnnConvolutionBwdFilterAlgo_t a, size_t *ws) {
+            return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d->x, d->y, d->conv, d->w, a, ws);
+        };
+        auto exec = [&](cudnnConvolutionBwdFilterAlgo_t a) {
+            return cudnnConvolutionBackwardFilter(h, &one, d->x, s->in[1], d->y, s->in[0], d->conv, a,
+                                                  c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE, &zero, d->w, s->out);
+        };
+        rc = dnn_run(d, perf, n, bwd_filter_rank, ws_of, exec, "cudnnConvolutionBackwardFilter", x, w);
+    }
+done:
+    dnn_destroy(d);
+    return rc;
+}
+
+#endif /* ANVIL_HAVE_CUDNN */
