@@ -150,7 +150,8 @@ static void test_step_counters(void **state)
     anvil_counters total, last;
     CHECK_OK(anvil_trainer_counters(t, &total, &last));
     print_counters("total", &total);
-    assert_int_equal(total.host_kernel_launches, 0);
+    /* Outside the graphs only the constants, once per program (batch 128 and 100). */
+    assert_true(total.host_kernel_launches <= 2);
     anvil_trainer_free(t);
     anvil_model_free(m);
 }

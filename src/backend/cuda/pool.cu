@@ -125,6 +125,19 @@ static __global__ void maxpool_bwd_kernel(pool_geom p, const float *dy, const fl
     }
 }
 
+/* Non-overlapping windows (stride >= kernel): every input element is in at most one
+ * window, so each window writes its dy to its own argmax, into a zeroed dx: a quarter of
+ * the work of the gather above for the usual 2x2 pooling, and no write conflicts. */
+static __global__ void maxpool_bwd_scatter(pool_geom p, const float *dy, const float *x, float *dx)
+{
+    int64_t n = p.planes * p.OH * p.OW;
+    for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < n;
+         o += (int64_t)gridDim.x * blockDim.x) {
+        int64_t j = o % p.OW, i = (o / p.OW) % p.OH, pl = o / (p.OW * p.OH);
+        dx[pl * p.H * p.W + argmax(p, x + pl * p.H * p.W, i, j)] = dy[o];
+    }
+}
+
 /* avg_pool2d and adaptive_avg_pool2d */
 static __global__ void avgpool_fwd_kernel(pool_geom p, const float *x, float *y)
 {
@@ -199,7 +212,13 @@ static anvil_status pool_bwd(const anvil_exec *ex, const anvil_step *s, bool max
     if (n == 0)
         return ANVIL_OK;
     unsigned int blocks = anvil_cuda_blocks(n, ANVIL_CUDA_THREADS);
-    if (max)
+    if (max && p.sh >= p.kh && p.sw >= p.kw) {
+        ANVIL_CUDA_CHECK(cudaMemsetAsync(s->out, 0, (size_t)n * sizeof(float), c->stream),
+                         "maxpool2d_bwd: cudaMemsetAsync");
+        int64_t on = p.planes * p.OH * p.OW;
+        maxpool_bwd_scatter<<<anvil_cuda_blocks(on, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+            p, (const float *)s->in[0], (const float *)s->in[1], (float *)s->out);
+    } else if (max)
         maxpool_bwd_kernel<<<blocks, ANVIL_CUDA_THREADS, 0, c->stream>>>(
             p, (const float *)s->in[0], (const float *)s->in[1], (float *)s->out);
     else

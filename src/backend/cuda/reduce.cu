@@ -129,11 +129,14 @@ typedef struct {
     int64_t rtot;
 } sum_to_plan;
 
+/* One block per output element: its threads stride over the reduced indices and the
+ * block adds them in a fixed tree (deterministic).  The reduced runs can be long (a conv
+ * bias gradient sums N*H*W values per channel), so the parallelism is over them. */
 static __global__ void sum_to_general(const float *__restrict__ in, float *out, int64_t on,
                                       sum_to_plan p)
 {
-    for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < on;
-         o += (int64_t)gridDim.x * blockDim.x) {
+    __shared__ double sh[32];
+    for (int64_t o = blockIdx.x; o < on; o += gridDim.x) {
         int64_t base = 0, rem = o;
         for (int g = p.ng - 1; g >= 0; g--) {
             if (!p.gred[g]) {
@@ -142,7 +145,7 @@ static __global__ void sum_to_general(const float *__restrict__ in, float *out, 
             }
         }
         double acc = 0.0;
-        for (int64_t r = 0; r < p.rtot; r++) {
+        for (int64_t r = threadIdx.x; r < p.rtot; r += blockDim.x) {
             int64_t off = 0, rr = r;
             for (int g = p.ng - 1; g >= 0; g--) {
                 if (p.gred[g]) {
@@ -152,7 +155,9 @@ static __global__ void sum_to_general(const float *__restrict__ in, float *out, 
             }
             acc += in[base + off];
         }
-        out[o] = (float)acc;
+        acc = anvil_cuda_block_sum(acc, sh);
+        if (threadIdx.x == 0)
+            out[o] = (float)acc;
     }
 }
 
@@ -213,7 +218,7 @@ ANVIL_CUDA_KERNEL(sum_to)
         if (p.gred[g])
             p.rtot *= p.gsz[g];
     }
-    sum_to_general<<<anvil_cuda_blocks(on, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+    sum_to_general<<<(unsigned int)(on < 65535 * 8 ? on : 65535 * 8), ANVIL_CUDA_THREADS, 0, c->stream>>>(
         in, out, on, p);
     return anvil_cuda_launched(c, "sum_to");
 }
