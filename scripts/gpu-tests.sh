@@ -109,7 +109,7 @@ fi
 if grep -q 'no usable CUDA GPU' "$CTEST_LOG"; then
     fail "the GPU tests skipped: $(grep -m1 -o 'no usable CUDA GPU.*' "$CTEST_LOG")"
 fi
-ACC_LINE="$(grep -m1 -Eo 'fashion-mnist mlp:.*' "$CTEST_LOG" || true)"
+ACC_LINE="$(grep -Eo 'fashion-mnist [a-z]+:.*' "$CTEST_LOG" | sort -u | tr '\n' ' ' || true)"
 [ -n "$ACC_LINE" ] && note "$ACC_LINE"
 if grep -q 'no Fashion-MNIST' "$CTEST_LOG"; then
     note "fashion-mnist: data absent, accuracy test skipped (set ANVIL_DATA_DIR)"

@@ -235,9 +235,23 @@ static double now(void)
  * device-resident data: accuracy and losses must match PyTorch's from the same start
  * (tests/golden/make_mlp_fmnist.py), as the CPU test does; and a resident step in the
  * middle of the epoch copies nothing in or out: one graph launch, nothing else. */
+static void fmnist_parity(const char *model, const char *golden);
+
 static void test_fashion_mnist(void **state)
 {
     (void)state;
+    fmnist_parity("mlp", ANVIL_GOLDEN_DIR "/mlp_fmnist.safetensors");
+}
+
+/* The cnn (cuDNN convolutions, CUDA pooling) the same way; PyTorch reaches 0.860. */
+static void test_fashion_mnist_cnn(void **state)
+{
+    (void)state;
+    fmnist_parity("cnn", ANVIL_GOLDEN_DIR "/cnn_fmnist.safetensors");
+}
+
+static void fmnist_parity(const char *model, const char *golden)
+{
     NEED_GPU();
     const char *quick = getenv("ANVIL_GPU_TEST_QUICK");
     if (quick && *quick && strcmp(quick, "0") != 0) {
@@ -255,7 +269,7 @@ static void test_fashion_mnist(void **state)
     anvil_dataset *train, *test;
     CHECK_OK(anvil_dataset_load_folder(&train, &test, dir));
     anvil_model *m;
-    CHECK_OK(anvil_model_builtin(&m, "mlp"));
+    CHECK_OK(anvil_model_builtin(&m, model));
     anvil_trainer_config cfg = anvil_trainer_default_config();
     cfg.device = ANVIL_DEVICE_CUDA;
     anvil_trainer *t;
@@ -263,7 +277,7 @@ static void test_fashion_mnist(void **state)
     int n;
     char **names;
     anvil_tensor **ts;
-    CHECK_OK(anvil_safetensors_read(ANVIL_GOLDEN_DIR "/mlp_fmnist.safetensors", &n, &names, &ts));
+    CHECK_OK(anvil_safetensors_read(golden, &n, &names, &ts));
     float acc = 0, test_loss = 0, train_loss = 0;
     for (int i = 0; i < n; i++) {
         const float *v = anvil_tensor_data(ts[i]);
@@ -302,9 +316,9 @@ static void test_fashion_mnist(void **state)
     anvil_eval_result r;
     CHECK_OK(anvil_evaluate(t, test, 1000, &r));
     double t2 = now();
-    print_message("fashion-mnist mlp: %lld steps in %.2f s (%.0f steps/s), train loss %.4f (PyTorch %.4f); "
+    print_message("fashion-mnist %s: %lld steps in %.2f s (%.0f steps/s), train loss %.4f (PyTorch %.4f); "
                   "test loss %.4f (%.4f), accuracy %.4f (%.4f) over %lld samples (eval %.2f s)\n",
-                  (long long)steps, t1 - t0, (double)steps / (t1 - t0), (double)mean_loss, train_loss, r.mean_loss,
+                  model, (long long)steps, t1 - t0, (double)steps / (t1 - t0), (double)mean_loss, train_loss, r.mean_loss,
                   test_loss, r.accuracy, acc, (long long)r.samples, t2 - t1);
     assert_int_equal(steps, 469);
     assert_int_equal(r.samples, anvil_dataset_size(test));
@@ -323,6 +337,7 @@ int main(void)
         cmocka_unit_test(test_step_counters),
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_fashion_mnist),
+        cmocka_unit_test(test_fashion_mnist_cnn),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
