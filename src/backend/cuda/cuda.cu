@@ -329,6 +329,7 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         c->stream = c->lane_stream[L];
         c->lt_workspace = c->lane_ws[L];
         c->scratch = c->lane_scratch[L];
+        c->conv_ws = c->lane_conv_ws[L];
         s = anvil_cuda_kernels[st->node->op](ex, st);
         cudaEventRecord(ev[i], c->stream);
         lane[i] = L;
@@ -344,6 +345,7 @@ out:
     c->stream = main_stream;
     c->lt_workspace = main_ws;
     c->scratch = main_scratch;
+    c->conv_ws = c->lane_conv_ws[0];
     for (int k = 0; k < made; k++)
         cudaEventDestroy(ev[k]);
     free(ev);
@@ -453,6 +455,9 @@ static void ctx_free(anvil_cuda_ctx *c)
         cudaFreeHost(c->staging);
     if (c->err_host)
         cudaFreeHost(c->err_host);
+    for (int l = 0; l < ANVIL_CUDA_LANES; l++)
+        if (c->lane_conv_ws[l])
+            cudaFree(c->lane_conv_ws[l]);
     for (int l = 1; l < ANVIL_CUDA_LANES; l++) {
         if (c->lane_ws[l])
             cudaFree(c->lane_ws[l]);
@@ -521,6 +526,10 @@ static anvil_status ctx_open(anvil_cuda_ctx *c)
     c->lane_stream[0] = c->stream;
     c->lane_ws[0] = c->lt_workspace;
     c->lane_scratch[0] = c->scratch;
+    for (int l = 0; l < ANVIL_CUDA_LANES; l++)
+        ANVIL_CUDA_CHECK(cudaMalloc((void **)&c->lane_conv_ws[l], ANVIL_CUDA_CONV_WORKSPACE),
+                         "cudaMalloc (convolution workspace)");
+    c->conv_ws = c->lane_conv_ws[0];
     for (int l = 1; l < ANVIL_CUDA_LANES; l++) {
         ANVIL_CUDA_CHECK(cudaStreamCreateWithFlags(&c->lane_stream[l], cudaStreamNonBlocking),
                          "cudaStreamCreate (capture lane)");

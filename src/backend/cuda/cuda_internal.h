@@ -36,6 +36,7 @@ enum {
 #define ANVIL_CUDA_LT_WORKSPACE ((size_t)32 << 20)     /* cuBLASLt workspace */
 #define ANVIL_CUDA_SCRATCH_FLOATS 4096                 /* per-block partial sums */
 #define ANVIL_CUDA_LANES 4                             /* concurrent streams in a graph */
+#define ANVIL_CUDA_CONV_WORKSPACE ((size_t)96 << 20)   /* im2col for weight gradients */
 #define ANVIL_CUDA_MAX_PARTIALS 1024                   /* blocks of a split reduction */
 
 typedef struct {
@@ -62,6 +63,8 @@ typedef struct {
     cudaStream_t lane_stream[ANVIL_CUDA_LANES];
     void *lane_ws[ANVIL_CUDA_LANES];
     float *lane_scratch[ANVIL_CUDA_LANES];
+    float *conv_ws;                 /* the current lane's im2col workspace (conv.cu) */
+    float *lane_conv_ws[ANVIL_CUDA_LANES]; /* ANVIL_CUDA_CONV_WORKSPACE bytes each */
     /* cuDNN (conv.cu), when built with it: the handle (a cudnnHandle_t), or NULL with
      * cudnn_status holding why cudnnCreate failed (the conv ops then report it; nothing
      * else needs cuDNN).  One handle serves every lane: a kernel sets its stream to the
@@ -69,6 +72,12 @@ typedef struct {
     void *cudnn;
     int cudnn_status;
 } anvil_cuda_ctx;
+
+/* matmul.cu: column-major D[m,n] = op(A)[m,k] op(B)[k,n] in fp32 through cuBLASLt, on the
+ * current lane (for other kernels that reduce to a matrix product). */
+anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                                 const float *A, int64_t lda, const float *B, int64_t ldb, float *D, int64_t ldd,
+                                 const char *what);
 
 /* A CUDA call failed: records "what: <cuda error string>" as ANVIL_ERR_DEVICE. */
 anvil_status anvil_cuda_fail(cudaError_t e, const char *what);

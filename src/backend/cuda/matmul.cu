@@ -245,3 +245,25 @@ ANVIL_CUDA_KERNEL(linear)
     g.beta = 0.0f;
     return gemm(c, &g, "linear");
 }
+
+extern "C" anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                                           const float *A, int64_t lda, const float *B, int64_t ldb, float *D,
+                                           int64_t ldd, const char *what)
+{
+    lt_gemm g;
+    g.ta = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    g.tb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.A = A;
+    g.lda = lda;
+    g.B = B;
+    g.ldb = ldb;
+    g.D = D;
+    g.ldd = ldd;
+    g.bias = NULL;
+    g.relu = false;
+    g.beta = 0.0f;
+    return gemm(c, &g, what);
+}
