@@ -597,6 +597,14 @@ static void test_builtin_cnn_and_resnet(void **state)
     }
     anvil_trainer_free(t);
     anvil_model_free(res);
+    /* the example model files describe the same networks */
+    anvil_model *f;
+    CHECK_OK(anvil_model_load_json(&f, ANVIL_SOURCE_DIR "/examples/models/resnet18.json"));
+    assert_int_equal(anvil_model_param_count(f), 11172810); /* 1-channel stem */
+    anvil_model_free(f);
+    CHECK_OK(anvil_model_load_json(&f, ANVIL_SOURCE_DIR "/examples/models/cnn.json"));
+    assert_int_equal(anvil_model_param_count(f), 421642);
+    anvil_model_free(f);
 
     /* the cnn learns: bright top half = class 1, bright bottom half = class 0 */
     c.optimizer.lr = 3e-3f;
