@@ -122,7 +122,7 @@ static int load_model(train_state *s, const char *spec)
         s->model = NULL;
         fprintf(stderr, "anvil train: --model '%s': %s\n", spec, lib_error(st));
         if (st == ANVIL_ERR_INVALID_ARG || st == ANVIL_ERR_UNSUPPORTED) {
-            fprintf(stderr, "Built-in models: mlp; or give a model file (FILE.json).\n");
+            fprintf(stderr, "Built-in models: mlp, cnn, resnet18; or give a model file (FILE.json).\n");
             return EXIT_USAGE;
         }
         return EXIT_RUNTIME;

@@ -11,7 +11,7 @@
 const char tool_train_usage[] =
     "usage: anvil train [options]\n"
     "\n"
-    "  --model NAME|FILE.json    a built-in model (mlp) or a model file (default: mlp)\n"
+    "  --model NAME|FILE.json    a built-in model (mlp, cnn, resnet18) or a model file (default: mlp)\n"
     "  --data DIR                dataset folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]\n"
     "                            (default: " ANVIL_DEFAULT_DATA_DIR ")\n"
     "  --epochs N                passes over the training set (default: 1)\n"
