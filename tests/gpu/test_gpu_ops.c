@@ -19,6 +19,15 @@
  *      max|cpu| (normwise, as matmul: a sum over C/groups*kh*kw terms, in another order)
  *    pooling (max, avg, adaptive avg) and their gradients: rtol 1e-5 and atol 1e-6 +
  *      1e-5 * max|cpu| (the kernels follow the CPU's order and should agree bit for bit)
+ *    batch norm and layer norm (all seven ops: forward, dx, dweight, dbias, training and
+ *      evaluation statistics): rtol 1e-4 and atol 1e-5 + 1e-4 * max|cpu| (normwise: the
+ *      per-channel / per-row sums run in double in another order, and the float
+ *      elementwise steps then amplify the rounding of xhat near the mean)
+ *    ResNet-18 (BatchNorm) trained 3 SGD-momentum steps: losses of every step atol 1e-4
+ *      rtol 1e-3; parameters and running statistics after step 1 atol 1e-4 rtol 1e-3
+ *      (later steps are chaotic: see test_resnet18_trainer); num_batches_tracked exactly;
+ *      linear-BatchNorm1d (momentum NAN: cumulative average)-relu-linear trained 3 steps:
+ *      parameters and buffers after step 3, atol 1e-4 rtol 1e-3
  *    trainer parity after 5 steps: SGD atol 1e-5 rtol 1e-4; Adam/AdamW, RMSprop, Adagrad,
  *      Adadelta, NAdam atol 5e-5 rtol 1e-3
  *      (Adam divides by sqrt(v), which magnifies the rounding of tiny gradients)
@@ -78,7 +87,7 @@ static int group_setup(void **state)
 #define MAX_FEED 8
 #define MAX_FETCH 16
 
-typedef enum { TOL_EW, TOL_RED, TOL_MM, TOL_EXACT_MASK, TOL_CONV, TOL_POOL } tol_class;
+typedef enum { TOL_EW, TOL_RED, TOL_MM, TOL_EXACT_MASK, TOL_CONV, TOL_POOL, TOL_NORM } tol_class;
 
 typedef struct {
     anvil_graph *g;
@@ -212,7 +221,7 @@ static void tol_of(tol_class t, double *atol, double *rtol)
 /* The part of the absolute tolerance that scales with max|cpu| (normwise classes). */
 static double tol_max_scale(tol_class t)
 {
-    return t == TOL_MM || t == TOL_CONV ? RED_RTOL : t == TOL_POOL ? EW_RTOL : 0.0;
+    return t == TOL_MM || t == TOL_CONV || t == TOL_NORM ? RED_RTOL : t == TOL_POOL ? EW_RTOL : 0.0;
 }
 
 /* Runs the case on both devices and compares every fetched value. */
@@ -1274,6 +1283,297 @@ static void test_evaluate(void **state)
     tu_rmdir(dir);
 }
 
+/* ------------------------------------------------------------ normalization */
+
+/* Feeds an existing value (a buffer) with uniform values in [lo, hi). */
+static void feed_rand(gcase *c, anvil_value v, int nd, const int64_t *shape, float lo, float hi)
+{
+    assert_true(c->nf < MAX_FEED);
+    assert_int_not_equal(v, ANVIL_NO_VALUE);
+    anvil_tensor *t = tu_rand_tensor(nd, shape, lo, hi, ++c->seed);
+    assert_non_null(t);
+    c->feed[c->nf] = v;
+    c->feeds[c->nf++] = t;
+}
+
+/* batch_norm of x [N, C, *] with gradients for x (and weight, bias); training: batch
+ * statistics (anvil_graph_run never runs batchnorm_stats), else fed running statistics. */
+static void bn_case(int nd, const int64_t *s, bool affine, bool training)
+{
+    gcase c;
+    case_init(&c);
+    int64_t C = s[1];
+    anvil_value x = in_rand(&c, "x", nd, s, -2, 3); /* mean 0.5: the centring matters */
+    anvil_init zeros = {ANVIL_INIT_ZEROS, 0}, ones = {ANVIL_INIT_ONES, 0};
+    anvil_value rm = anvil_buffer(c.g, "running_mean", ANVIL_F32, 1, &C, zeros);
+    anvil_value rv = anvil_buffer(c.g, "running_var", ANVIL_F32, 1, &C, ones);
+    if (!training) {
+        feed_rand(&c, rm, 1, &C, -0.5f, 1.0f);
+        feed_rand(&c, rv, 1, &C, 0.5f, 3.0f);
+    }
+    anvil_value w = ANVIL_NO_VALUE, b = ANVIL_NO_VALUE;
+    if (affine) {
+        w = in_rand(&c, "weight", 1, &C, 0.5f, 1.5f);
+        b = in_rand(&c, "bias", 1, &C, -1.0f, 1.0f);
+    }
+    anvil_value y = anvil_batchnorm(c.g, x, rm, rv, ANVIL_NO_VALUE, w, b, 1e-5f, 0.1f);
+    fetch(&c, y, "y", TOL_NORM);
+    anvil_value loss = weighted_sum(&c, y);
+    fetch_grad(&c, loss, x, "dx", TOL_NORM);
+    if (affine) {
+        fetch_grad(&c, loss, w, "dweight", TOL_NORM);
+        fetch_grad(&c, loss, b, "dbias", TOL_NORM);
+    }
+    char what[128], dims[64] = "";
+    for (int i = 0; i < nd; i++)
+        snprintf(dims + strlen(dims), sizeof dims - strlen(dims), "%s%lld", i ? "x" : "", (long long)s[i]);
+    snprintf(what, sizeof what, "batchnorm %s%s %s", dims, affine ? "" : " no-affine",
+             training ? "training" : "eval");
+    compare_opts(&c, what, training, 0);
+    case_free(&c);
+}
+
+static void test_batchnorm(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    const int64_t s1[2] = {16, 5}, s1big[2] = {2048, 3}, s3[3] = {8, 4, 33}, s4[4] = {4, 3, 9, 11},
+                  s4big[4] = {32, 8, 16, 16};
+    for (int train = 1; train >= 0; train--)
+        for (int affine = 1; affine >= 0; affine--) {
+            bn_case(2, s1, affine, train);  /* batchnorm1d [N, C] */
+            bn_case(3, s3, affine, train);  /* batchnorm1d [N, C, L] */
+            bn_case(4, s4, affine, train);  /* batchnorm2d */
+        }
+    bn_case(2, s1big, true, true);  /* many values per channel, S = 1 */
+    bn_case(4, s4big, true, true);  /* M = 8192 per channel */
+    bn_case(4, s4big, false, true);
+}
+
+/* layer_norm over the last k dims of x with gradients for x (and weight, bias). */
+static void ln_case(int nd, const int64_t *s, int k, bool affine)
+{
+    gcase c;
+    case_init(&c);
+    anvil_value x = in_rand(&c, "x", nd, s, -2, 3);
+    anvil_value w = ANVIL_NO_VALUE, b = ANVIL_NO_VALUE;
+    if (affine) {
+        w = in_rand(&c, "weight", k, s + nd - k, 0.5f, 1.5f);
+        b = in_rand(&c, "bias", k, s + nd - k, -1.0f, 1.0f);
+    }
+    anvil_value y = anvil_layernorm(c.g, x, k, w, b, 1e-5f);
+    fetch(&c, y, "y", TOL_NORM);
+    anvil_value loss = weighted_sum(&c, y);
+    fetch_grad(&c, loss, x, "dx", TOL_NORM);
+    if (affine) {
+        fetch_grad(&c, loss, w, "dweight", TOL_NORM);
+        fetch_grad(&c, loss, b, "dbias", TOL_NORM);
+    }
+    char what[128], dims[64] = "";
+    for (int i = 0; i < nd; i++)
+        snprintf(dims + strlen(dims), sizeof dims - strlen(dims), "%s%lld", i ? "x" : "", (long long)s[i]);
+    snprintf(what, sizeof what, "layernorm %s over %d dim(s)%s", dims, k, affine ? "" : " no-affine");
+    compare_opts(&c, what, true, 0);
+    case_free(&c);
+}
+
+static void test_layernorm(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    const int64_t a[2] = {6, 40}, b[3] = {3, 5, 300}, d[3] = {4, 7, 9}, e[2] = {5, 2000}, f[4] = {4, 3, 40, 30},
+                  g[2] = {70, 3};
+    for (int affine = 1; affine >= 0; affine--) {
+        ln_case(2, a, 1, affine);
+        ln_case(3, b, 1, affine);  /* 15 rows, 300 columns: two column blocks for dweight */
+        ln_case(3, d, 2, affine);  /* over 2 dims */
+        ln_case(2, e, 1, affine);  /* a block per row */
+        ln_case(4, f, 2, affine);  /* over 2 dims, D = 1200: a block per row */
+        ln_case(2, g, 1, affine);  /* short rows, many of them */
+    }
+}
+
+/* Compares buffer `name` of the two trainers: float32 within (atol, rtol), int64 exactly. */
+static int compare_buffer(anvil_trainer *tc, anvil_trainer *tg, const char *name, double atol, double rtol,
+                          const char *what)
+{
+    anvil_tensor *a = NULL, *b = NULL;
+    CHECK_OK(anvil_trainer_get_param(tc, name, &a));
+    CHECK_OK(anvil_trainer_get_param(tg, name, &b));
+    int failures = 0;
+    assert_int_equal(anvil_tensor_dtype(a), anvil_tensor_dtype(b));
+    assert_int_equal(anvil_tensor_numel(a), anvil_tensor_numel(b));
+    if (anvil_tensor_dtype(a) != ANVIL_F32) {
+        if (memcmp(anvil_tensor_cdata(a), anvil_tensor_cdata(b), anvil_tensor_nbytes(a)) != 0) {
+            print_error("%s: buffer %s differs\n", what, name);
+            failures++;
+        }
+    } else {
+        int64_t worst = 0;
+        double e = tu_rel_err(anvil_tensor_cdata(b), anvil_tensor_cdata(a), anvil_tensor_numel(a), atol, rtol,
+                              &worst);
+        if (e > 1.0) {
+            print_error("%s: buffer %s: gpu %.9g vs cpu %.9g at [%lld] (error %.3g x tolerance)\n", what, name,
+                        (double)((const float *)anvil_tensor_cdata(b))[worst],
+                        (double)((const float *)anvil_tensor_cdata(a))[worst], (long long)worst, e);
+            failures++;
+        }
+    }
+    anvil_tensor_release(a);
+    anvil_tensor_release(b);
+    return failures;
+}
+
+/* num_batches_tracked of both trainers equals `steps`. */
+static void check_count(anvil_trainer *tc, anvil_trainer *tg, const char *name, int64_t steps)
+{
+    anvil_tensor *a = NULL, *b = NULL;
+    CHECK_OK(anvil_trainer_get_param(tc, name, &a));
+    CHECK_OK(anvil_trainer_get_param(tg, name, &b));
+    assert_int_equal(anvil_tensor_dtype(a), ANVIL_I64);
+    assert_int_equal(anvil_tensor_dtype(b), ANVIL_I64);
+    assert_int_equal(*(const int64_t *)anvil_tensor_cdata(a), steps);
+    assert_int_equal(*(const int64_t *)anvil_tensor_cdata(b), steps);
+    anvil_tensor_release(a);
+    anvil_tensor_release(b);
+}
+
+/* Compares every parameter and the named BatchNorm buffers (running_mean, running_var
+ * within (atol, rtol); num_batches_tracked exactly, and equal to `count`). */
+static void compare_bn_state(anvil_model *mc, anvil_trainer *tc, anvil_trainer *tg, const char *const *buffers,
+                             int n_buffers, int64_t count, double atol, double rtol, const char *what)
+{
+    compare_params(mc, tc, tg, atol, rtol, what);
+    int failures = 0;
+    for (int i = 0; i < n_buffers; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s.running_mean", buffers[i]);
+        failures += compare_buffer(tc, tg, name, atol, rtol, what);
+        snprintf(name, sizeof name, "%s.running_var", buffers[i]);
+        failures += compare_buffer(tc, tg, name, atol, rtol, what);
+        snprintf(name, sizeof name, "%s.num_batches_tracked", buffers[i]);
+        failures += compare_buffer(tc, tg, name, 0, 0, what);
+        check_count(tc, tg, name, count);
+    }
+    if (failures)
+        fail_msg("%s: %d buffer(s) differ between CPU and CUDA", what, failures);
+}
+
+/* Trains mc on the CPU and mg on CUDA for `steps` SGD-momentum steps (lr 0.05, momentum
+ * 0.9, seed 4243) on batches from make_batch, comparing the loss of every step (atol 1e-4,
+ * rtol 1e-3); after step `cmp_step` every parameter and the named buffers (atol, rtol;
+ * num_batches_tracked exactly); at the end num_batches_tracked == steps on both. */
+static void bn_trainer_parity(anvil_model *mc, anvil_model *mg, int steps, int cmp_step,
+                              void (*make_batch)(int, anvil_tensor **, anvil_tensor **), const char *const *buffers,
+                              int n_buffers, double atol, double rtol, const char *what)
+{
+    anvil_trainer_config cfg = anvil_trainer_default_config();
+    cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_SGD);
+    cfg.optimizer.lr = 0.05f;
+    cfg.optimizer.momentum = 0.9f;
+    cfg.seed = 4243;
+    cfg.verbose = 0;
+    anvil_trainer *tc, *tg;
+    cfg.device = ANVIL_DEVICE_CPU;
+    CHECK_OK(anvil_trainer_create(&tc, mc, &cfg));
+    cfg.device = gpu_device;
+    CHECK_OK(anvil_trainer_create(&tg, mg, &cfg));
+    assert_int_equal(anvil_trainer_device(tg), gpu_device);
+    compare_params(mc, tc, tg, 1e-30, 0.0, what); /* the same init, bit for bit */
+    for (int k = 0; k < steps; k++) {
+        anvil_tensor *x, *y;
+        make_batch(k, &x, &y);
+        CHECK_OK(anvil_train_step(tc, x, y));
+        CHECK_OK(anvil_train_step(tg, x, y));
+        float lc, lg;
+        CHECK_OK(anvil_trainer_last_loss(tc, &lc));
+        CHECK_OK(anvil_trainer_last_loss(tg, &lg));
+        if (!(fabs((double)lc - lg) <= 1e-4 + 1e-3 * fabs((double)lc)))
+            fail_msg("%s: step %d loss gpu %.9g vs cpu %.9g", what, k + 1, (double)lg, (double)lc);
+        anvil_tensor_release(x);
+        anvil_tensor_release(y);
+        if (k + 1 == cmp_step) {
+            char w[160];
+            snprintf(w, sizeof w, "%s, after step %d", what, k + 1);
+            compare_bn_state(mc, tc, tg, buffers, n_buffers, k + 1, atol, rtol, w);
+        }
+    }
+    for (int i = 0; i < n_buffers; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s.num_batches_tracked", buffers[i]);
+        check_count(tc, tg, name, steps);
+    }
+    anvil_trainer_free(tc);
+    anvil_trainer_free(tg);
+}
+
+#define RN_BATCH 8
+
+static void resnet_batch(int k, anvil_tensor **x, anvil_tensor **y)
+{
+    int64_t xs[4] = {RN_BATCH, 1, 16, 16}, n = RN_BATCH;
+    *x = tu_rand_tensor(4, xs, -1, 1, 1300 + (uint64_t)k);
+    assert_non_null(*x);
+    CHECK_OK(anvil_tensor_create(y, ANVIL_I32, 1, &n, NULL));
+    float u[RN_BATCH];
+    tu_fill_uniform(u, RN_BATCH, 0.0f, 10.0f, 1350 + (uint64_t)k);
+    int32_t *yd = anvil_tensor_data(*y);
+    for (int i = 0; i < RN_BATCH; i++)
+        yd[i] = u[i] >= 10.0f ? 9 : (int32_t)u[i];
+}
+
+/* ResNet-18 (1x16x16, 10 classes) trained 3 steps of SGD momentum 0.9, lr 0.05, batch 8:
+ * the losses of all 3 steps, the parameters and the bn1 / layer4.1.bn2 buffers after step
+ * 1 (atol 1e-4, rtol 1e-3), num_batches_tracked exactly after steps 1 and 3.  Parameters
+ * are not compared elementwise after step 3: this training is chaotic — on the CPU alone,
+ * scaling the inputs by 1 +- 1e-7 moves the parameters by up to 0.0004x that tolerance
+ * after step 1, 2.9x after step 2 and 23x after step 3 (normwise 2.4e-6, 3.1e-3, 3.6e-2),
+ * so no comparison after step 3 could separate a kernel bug from rounding. */
+static void test_resnet18_trainer(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    anvil_model *mc, *mg;
+    CHECK_OK(anvil_model_resnet18(&mc, 1, 16, 16, 10));
+    CHECK_OK(anvil_model_resnet18(&mg, 1, 16, 16, 10));
+    const char *buffers[2] = {"bn1", "layer4.1.bn2"};
+    bn_trainer_parity(mc, mg, 3, 1, resnet_batch, buffers, 2, 1e-4, 1e-3, "resnet18 sgd momentum");
+    anvil_model_free(mc);
+    anvil_model_free(mg);
+}
+
+/* linear 32 - batchnorm1d (momentum NAN: the cumulative average) - relu - linear 5. */
+static anvil_model *bn_nan_model(void)
+{
+    int64_t in_features = PAR_IN;
+    anvil_model *m;
+    CHECK_OK(anvil_model_create(&m, "bn-nan", 1, &in_features));
+    anvil_layer_desc l = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    l.out_features = 32;
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_BATCHNORM1D);
+    l.name = "bn";
+    l.momentum = NAN;
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_RELU);
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    l.out_features = 5;
+    CHECK_OK(anvil_model_add(m, &l));
+    return m;
+}
+
+static void test_batchnorm_cumulative_trainer(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    anvil_model *mc = bn_nan_model(), *mg = bn_nan_model();
+    const char *buffers[1] = {"bn"};
+    bn_trainer_parity(mc, mg, 3, 3, batch_of, buffers, 1, 1e-4, 1e-3, "batchnorm1d momentum NAN");
+    anvil_model_free(mc);
+    anvil_model_free(mg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1300,6 +1600,10 @@ int main(void)
         cmocka_unit_test(test_trainer_dropout),
         cmocka_unit_test(test_evaluate),
         cmocka_unit_test(test_cnn_trainer),
+        cmocka_unit_test(test_batchnorm),
+        cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_resnet18_trainer),
+        cmocka_unit_test(test_batchnorm_cumulative_trainer),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
