@@ -635,16 +635,6 @@ static void test_builtin_cnn_and_resnet(void **state)
     anvil_model_free(cnn);
 }
 
-static bool load_fmnist(anvil_dataset **train, anvil_dataset **test)
-{
-    const char *dir = getenv("ANVIL_DATA_DIR") ? getenv("ANVIL_DATA_DIR") : ANVIL_DEFAULT_DATA_DIR;
-    if (anvil_dataset_load_folder(train, test, dir) != ANVIL_OK) {
-        print_message("  Fashion-MNIST not found in %s (%s): skipped\n", dir, anvil_last_error());
-        return false;
-    }
-    return true;
-}
-
 static double seconds_since(const struct timespec *t0)
 {
     struct timespec t1;
@@ -652,78 +642,18 @@ static double seconds_since(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
 }
 
-/* One epoch of a built-in model from PyTorch's initial weights, in dataset order, on
- * resident data: test accuracy and losses must match what PyTorch got from the same
- * start (tests/golden/make_fmnist.py).  469 steps of float32 arithmetic in another
- * summation order drift apart a little, so: accuracy within 0.006, losses within 2%. */
-static void fmnist_parity(const char *model, const char *golden)
-{
-    anvil_dataset *train, *test;
-    if (!load_fmnist(&train, &test))
-        skip();
-    int n;
-    char **names;
-    anvil_tensor **ts;
-    CHECK_OK(anvil_safetensors_read(golden, &n, &names, &ts));
-    anvil_model *m;
-    CHECK_OK(anvil_model_builtin(&m, model));
-    anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 0);
-    anvil_trainer *t;
-    CHECK_OK(anvil_trainer_create(&t, m, &c));
-    float acc = 0, test_loss = 0, train_loss = 0;
-    for (int i = 0; i < n; i++) {
-        const float *v = anvil_tensor_data(ts[i]);
-        if (strcmp(names[i], "expect.accuracy") == 0)
-            acc = v[0];
-        else if (strcmp(names[i], "expect.test_loss") == 0)
-            test_loss = v[0];
-        else if (strcmp(names[i], "expect.train_loss") == 0)
-            train_loss = v[0];
-        else
-            CHECK_OK(anvil_trainer_set_param(t, names[i], ts[i]));
-    }
-    anvil_safetensors_free(n, names, ts);
-    CHECK_OK(anvil_trainer_attach_data(t, train, 128, false, 0));
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    int steps = 0;
-    for (;;) {
-        bool done;
-        CHECK_OK(anvil_train_step_resident(t, &done));
-        if (done)
-            break;
-        steps++;
-    }
-    double secs = seconds_since(&t0);
-    float mean_train;
-    CHECK_OK(anvil_trainer_take_mean_loss(t, &mean_train));
-    anvil_eval_result r;
-    CHECK_OK(anvil_evaluate(t, test, 1000, &r));
-    print_message("  %s 1 epoch (CPU, resident data, %.2f ms/step): accuracy %.4f (PyTorch %.4f), test loss %.4f "
-                  "(%.4f), train loss %.4f (%.4f)\n", model, 1e3 * secs / steps, r.accuracy, acc, r.mean_loss, test_loss,
-                  mean_train, train_loss);
-    assert_int_equal(steps, 469);
-    assert_int_equal(r.samples, 10000);
-    assert_true(fabs(r.accuracy - acc) <= 0.006);
-    assert_true(fabs(r.mean_loss - test_loss) <= 0.02 * test_loss);
-    assert_true(fabs(mean_train - train_loss) <= 0.02 * train_loss);
-    anvil_trainer_free(t);
-    anvil_model_free(m);
-    anvil_dataset_free(train);
-    anvil_dataset_free(test);
-}
-
+/* The epochs against PyTorch: tu_fmnist_parity (testutil.c). */
 static void test_fashion_mnist_mlp_parity(void **state)
 {
     (void)state;
-    fmnist_parity("mlp", ANVIL_GOLDEN_DIR "/mlp_fmnist.safetensors");
+    tu_fmnist_parity("mlp", ANVIL_GOLDEN_DIR "/mlp_fmnist.safetensors", ANVIL_DEVICE_CPU);
 }
 
 /* The cnn, the same way: PyTorch reaches 0.859 from this start (>= 0.85 in one epoch). */
 static void test_fashion_mnist_cnn_parity(void **state)
 {
     (void)state;
-    fmnist_parity("cnn", ANVIL_GOLDEN_DIR "/cnn_fmnist.safetensors");
+    tu_fmnist_parity("cnn", ANVIL_GOLDEN_DIR "/cnn_fmnist.safetensors", ANVIL_DEVICE_CPU);
 }
 
 /* What `anvil train --model mlp --epochs 1` does with its default seed 0: Anvil's own
@@ -735,7 +665,7 @@ static void test_fashion_mnist_mlp_seeded(void **state)
 {
     (void)state;
     anvil_dataset *train, *test;
-    if (!load_fmnist(&train, &test))
+    if (!tu_load_fmnist(&train, &test))
         skip();
     anvil_model *m;
     CHECK_OK(anvil_model_builtin(&m, "mlp"));

@@ -29,4 +29,15 @@ anvil_tensor *tu_rand_tensor(int ndim, const int64_t *shape, float lo, float hi,
 double tu_rel_err(const float *a, const float *b, int64_t n, double atol, double rtol, int64_t *worst);
 int tu_write_file(const char *path, const void *data, size_t n);
 
+/* Loads Fashion-MNIST from $ANVIL_DATA_DIR or ANVIL_DEFAULT_DATA_DIR; false (with a
+ * message) when it is not there, so the caller can skip(). */
+bool tu_load_fmnist(anvil_dataset **train, anvil_dataset **test);
+
+/* One epoch of a built-in model from PyTorch's initial weights (the golden file of
+ * tests/golden/make_fmnist.py), in dataset order on resident data, on `device`: test
+ * accuracy within 0.006 and losses within 2% of PyTorch's from the same start (469 float32
+ * steps in another summation order drift a little).  A resident step in the middle of the
+ * epoch must copy nothing and allocate nothing (on CUDA: exactly one graph launch). */
+void tu_fmnist_parity(const char *model, const char *golden, anvil_device device);
+
 #endif

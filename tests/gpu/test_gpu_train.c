@@ -214,23 +214,6 @@ static void test_determinism(void **state)
     }
 }
 
-static bool exists(const char *dir, const char *name)
-{
-    char p[1024];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    if (access(p, R_OK) == 0)
-        return true;
-    snprintf(p, sizeof p, "%s/%s.gz", dir, name);
-    return access(p, R_OK) == 0;
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* One epoch of the built-in mlp on the GPU from PyTorch's initial weights, dataset order,
  * device-resident data: accuracy and losses must match PyTorch's from the same start
  * (tests/golden/make_mlp_fmnist.py), as the CPU test does; and a resident step in the
@@ -258,77 +241,7 @@ static void fmnist_parity(const char *model, const char *golden)
         print_message("ANVIL_GPU_TEST_QUICK is set: skipping the Fashion-MNIST epoch\n");
         skip();
     }
-    const char *dir = getenv("ANVIL_DATA_DIR");
-    if (!dir || !*dir)
-        dir = ANVIL_DEFAULT_DATA_DIR;
-    if (!exists(dir, "train-images-idx3-ubyte") || !exists(dir, "train-labels-idx1-ubyte") ||
-        !exists(dir, "t10k-images-idx3-ubyte") || !exists(dir, "t10k-labels-idx1-ubyte")) {
-        print_message("no Fashion-MNIST in %s (set ANVIL_DATA_DIR): skipping\n", dir);
-        skip();
-    }
-    anvil_dataset *train, *test;
-    CHECK_OK(anvil_dataset_load_folder(&train, &test, dir));
-    anvil_model *m;
-    CHECK_OK(anvil_model_builtin(&m, model));
-    anvil_trainer_config cfg = anvil_trainer_default_config();
-    cfg.device = ANVIL_DEVICE_CUDA;
-    anvil_trainer *t;
-    CHECK_OK(anvil_trainer_create(&t, m, &cfg));
-    int n;
-    char **names;
-    anvil_tensor **ts;
-    CHECK_OK(anvil_safetensors_read(golden, &n, &names, &ts));
-    float acc = 0, test_loss = 0, train_loss = 0;
-    for (int i = 0; i < n; i++) {
-        const float *v = anvil_tensor_data(ts[i]);
-        if (strcmp(names[i], "expect.accuracy") == 0)
-            acc = v[0];
-        else if (strcmp(names[i], "expect.test_loss") == 0)
-            test_loss = v[0];
-        else if (strcmp(names[i], "expect.train_loss") == 0)
-            train_loss = v[0];
-        else
-            CHECK_OK(anvil_trainer_set_param(t, names[i], ts[i]));
-    }
-    anvil_safetensors_free(n, names, ts);
-    CHECK_OK(anvil_trainer_attach_data(t, train, 128, false, 0));
-    double t0 = now();
-    int64_t steps = 0;
-    for (;;) {
-        bool done;
-        CHECK_OK(anvil_train_step_resident(t, &done));
-        if (done)
-            break;
-        if (++steps == 100) {
-            anvil_counters last;
-            CHECK_OK(anvil_trainer_counters(t, NULL, &last));
-            print_counters("resident step 100", &last);
-            assert_int_equal(last.device_allocs, 0);
-            assert_int_equal(last.h2d_copies, 0);
-            assert_int_equal(last.d2h_copies, 0);
-            assert_int_equal(last.graph_launches, 1);
-            assert_int_equal(last.host_kernel_launches, 0);
-        }
-    }
-    float mean_loss;
-    CHECK_OK(anvil_trainer_take_mean_loss(t, &mean_loss));
-    double t1 = now();
-    anvil_eval_result r;
-    CHECK_OK(anvil_evaluate(t, test, 1000, &r));
-    double t2 = now();
-    print_message("fashion-mnist %s: %lld steps in %.2f s (%.0f steps/s), train loss %.4f (PyTorch %.4f); "
-                  "test loss %.4f (%.4f), accuracy %.4f (%.4f) over %lld samples (eval %.2f s)\n",
-                  model, (long long)steps, t1 - t0, (double)steps / (t1 - t0), (double)mean_loss, train_loss, r.mean_loss,
-                  test_loss, r.accuracy, acc, (long long)r.samples, t2 - t1);
-    assert_int_equal(steps, 469);
-    assert_int_equal(r.samples, anvil_dataset_size(test));
-    assert_true(fabs(r.accuracy - acc) <= 0.006);
-    assert_true(fabs(r.mean_loss - test_loss) <= 0.02 * test_loss);
-    assert_true(fabs(mean_loss - train_loss) <= 0.02 * train_loss);
-    anvil_trainer_free(t);
-    anvil_model_free(m);
-    anvil_dataset_free(train);
-    anvil_dataset_free(test);
+    tu_fmnist_parity(model, golden, ANVIL_DEVICE_CUDA);
 }
 
 int main(void)
