@@ -153,6 +153,10 @@ anvil_value anvil_log_softmax(anvil_graph *g, anvil_value x, int dim);
 #define ANVIL_INFER_DIM ((int64_t)-2)
 anvil_value anvil_reshape(anvil_graph *g, anvil_value x, int ndim, const int64_t *shape);
 anvil_value anvil_flatten(anvil_graph *g, anvil_value x);
+/* torch.cat: n values (2..6) of one shape but for `dim`, joined along it. */
+anvil_value anvil_concat(anvil_graph *g, int n, const anvil_value *xs, int dim);
+/* x.narrow(dim, start, length). */
+anvil_value anvil_slice(anvil_graph *g, anvil_value x, int dim, int64_t start, int64_t length);
 
 /* Reductions over one dim (dim >= 0 or negative from the end) or over all (dim =
  * ANVIL_ALL_DIMS, giving a scalar). */
@@ -264,6 +268,7 @@ typedef enum {
     ANVIL_LAYER_BATCHNORM1D,
     ANVIL_LAYER_BATCHNORM2D,
     ANVIL_LAYER_LAYERNORM,
+    ANVIL_LAYER_CONCAT,
     ANVIL_LAYER_TYPE_COUNT
 } anvil_layer_type;
 
@@ -279,7 +284,7 @@ typedef struct {
     float negative_slope;    /* leaky_relu (0.01) */
     float alpha;             /* elu (1.0) */
     bool gelu_tanh;          /* gelu approximate="tanh" (false) */
-    int dim;                 /* softmax / log_softmax (-1) */
+    int dim;                 /* softmax / log_softmax (-1); concat (1: channels) */
     float p;                 /* dropout (0.5) */
     int64_t out_channels;    /* conv2d */
     int kernel_size[2];      /* conv2d, maxpool2d, avgpool2d (h, w) */

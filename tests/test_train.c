@@ -605,6 +605,32 @@ static void test_builtin_cnn_and_resnet(void **state)
     CHECK_OK(anvil_model_load_json(&f, ANVIL_SOURCE_DIR "/examples/models/cnn.json"));
     assert_int_equal(anvil_model_param_count(f), 421642);
     anvil_model_free(f);
+    /* concat of two branches (torch.cat along the features) */
+    const char *cat = "{\"input\": [2], \"layers\": ["
+                      "{\"type\": \"linear\", \"name\": \"a\", \"out_features\": 3},"
+                      "{\"type\": \"linear\", \"name\": \"b\", \"out_features\": 5, \"inputs\": [\"a\"]},"
+                      "{\"type\": \"concat\", \"inputs\": [\"a\", \"b\"], \"dim\": 1},"
+                      "{\"type\": \"relu\"}, {\"type\": \"linear\", \"out_features\": 3}]}";
+    CHECK_OK(anvil_model_parse_json(&f, cat, "concat.json"));
+    assert_int_equal(anvil_model_param_count(f), 2 * 3 + 3 + 3 * 5 + 5 + 8 * 3 + 3);
+    anvil_trainer *ct;
+    anvil_trainer_config cc = cpu_config(ANVIL_OPT_ADAM, 2);
+    cc.optimizer.lr = 0.05f;
+    CHECK_OK(anvil_trainer_create(&ct, f, &cc));
+    anvil_tensor *bx, *by;
+    make_blobs(32, 7, &bx, &by);
+    float l0, l1;
+    CHECK_OK(anvil_train_step(ct, bx, by));
+    CHECK_OK(anvil_trainer_last_loss(ct, &l0));
+    for (int i = 0; i < 30; i++)
+        CHECK_OK(anvil_train_step(ct, bx, by));
+    CHECK_OK(anvil_trainer_last_loss(ct, &l1));
+    print_message("  concat model: loss %.4f -> %.4f in 31 steps\n", l0, l1);
+    assert_true(l1 < 0.5f * l0);
+    anvil_tensor_release(bx);
+    anvil_tensor_release(by);
+    anvil_trainer_free(ct);
+    anvil_model_free(f);
 
     /* the cnn learns: bright top half = class 1, bright bottom half = class 0 */
     c.optimizer.lr = 3e-3f;

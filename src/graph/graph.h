@@ -46,6 +46,8 @@ typedef enum {
  * Attributes by op (ia = ints, fa = floats):
  *   INPUT/PARAM/BUFFER: name, init.       RESHAPE: shape is the target.
  *   FILL: fa[0] value.                    MATMUL: ia[0] trans_a, ia[1] trans_b.
+ *   CONCAT: in (x0, x1, ...) joined along dim ia[0] (normalized).  SLICE: in (x), the
+ *           range [ia[1], ia[1] + shape[ia[0]]) of dim ia[0] (its adjoint: concat's).
  *   GATHER: the next batch of the device-resident dataset (anvil_exec.data), in the order
  *           data->order from position hyper->data_cursor: ia[0] 0 = images as float32
  *           pixel/255 [B, sample...], 1 = labels int32 [B].

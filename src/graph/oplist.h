@@ -12,6 +12,8 @@
     X(COPY, copy)                                                             \
     X(FILL, fill)                                                             \
     X(GATHER, gather)                                                         \
+    X(CONCAT, concat)                                                         \
+    X(SLICE, slice)                                                           \
     /* linear algebra (matmul.c) */                                           \
     X(MATMUL, matmul)                                                         \
     X(LINEAR, linear)                                                         \

@@ -19,7 +19,7 @@ static const struct {
     {"conv2d", ANVIL_LAYER_CONV2D},   {"maxpool2d", ANVIL_LAYER_MAXPOOL2D},
     {"avgpool2d", ANVIL_LAYER_AVGPOOL2D}, {"adaptive_avgpool2d", ANVIL_LAYER_ADAPTIVE_AVGPOOL2D},
     {"batchnorm1d", ANVIL_LAYER_BATCHNORM1D}, {"batchnorm2d", ANVIL_LAYER_BATCHNORM2D},
-    {"layernorm", ANVIL_LAYER_LAYERNORM},
+    {"layernorm", ANVIL_LAYER_LAYERNORM},     {"concat", ANVIL_LAYER_CONCAT},
 };
 
 const char *anvil_layer_type_name(anvil_layer_type type)
@@ -48,7 +48,7 @@ anvil_layer_desc anvil_layer_default(anvil_layer_type type)
     d.bias = true;
     d.negative_slope = 0.01f;
     d.alpha = 1.0f;
-    d.dim = -1;
+    d.dim = type == ANVIL_LAYER_CONCAT ? 1 : -1;
     d.p = 0.5f;
     d.stride[0] = d.stride[1] = type == ANVIL_LAYER_CONV2D ? 1 : 0;
     d.dilation[0] = d.dilation[1] = 1;
@@ -264,7 +264,7 @@ anvil_status anvil_model_add(anvil_model *m, const anvil_layer_desc *d)
         in[0] = m->output;
         n_in = 1;
     }
-    if (d->type != ANVIL_LAYER_ADD && n_in != 1)
+    if (d->type != ANVIL_LAYER_ADD && d->type != ANVIL_LAYER_CONCAT && n_in != 1)
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "layer %d '%s' (%s): takes one input, got %d", index, prefix, tname, n_in);
 
     anvil_value x = in[0], y = ANVIL_NO_VALUE;
@@ -291,6 +291,12 @@ anvil_status anvil_model_add(anvil_model *m, const anvil_layer_desc *d)
                 : anvil_avgpool2d(g, x, d->kernel_size[0], d->kernel_size[1], sh, sw, d->padding[0], d->padding[1]);
         break;
     }
+    case ANVIL_LAYER_CONCAT:
+        if (n_in < 2 || n_in > 6)
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "layer %d '%s' (concat): needs 2..6 inputs, got %d", index, prefix,
+                              n_in);
+        y = anvil_concat(g, n_in, in, d->dim);
+        break;
     case ANVIL_LAYER_BATCHNORM1D:
     case ANVIL_LAYER_BATCHNORM2D: y = add_batchnorm(m, d, x, prefix); break;
     case ANVIL_LAYER_LAYERNORM: y = add_layernorm(m, d, x, prefix); break;

@@ -323,7 +323,7 @@ static const struct {
     {"negative_slope", T(LEAKY_RELU), opt_negative_slope},
     {"alpha", T(ELU), opt_alpha},
     {"approximate", T(GELU), opt_approximate},
-    {"dim", T(SOFTMAX) | T(LOG_SOFTMAX), opt_dim},
+    {"dim", T(SOFTMAX) | T(LOG_SOFTMAX) | T(CONCAT), opt_dim},
     {"p", T(DROPOUT), opt_p},
 };
 #undef T

@@ -449,6 +449,26 @@ static void test_scale(void **state)
     case_free(&c);
 }
 
+/* concat along a middle dim and slices of it (the adjoint pair) */
+static void test_concat_slice(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    gcase c;
+    case_init(&c);
+    int64_t s1[3] = {3, 2, 5}, s2[3] = {3, 4, 5};
+    anvil_value a = in_rand(&c, "a", 3, s1, -2, 2), b = in_rand(&c, "b", 3, s2, -2, 2);
+    anvil_value xs[2] = {a, b};
+    anvil_value y = anvil_concat(c.g, 2, xs, 1);
+    anvil_value z = anvil_slice(c.g, y, 1, 1, 3);
+    fetch(&c, y, "concat", TOL_EW);
+    fetch(&c, z, "slice", TOL_EW);
+    fetch_grad(&c, weighted_sum(&c, z), a, "da", TOL_EW);
+    fetch_grad(&c, weighted_sum(&c, z), b, "db", TOL_EW);
+    compare(&c, "concat/slice");
+    case_free(&c);
+}
+
 /* ------------------------------------------------------------ reductions */
 
 static void reduce_case(int nd, const int64_t *s, int dim, bool keep, bool mean)
@@ -1582,6 +1602,7 @@ int main(void)
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_concat_slice),
         cmocka_unit_test(test_reduce),
         cmocka_unit_test(test_sum_to_broadcast_to),
         cmocka_unit_test(test_activations),
