@@ -202,6 +202,16 @@ static const opt_spec *find_spec(const char *name, size_t len)
 #define MAX_STEPS ((int64_t)1000000000000000)
 #define MAX_BATCH ((int64_t)16777216)
 
+/* A whole number from 1 to max for option `name`. */
+static tool_parse_status parse_count(const char *name, const char *v, int64_t max, int64_t *out, char *err,
+                                     size_t cap)
+{
+    if (!parse_int(v, 1, max, out))
+        return usage_error(err, cap, "invalid value '%s' for %s: expected a whole number from 1 to %lld", v, name,
+                           (long long)max);
+    return TOOL_PARSE_OK;
+}
+
 static tool_parse_status apply(tool_options *o, const char *name, const char *v, char *err,
                                size_t cap)
 {
@@ -214,23 +224,11 @@ static tool_parse_status apply(tool_options *o, const char *name, const char *v,
             return usage_error(err, cap, "--data needs a non-empty value");
         o->data = v;
     } else if (strcmp(name, "--epochs") == 0) {
-        if (!parse_int(v, 1, MAX_EPOCHS, &o->epochs))
-            return usage_error(err, cap,
-                               "invalid value '%s' for --epochs: expected a whole number from "
-                               "1 to %lld",
-                               v, (long long)MAX_EPOCHS);
+        return parse_count(name, v, MAX_EPOCHS, &o->epochs, err, cap);
     } else if (strcmp(name, "--steps") == 0) {
-        if (!parse_int(v, 1, MAX_STEPS, &o->steps))
-            return usage_error(err, cap,
-                               "invalid value '%s' for --steps: expected a whole number from 1 "
-                               "to %lld",
-                               v, (long long)MAX_STEPS);
+        return parse_count(name, v, MAX_STEPS, &o->steps, err, cap);
     } else if (strcmp(name, "--batch-size") == 0) {
-        if (!parse_int(v, 1, MAX_BATCH, &o->batch_size))
-            return usage_error(err, cap,
-                               "invalid value '%s' for --batch-size: expected a whole number "
-                               "from 1 to %lld",
-                               v, (long long)MAX_BATCH);
+        return parse_count(name, v, MAX_BATCH, &o->batch_size, err, cap);
     } else if (strcmp(name, "--lr") == 0) {
         if (!parse_float(v, &o->lr) || !(o->lr > 0.0f))
             return usage_error(err, cap,

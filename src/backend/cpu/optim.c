@@ -29,6 +29,27 @@ anvil_status anvil_cpu_sgd(const anvil_exec *ex, const anvil_step *s)
     return ANVIL_OK;
 }
 
+/* torch's exp_avg.lerp_(x, w): a + w (x - a), rounded as lerp rounds. */
+static inline float lerp_w(float a, float x, float w)
+{
+    return w < 0.5f ? a + w * (x - a) : x - (x - a) * (1.0f - w);
+}
+
+/* Adam-family gradient: sign for maximize, then weight decay, L2 (into the gradient) or
+ * decoupled (AdamW / NAdam's decoupled_weight_decay: into the parameter, *pi). */
+static inline float adam_grad(float g, float *pi, bool maximize, float wd, bool decoupled, float decay)
+{
+    if (maximize)
+        g = -g;
+    if (wd != 0.0f) {
+        if (decoupled)
+            *pi *= decay;
+        else
+            g += wd * *pi;
+    }
+    return g;
+}
+
 /* torch.optim.Adam / AdamW: fa[0] beta1, fa[1] beta2, fa[2] eps, fa[3] weight_decay,
  * ia[0] decoupled (AdamW), ia[1] amsgrad, ia[5] maximize.  state: m, v[, vmax] (n floats
  * each). */
@@ -47,16 +68,8 @@ anvil_status anvil_cpu_adam(const anvil_exec *ex, const anvil_step *s)
     const float *grad = ex->grads;
 #pragma omp parallel for if (n >= CPU_PAR_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++) {
-        float g = maximize ? -grad[i] : grad[i], pi = p[i];
-        if (wd != 0.0f) {
-            if (decoupled)
-                pi *= decay;
-            else
-                g += wd * pi;
-        }
-        /* torch: exp_avg.lerp_(grad, 1 - beta1), i.e. b1 m + (1 - b1) g, rounded as
-         * lerp rounds. */
-        float w1 = 1.0f - b1, mi = w1 < 0.5f ? m[i] + w1 * (g - m[i]) : g - (g - m[i]) * (1.0f - w1);
+        float pi = p[i], g = adam_grad(grad[i], &pi, maximize, wd, decoupled, decay);
+        float mi = lerp_w(m[i], g, 1.0f - b1); /* torch: exp_avg.lerp_(grad, 1 - beta1) */
         float vi = b2 * v[i] + (1.0f - b2) * g * g;
         m[i] = mi;
         v[i] = vi;
@@ -67,12 +80,6 @@ anvil_status anvil_cpu_adam(const anvil_exec *ex, const anvil_step *s)
         p[i] = pi - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
     }
     return ANVIL_OK;
-}
-
-/* torch's exp_avg.lerp_(x, w): a + w (x - a), rounded as lerp rounds. */
-static inline float lerp_w(float a, float x, float w)
-{
-    return w < 0.5f ? a + w * (x - a) : x - (x - a) * (1.0f - w);
 }
 
 /* torch.optim.RMSprop: fa[0] alpha, fa[1] eps, fa[2] weight_decay, fa[3] momentum,
@@ -185,13 +192,7 @@ anvil_status anvil_cpu_nadam(const anvil_exec *ex, const anvil_step *s)
     const float *grad = ex->grads;
 #pragma omp parallel for if (n >= CPU_PAR_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++) {
-        float g = maximize ? -grad[i] : grad[i], pi = p[i];
-        if (wd != 0.0f) {
-            if (decoupled)
-                pi *= decay;
-            else
-                g += wd * pi;
-        }
+        float pi = p[i], g = adam_grad(grad[i], &pi, maximize, wd, decoupled, decay);
         float mi = lerp_w(m[i], g, 1.0f - b1);
         float vi = b2 * v[i] + (1.0f - b2) * g * g;
         m[i] = mi;
