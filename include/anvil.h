@@ -388,6 +388,79 @@ typedef struct {
 
 anvil_optimizer_config anvil_optimizer_default_config(anvil_optimizer_kind kind);
 
+/* Parameter groups (torch's param_groups): the parameters a group selects get its own
+ * optimizer options (same kind as the trainer's optimizer).  A parameter belongs to the
+ * first group that selects it; the rest form the default group (the trainer's
+ * `optimizer`).  Typical use: no weight decay on biases and norm parameters. */
+#define ANVIL_MAX_PARAM_GROUPS 8
+typedef struct {
+    const char *match;      /* comma-separated fnmatch(3) patterns over state_dict names,
+                               e.g. "*.bias,bn*"; NULL or "" selects by `ndim1` alone */
+    bool ndim1;             /* also every one-dimensional parameter (biases, norm weights) */
+    anvil_optimizer_config optimizer;
+} anvil_param_group;
+
+/* A group selecting `match` (and 1-D parameters if ndim1) with base's options. */
+anvil_param_group anvil_param_group_default(const char *match, bool ndim1,
+                                            const anvil_optimizer_config *base);
+
+/* Learning-rate schedules, torch.optim.lr_scheduler's closed forms, computed on the
+ * device at the end of every step (no host work, no re-capture).  t counts schedule
+ * steps: optimizer steps, or epochs when steps_per_epoch > 0 (t = step / steps_per_epoch,
+ * as calling scheduler.step() once per epoch).  Every group's lr follows the schedule
+ * from its own base lr. */
+typedef enum {
+    ANVIL_SCHED_CONSTANT = 0,
+    ANVIL_SCHED_STEP,            /* StepLR(step_size, gamma) */
+    ANVIL_SCHED_MULTISTEP,       /* MultiStepLR(milestones, gamma) */
+    ANVIL_SCHED_EXPONENTIAL,     /* ExponentialLR(gamma) */
+    ANVIL_SCHED_COSINE,          /* CosineAnnealingLR(T_max, eta_min) */
+    ANVIL_SCHED_COSINE_RESTARTS, /* CosineAnnealingWarmRestarts(T_0, T_mult, eta_min) */
+    ANVIL_SCHED_ONE_CYCLE,       /* OneCycleLR(max_lr = the group's lr, total_steps, ...,
+                                    cycle_momentum=False); after total_steps the lr stays
+                                    at its final value (torch raises) */
+    ANVIL_SCHED_PLATEAU,         /* ReduceLROnPlateau: fed by anvil_trainer_schedule_metric */
+    ANVIL_SCHED_COUNT
+} anvil_schedule_kind;
+
+#define ANVIL_MAX_MILESTONES 16
+typedef struct {
+    anvil_schedule_kind kind;
+    int64_t steps_per_epoch;    /* 0: t = optimizer steps */
+    int64_t step_size;          /* step: 1 */
+    float gamma;                /* step, multistep 0.1; exponential 0.95 */
+    int n_milestones;           /* multistep: increasing milestones */
+    int64_t milestones[ANVIL_MAX_MILESTONES];
+    int64_t t_max;              /* cosine: 1 */
+    float eta_min;              /* cosine, restarts: 0 */
+    int64_t t_0, t_mult;        /* restarts: 1, 1 */
+    int64_t total_steps;        /* one-cycle: required */
+    float pct_start;            /* one-cycle: 0.3 */
+    bool anneal_linear;         /* one-cycle: false = cosine annealing */
+    float div_factor;           /* one-cycle: 25 */
+    float final_div_factor;     /* one-cycle: 1e4 */
+    bool three_phase;           /* one-cycle: false */
+    bool mode_max;              /* plateau: false = the metric should decrease */
+    float factor;               /* plateau: 0.1 */
+    int64_t patience;           /* plateau: 10 */
+    float threshold;            /* plateau: 1e-4 */
+    bool threshold_abs;         /* plateau: false = relative */
+    int64_t cooldown;           /* plateau: 0 */
+    float min_lr;               /* plateau: 0 */
+    float plateau_eps;          /* plateau: 1e-8 */
+    /* Linear warm-up composed with any schedule but plateau: for t < warmup the factor
+     * goes from warmup_start_factor to 1, then the schedule runs from its own t = 0 —
+     * torch's SequentialLR([LinearLR(start_factor, total_iters=warmup), schedule],
+     * milestones=[warmup]). */
+    int64_t warmup;             /* 0 */
+    float warmup_start_factor;  /* 1/3, LinearLR's default */
+} anvil_schedule_config;
+
+anvil_schedule_config anvil_schedule_default_config(anvil_schedule_kind kind);
+const char *anvil_schedule_name(anvil_schedule_kind k);
+/* "cosine", "step", ... (names as the tool takes them) */
+anvil_status anvil_schedule_parse(const char *name, anvil_schedule_kind *out);
+
 typedef struct {
     anvil_device device;        /* AUTO */
     anvil_loss_kind loss;       /* CROSS_ENTROPY */
@@ -396,6 +469,15 @@ typedef struct {
     anvil_optimizer_config optimizer;  /* Adam */
     uint64_t seed;              /* 0: parameter init, dropout */
     int verbose;                /* 1: say when AUTO falls back to the CPU */
+    /* added later (appended so older initializers keep their meaning) */
+    int n_param_groups;         /* 0; then the model file's groups, if any, follow */
+    const anvil_param_group *param_groups;
+    anvil_schedule_config schedule;    /* constant */
+    /* Gradient clipping on the device before the update, as torch.nn.utils'
+     * clip_grad_value_ then clip_grad_norm_ (foreach) over all parameters: 0 = off. */
+    float clip_grad_value;      /* clamp every gradient element to [-v, v] */
+    float clip_grad_norm;       /* scale gradients so their total norm is <= this */
+    float clip_norm_type;       /* 2; any p > 0, or INFINITY */
 } anvil_trainer_config;
 
 anvil_trainer_config anvil_trainer_default_config(void);
@@ -417,8 +499,21 @@ anvil_status anvil_train_step(anvil_trainer *t, const anvil_tensor *x, const anv
 anvil_status anvil_trainer_last_loss(anvil_trainer *t, float *loss);
 /* Mean loss over the steps since the last call, and resets it (waits). */
 anvil_status anvil_trainer_take_mean_loss(anvil_trainer *t, float *mean_loss);
-/* Learning rate: written to device memory, used from the next step; no recompile. */
+/* Learning rate: written to device memory, used from the next step; no recompile.
+ * Sets every group's base lr (the schedule then runs from it). */
 anvil_status anvil_trainer_set_lr(anvil_trainer *t, float lr);
+anvil_status anvil_trainer_set_group_lr(anvil_trainer *t, int group, float lr);
+/* Parameter groups: 0 is the default group, 1..n the config's param_groups, then the
+ * model file's (a group that selects no parameter keeps its index). */
+int anvil_trainer_param_groups(const anvil_trainer *t);
+/* The learning rate the next step of group `group` will use (reads the device). */
+anvil_status anvil_trainer_lr(anvil_trainer *t, int group, float *lr);
+/* The total gradient norm of the most recent step, before clipping (needs
+ * clip_grad_norm > 0; reads the device). */
+anvil_status anvil_trainer_last_grad_norm(anvil_trainer *t, float *norm);
+/* Feeds reduce-on-plateau (e.g. with the evaluation loss once per epoch), as
+ * ReduceLROnPlateau.step(metric); an error for other schedules. */
+anvil_status anvil_trainer_schedule_metric(anvil_trainer *t, double metric);
 int64_t anvil_trainer_step_count(const anvil_trainer *t);
 
 /* Model output for x (evaluation mode: dropout off).  *out is a new host tensor. */

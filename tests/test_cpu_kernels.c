@@ -183,7 +183,9 @@ static int setup(void **state)
 {
     (void)state;
     memset(&g_hyper, 0, sizeof g_hyper);
-    g_hyper.lr = 0.1f;
+    g_hyper.group[0].lr = g_hyper.group[0].base_lr = 0.1f;
+    g_hyper.n_groups = 1;
+    g_hyper.clip_coef = 1.0f;
     g_hyper.seed_lo = 1234;
     g_hyper.seed_hi = 5678;
     memset(&g_ex, 0, sizeof g_ex);
@@ -1138,12 +1140,13 @@ static void sgd_case(int64_t n, float mom, float damp, int nesterov, float wd)
         pr[i] = p[i];
     g_hyper.step = 0;
     g_hyper.rng_counter = 0;
-    g_hyper.lr = 0.05f;
+    g_hyper.group[0].lr = g_hyper.group[0].base_lr = 0.05f;
     g_ex.params = p;
     g_ex.grads = gr;
     g_ex.state = buf;
     g_ex.n_params = n;
     anvil_node u = mk(OP_SGD, ANVIL_F32, 0, NULL);
+    u.ia[4] = (int)((n + 63) / 64); /* the whole arena is group 0 */
     u.fa[0] = mom;
     u.fa[1] = damp;
     u.fa[2] = wd;
@@ -1157,7 +1160,7 @@ static void sgd_case(int64_t n, float mom, float damp, int nesterov, float wd)
                 br[i] = step == 0 ? g : (double)mom * br[i] + (1 - (double)damp) * g;
                 g = nesterov ? g + (double)mom * br[i] : br[i];
             }
-            pr[i] -= (double)g_hyper.lr * g;
+            pr[i] -= (double)g_hyper.group[0].lr * g;
         }
         assert_int_equal(run(anvil_cpu_sgd, &u, 0, NULL, NULL, NULL), ANVIL_OK);
         step_end();
@@ -1192,18 +1195,19 @@ static void adam_case(int64_t n, float b1, float b2, float eps, float wd, int de
     for (int64_t i = 0; i < n; i++)
         pr[i] = p[i];
     g_hyper.step = 0;
-    g_hyper.lr = 0.01f;
+    g_hyper.group[0].lr = g_hyper.group[0].base_lr = 0.01f;
     g_ex.params = p;
     g_ex.grads = gr;
     g_ex.state = st;
     g_ex.n_params = n;
     anvil_node u = mk(OP_ADAM, ANVIL_F32, 0, NULL);
+    u.ia[4] = (int)((n + 63) / 64);
     u.fa[0] = b1;
     u.fa[1] = b2;
     u.fa[2] = eps;
     u.fa[3] = wd;
     u.ia[0] = decoupled;
-    double lr = g_hyper.lr;
+    double lr = g_hyper.group[0].lr;
     for (int step = 0; step < 3; step++) {
         for (int64_t i = 0; i < n; i++)
             gr[i] = frand(-1, 1);

@@ -87,8 +87,10 @@ typedef enum {
  *   LAYERNORM: in (x[, weight][, bias]) over the last ia[0] dims; fa[0] eps, ia[1] has
  *           weight, ia[2] has bias.  LAYERNORM_BWD: in (dy, x[, weight]) -> dx.
  *           LAYERNORM_BWD_AFFINE: in (dy, x) -> the normalized shape, ia[3] 0 dw, 1 db.
- *   Optimizer updates (torch.optim's names; ia[5] maximize on every one; state slots in
- *   anvil_exec.state in this order, n_params floats each):
+ *   Optimizer updates (torch.optim's names; ia[5] maximize on every one; ia[2..4] the
+ *   parameter group (anvil_optim_off/len); fa[5] clip_grad_value (0: none); every one
+ *   multiplies its gradients by hyper->clip_coef; state slots in anvil_exec.state in this
+ *   order, n_params floats each, the group's slice of each):
  *   SGD: fa[0] momentum, fa[1] dampening, fa[2] weight_decay, ia[0] nesterov.
  *        state: [momentum_buffer] if momentum != 0.
  *   ADAM: fa[0] beta1, fa[1] beta2, fa[2] eps, fa[3] weight_decay, ia[0] decoupled (AdamW),
@@ -100,7 +102,11 @@ typedef enum {
  *   ADADELTA: fa[0] rho, fa[1] eps, fa[2] weight_decay.  state: square_avg, acc_delta.
  *   NADAM: fa[0] beta1, fa[1] beta2, fa[2] eps, fa[3] weight_decay, fa[4] momentum_decay,
  *          ia[0] decoupled_weight_decay.  state: exp_avg, exp_avg_sq; mu_product lives in
- *          anvil_hyper.
+ *          anvil_hyper's group.
+ *   CLIP_NORM (effect, before the updates): fa[0] max_norm, fa[1] norm_type (INFINITY
+ *          for the max norm), fa[2] clip_grad_value applied first (0: none); writes
+ *          hyper->grad_norm and hyper->clip_coef = min(1, max_norm / (norm + 1e-6)).
+ *   STEP_END: also sets every group's lr for the next step from hyper->sched.
  *   ACCUM_LOSS: in (loss).  ACCUM_EVAL: in (loss, output[, labels int32]).
  * The optimizer updates, STEP_END and ACCUM_* have no output: they update persistent state. */
 typedef struct {
@@ -185,8 +191,23 @@ anvil_status anvil_autodiff(anvil_graph *g, anvil_value loss, int n, const anvil
                             anvil_value *grads);
 
 /* ---- state shared by every program of a trainer, in the persistent arena */
+
+/* Parameters are laid out in the flat arenas padded to this many floats, group by group. */
+#define ANVIL_PARAM_ALIGN_FLOATS 64
+/* Blocks of the gradient-norm reduction (its partial sums live in anvil_hyper). */
+#define ANVIL_CLIP_BLOCKS 256
+
+/* Per parameter group. */
 typedef struct {
-    float lr;
+    float lr;              /* the lr the next update uses (the schedule's value) */
+    float base_lr;         /* the group's configured lr, where its schedule starts */
+    /* NAdam's running product of mu (a float32 scalar in torch), double-buffered by step
+     * parity: the update reads [step & 1] (1 at step 0) and writes [(step + 1) & 1], so
+     * one thread can write it while every other thread of the same kernel reads. */
+    float nadam_mu_product[2];
+} anvil_group_hyper;
+
+typedef struct {
     int32_t step;          /* optimizer steps completed */
     uint32_t seed_lo, seed_hi;
     uint32_t rng_counter;  /* advanced once per training step */
@@ -194,11 +215,18 @@ typedef struct {
     double loss_sum, loss_count;
     double eval_loss_sum, eval_correct, eval_count;
     int64_t data_cursor;   /* next position in the resident dataset's epoch order */
-    /* NAdam's running product of mu (a float32 scalar in torch), double-buffered by step
-     * parity: the update reads [step & 1] (1 at step 0) and writes [(step + 1) & 1], so
-     * one thread can write it while every other thread of the same kernel reads. */
-    float nadam_mu_product[2];
+    int32_t n_groups;
+    anvil_group_hyper group[ANVIL_MAX_PARAM_GROUPS];
+    anvil_schedule_config sched; /* STEP_END sets every group's lr for the next step */
+    float grad_norm;       /* CLIP_NORM: the total norm of this step's gradients */
+    float clip_coef;       /* ... and the factor every update multiplies them by (1: none) */
+    double clip_partial[ANVIL_CLIP_BLOCKS];
 } anvil_hyper;
+
+/* An optimizer node's parameter group: index ia[2], the slice [off, off + len) of the
+ * flat arenas (ia[3], ia[4] in units of ANVIL_PARAM_ALIGN_FLOATS). */
+static inline int64_t anvil_optim_off(const anvil_node *n) { return (int64_t)n->ia[3] * ANVIL_PARAM_ALIGN_FLOATS; }
+static inline int64_t anvil_optim_len(const anvil_node *n) { return (int64_t)n->ia[4] * ANVIL_PARAM_ALIGN_FLOATS; }
 
 /* A dataset resident in device memory (all pointers are device pointers). */
 typedef struct {

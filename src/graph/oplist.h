@@ -69,6 +69,7 @@
     X(ADAGRAD, adagrad)                                                       \
     X(ADADELTA, adadelta)                                                     \
     X(NADAM, nadam)                                                           \
+    X(CLIP_NORM, clip_norm)                                                   \
     X(STEP_END, step_end)                                                     \
     /* metrics accumulated on the device (metrics.c) */                       \
     X(ACCUM_LOSS, accum_loss)                                                 \

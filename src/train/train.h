@@ -17,8 +17,30 @@ void anvil_program_free(anvil_backend *be, anvil_program *p);
  * `stream`), as float32. */
 void anvil_init_fill(float *dst, int64_t n, anvil_init init, uint64_t seed, uint32_t stream);
 
-/* Persistent arena layout helpers. */
-#define ANVIL_PARAM_ALIGN_FLOATS 64
+
+/* A parameter group of a model file: the options it names override the trainer's. */
+enum {
+    GO_LR = 1u << 0, GO_MOMENTUM = 1u << 1, GO_DAMPENING = 1u << 2, GO_NESTEROV = 1u << 3,
+    GO_WEIGHT_DECAY = 1u << 4, GO_BETAS = 1u << 5, GO_EPS = 1u << 6, GO_MAXIMIZE = 1u << 7,
+    GO_AMSGRAD = 1u << 8, GO_ALPHA = 1u << 9, GO_CENTERED = 1u << 10, GO_LR_DECAY = 1u << 11,
+    GO_INITIAL_ACC = 1u << 12, GO_RHO = 1u << 13, GO_MOMENTUM_DECAY = 1u << 14,
+    GO_DECOUPLED = 1u << 15,
+};
+typedef struct {
+    char *match;
+    bool ndim1;
+    unsigned set;                 /* GO_* bits of the options given */
+    anvil_optimizer_config opt;   /* their values */
+} anvil_group_spec;
+
+/* base with the options g sets. */
+anvil_optimizer_config anvil_group_spec_apply(const anvil_group_spec *g, const anvil_optimizer_config *base);
+/* Parses one entry of a model file's "param_groups" (a cJSON object); errors name
+ * origin and the group's index. */
+struct cJSON;
+anvil_status anvil_group_spec_parse(const char *origin, int index, const struct cJSON *obj, anvil_group_spec *out);
+/* Does a group with these patterns / ndim1 select parameter `name` of `ndim` dims? */
+bool anvil_group_selects(const char *match, bool ndim1, const char *name, int ndim);
 
 struct anvil_model {
     char *name;
@@ -29,6 +51,8 @@ struct anvil_model {
     int n_layers, cap_layers;
     char **layer_names;         /* user names (NULL when unnamed) */
     anvil_value *layer_out;
+    int n_groups;                 /* parameter groups from the model file */
+    anvil_group_spec *groups;
 };
 
 #endif

@@ -4,7 +4,9 @@
  * training program.  Nothing else touches the host. */
 #include "train/train.h"
 #include "io/io.h"
+#include "optim/schedule.h"
 
+#include <fnmatch.h>
 #include <math.h>
 
 enum { PROG_TRAIN, PROG_EVAL, PROG_PREDICT, PROG_TRAIN_RESIDENT };
@@ -20,9 +22,21 @@ struct anvil_trainer {
     anvil_trainer_config cfg;
     anvil_backend *be;
     anvil_graph *train_g, *eval_g;  /* symbolic */
-    anvil_value train_y, train_loss, train_roots[3];
-    anvil_value *roots;             /* train_roots, then the model's effect nodes */
+    anvil_value train_y, train_loss;
+    anvil_value *roots;             /* updates, clipping, loss accumulation, step end, then
+                                       the model's effect nodes */
     int n_roots;
+    anvil_value step_end;           /* the STEP_END node of train_g */
+    /* parameter groups: options, and their slices of the flat arenas (floats) */
+    int n_groups;
+    anvil_optimizer_config group_opt[ANVIL_MAX_PARAM_GROUPS];
+    int64_t group_off[ANVIL_MAX_PARAM_GROUPS], group_len[ANVIL_MAX_PARAM_GROUPS];
+    int *param_group;               /* per parameter */
+    /* reduce-on-plateau's state, on the host as torch keeps it (lrs in double) */
+    struct {
+        double best, lr[ANVIL_MAX_PARAM_GROUPS];
+        int64_t num_bad, cooldown_counter, last_epoch;
+    } plateau;
     anvil_value eval_y, eval_root;
     /* persistent arena */
     char *persistent;
@@ -115,11 +129,24 @@ anvil_trainer_config anvil_trainer_default_config(void)
     c.huber_delta = 1.0f;
     c.optimizer = anvil_optimizer_default_config(ANVIL_OPT_ADAM);
     c.verbose = 1;
+    c.schedule = anvil_schedule_default_config(ANVIL_SCHED_CONSTANT);
+    c.clip_norm_type = 2.0f;
     return c;
 }
 
 static anvil_status check_optimizer(const anvil_optimizer_config *o);
 static anvil_status check_loss_config(const anvil_trainer_config *c);
+
+static anvil_status check_clipping(const anvil_trainer_config *c)
+{
+    if (!(c->clip_grad_value >= 0.0f) || !isfinite(c->clip_grad_value))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "clip_grad_value must be >= 0 (0: off), got %g", (double)c->clip_grad_value);
+    if (!(c->clip_grad_norm >= 0.0f) || !isfinite(c->clip_grad_norm))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "clip_grad_norm must be >= 0 (0: off), got %g", (double)c->clip_grad_norm);
+    if (c->clip_grad_norm > 0.0f && !(c->clip_norm_type > 0.0f))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "clip_norm_type must be > 0 or infinity, got %g", (double)c->clip_norm_type);
+    return ANVIL_OK;
+}
 
 static anvil_status check_config(const anvil_trainer_config *c)
 {
@@ -135,6 +162,12 @@ static anvil_status check_config(const anvil_trainer_config *c)
     if (!(o->weight_decay >= 0.0f) || !isfinite(o->weight_decay))
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "optimizer: weight_decay must be >= 0, got %g", (double)o->weight_decay);
     ANVIL_TRY(check_optimizer(o));
+    ANVIL_TRY(anvil_schedule_check(&c->schedule));
+    ANVIL_TRY(check_clipping(c));
+    if (c->n_param_groups < 0 || c->n_param_groups > ANVIL_MAX_PARAM_GROUPS - 1 ||
+        (c->n_param_groups > 0 && !c->param_groups))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "trainer: %d parameter groups (at most %d besides the default group)",
+                          c->n_param_groups, ANVIL_MAX_PARAM_GROUPS - 1);
     return check_loss_config(c);
 }
 
@@ -296,17 +329,64 @@ static int optimizer_slots(const anvil_optimizer_config *o)
     }
 }
 
-/* The training program's roots: train_roots and every effect node of the model graph
- * (BatchNorm's running-statistics updates). */
-static anvil_status collect_roots(anvil_trainer *t)
+/* The parameter groups: options of each (group 0: the trainer's optimizer; then the
+ * config's groups; then the model file's, over the trainer's options) and the group of
+ * every parameter (the first group that selects it). */
+static anvil_status resolve_groups(anvil_trainer *t)
+{
+    const anvil_trainer_config *c = &t->cfg;
+    const anvil_model *m = t->model;
+    t->n_groups = 1 + c->n_param_groups + m->n_groups;
+    if (t->n_groups > ANVIL_MAX_PARAM_GROUPS)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%d parameter groups (%d from the config, %d from the model file); "
+                          "at most %d", t->n_groups, c->n_param_groups, m->n_groups, ANVIL_MAX_PARAM_GROUPS);
+    t->group_opt[0] = c->optimizer;
+    for (int i = 0; i < c->n_param_groups; i++)
+        t->group_opt[1 + i] = c->param_groups[i].optimizer;
+    for (int i = 0; i < m->n_groups; i++)
+        t->group_opt[1 + c->n_param_groups + i] = anvil_group_spec_apply(&m->groups[i], &c->optimizer);
+    for (int gi = 1; gi < t->n_groups; gi++) {
+        const anvil_optimizer_config *o = &t->group_opt[gi];
+        if (o->kind != c->optimizer.kind)
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "parameter group %d uses %s, the trainer %s: one optimizer for "
+                              "all groups", gi, anvil_optimizer_name(o->kind), anvil_optimizer_name(c->optimizer.kind));
+        if (!(o->lr > 0.0f) || !isfinite(o->lr) || !(o->weight_decay >= 0.0f) || !isfinite(o->weight_decay))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "parameter group %d: lr must be > 0 and weight_decay >= 0, got "
+                              "%g and %g", gi, (double)o->lr, (double)o->weight_decay);
+        anvil_status st = check_optimizer(o);
+        if (st != ANVIL_OK)
+            return anvil_fail(st, "parameter group %d: %s", gi, anvil_last_error());
+    }
+    t->param_group = anvil_xcalloc((size_t)t->n_params + 1, sizeof *t->param_group, "parameter groups");
+    if (!t->param_group)
+        return ANVIL_ERR_OOM;
+    for (int i = 0; i < t->n_params; i++) {
+        const anvil_node *nd = &m->g->nodes[t->params[i]];
+        for (int k = 0; k < c->n_param_groups + m->n_groups; k++) {
+            bool sel = k < c->n_param_groups
+                           ? anvil_group_selects(c->param_groups[k].match, c->param_groups[k].ndim1, nd->name, nd->ndim)
+                           : anvil_group_selects(m->groups[k - c->n_param_groups].match,
+                                                 m->groups[k - c->n_param_groups].ndim1, nd->name, nd->ndim);
+            if (sel) {
+                t->param_group[i] = 1 + k;
+                break;
+            }
+        }
+    }
+    return ANVIL_OK;
+}
+
+/* The training program's roots: the graph's own (updates, clipping, loss accumulation,
+ * step end) and every effect node of the model graph (BatchNorm's running statistics). */
+static anvil_status collect_roots(anvil_trainer *t, int n_own, const anvil_value *own)
 {
     ANVIL_TRY(anvil_graph_status(t->train_g));
     const anvil_graph *m = t->model->g;
-    t->roots = anvil_xmalloc((size_t)(m->n + 3) * sizeof *t->roots, "the training roots");
+    t->roots = anvil_xmalloc((size_t)(m->n + n_own) * sizeof *t->roots, "the training roots");
     if (!t->roots)
         return ANVIL_ERR_OOM;
-    for (int i = 0; i < 3; i++)
-        t->roots[t->n_roots++] = t->train_roots[i];
+    for (int i = 0; i < n_own; i++)
+        t->roots[t->n_roots++] = own[i];
     for (int v = 0; v < m->n; v++)
         if (anvil_opdef_of(m->nodes[v].op)->flags & OPF_EFFECT)
             t->roots[t->n_roots++] = v;
@@ -321,8 +401,10 @@ static anvil_status build_train_graph(anvil_trainer *t)
     anvil_graph *g = t->train_g;
     t->train_loss = add_loss(g, c, t->model->output, &t->train_y);
     ANVIL_TRY(anvil_graph_status(g));
+    anvil_value own[ANVIL_MAX_PARAM_GROUPS + 3];
+    int n_own = 0;
     /* Right after the loss, so that on the GPU it runs beside the backward pass. */
-    t->train_roots[1] = anvil_op1(g, OP_ACCUM_LOSS, t->train_loss);
+    own[n_own++] = anvil_op1(g, OP_ACCUM_LOSS, t->train_loss);
     ANVIL_TRY(anvil_autodiff(g, t->train_loss, t->n_params, t->params, t->grads));
     /* A gradient is written straight into its slot unless it is not a fresh value of its
      * own (a view, a source, or shared with another parameter): then through a copy. */
@@ -335,11 +417,26 @@ static anvil_status build_train_graph(anvil_trainer *t)
         if (shared || (flags & (OPF_ALIAS | OPF_SOURCE)))
             t->grads[i] = anvil_op1(g, OP_COPY, d);
     }
-    anvil_node u = optimizer_node(&c->optimizer);
-    t->train_roots[0] = anvil_graph_add(g, &u);
+    if (c->clip_grad_norm > 0.0f) {
+        anvil_node cn = anvil_node_proto(OP_CLIP_NORM, 0, NULL);
+        cn.fa[0] = c->clip_grad_norm;
+        cn.fa[1] = c->clip_norm_type;
+        cn.fa[2] = c->clip_grad_value;
+        own[n_own++] = anvil_graph_add(g, &cn);
+    }
+    for (int gi = 0; gi < t->n_groups; gi++) {
+        if (t->group_len[gi] == 0)
+            continue;
+        anvil_node u = optimizer_node(&t->group_opt[gi]);
+        u.ia[2] = gi;
+        u.ia[3] = (int)(t->group_off[gi] / ANVIL_PARAM_ALIGN_FLOATS);
+        u.ia[4] = (int)(t->group_len[gi] / ANVIL_PARAM_ALIGN_FLOATS);
+        u.fa[5] = c->clip_grad_value;
+        own[n_own++] = anvil_graph_add(g, &u);
+    }
     anvil_node end = anvil_node_proto(OP_STEP_END, 0, NULL);
-    t->train_roots[2] = anvil_graph_add(g, &end);
-    return collect_roots(t);
+    t->step_end = own[n_own++] = anvil_graph_add(g, &end);
+    return collect_roots(t, n_own, own);
 }
 
 static anvil_status build_eval_graph(anvil_trainer *t)
@@ -371,19 +468,31 @@ static anvil_status upload_i64(anvil_trainer *t, void *dst, const float *init, i
 static anvil_status build_persistent(anvil_trainer *t)
 {
     const anvil_graph *g = t->model->g;
-    int slots = optimizer_slots(&t->cfg.optimizer);
+    int slots = 0;
+    for (int gi = 0; gi < t->n_groups; gi++) {
+        int k = optimizer_slots(&t->group_opt[gi]);
+        slots = k > slots ? k : slots;
+    }
     t->source_offset = anvil_xmalloc((size_t)g->n * sizeof *t->source_offset, "the persistent layout");
     t->grad_offset = anvil_xmalloc((size_t)(t->n_params + 1) * sizeof *t->grad_offset, "the persistent layout");
     if (!t->source_offset || !t->grad_offset)
         return ANVIL_ERR_OOM;
-    int64_t nf = 0; /* padded float count of all parameters */
-    for (int v = 0; v < g->n; v++) {
+    for (int v = 0; v < g->n; v++)
         t->source_offset[v] = SIZE_MAX;
-        if (g->nodes[v].op == OP_PARAM) {
-            t->source_offset[v] = (size_t)nf; /* in floats for now */
-            nf += (anvil_node_numel(&g->nodes[v]) + ANVIL_PARAM_ALIGN_FLOATS - 1) / ANVIL_PARAM_ALIGN_FLOATS *
-                  ANVIL_PARAM_ALIGN_FLOATS;
+    int64_t nf = 0; /* padded float count of all parameters, group after group */
+    for (int gi = 0; gi < t->n_groups; gi++) {
+        t->group_off[gi] = nf;
+        for (int i = 0; i < t->n_params; i++) {
+            if (t->param_group[i] != gi)
+                continue;
+            t->source_offset[t->params[i]] = (size_t)nf; /* in floats for now */
+            nf += (anvil_node_numel(&g->nodes[t->params[i]]) + ANVIL_PARAM_ALIGN_FLOATS - 1) /
+                  ANVIL_PARAM_ALIGN_FLOATS * ANVIL_PARAM_ALIGN_FLOATS;
         }
+        t->group_len[gi] = nf - t->group_off[gi];
+        if (t->group_len[gi] / ANVIL_PARAM_ALIGN_FLOATS > INT32_MAX)
+            return anvil_fail(ANVIL_ERR_UNSUPPORTED, "parameter group %d: %lld parameters is more than Anvil can "
+                              "address in one group", gi, (long long)t->group_len[gi]);
     }
     size_t hyper_off = 0;
     size_t params_off = anvil_align_up(sizeof(anvil_hyper));
@@ -412,7 +521,15 @@ static anvil_status build_persistent(anvil_trainer *t)
 
     anvil_hyper h;
     memset(&h, 0, sizeof h);
-    h.lr = t->cfg.optimizer.lr;
+    h.n_groups = t->n_groups;
+    h.sched = t->cfg.schedule;
+    h.clip_coef = 1.0f;
+    for (int gi = 0; gi < t->n_groups; gi++) {
+        h.group[gi].base_lr = t->group_opt[gi].lr;
+        h.group[gi].lr = anvil_schedule_lr(&h.sched, h.group[gi].base_lr, 0);
+        t->plateau.lr[gi] = t->group_opt[gi].lr;
+    }
+    t->plateau.best = t->cfg.schedule.mode_max ? -INFINITY : INFINITY;
     h.seed_lo = (uint32_t)t->cfg.seed;
     h.seed_hi = (uint32_t)(t->cfg.seed >> 32);
     ANVIL_TRY(t->be->upload(t->be, t->ex.hyper, &h, sizeof h));
@@ -472,11 +589,13 @@ anvil_status anvil_trainer_create(anvil_trainer **out, anvil_model *m, const anv
         if (g->nodes[v].op == OP_PARAM)
             t->params[i++] = v;
     if (st == ANVIL_OK)
+        st = resolve_groups(t);
+    if (st == ANVIL_OK) /* first: the update nodes need each group's slice */
+        st = build_persistent(t);
+    if (st == ANVIL_OK)
         st = build_train_graph(t);
     if (st == ANVIL_OK)
         st = build_eval_graph(t);
-    if (st == ANVIL_OK)
-        st = build_persistent(t);
     if (st != ANVIL_OK) {
         anvil_trainer_free(t);
         return st;
@@ -506,6 +625,7 @@ void anvil_trainer_free(anvil_trainer *t)
     free(t->params);
     free(t->grads);
     free(t->roots);
+    free(t->param_group);
     free(t);
 }
 
@@ -648,7 +768,7 @@ static anvil_status build_resident_graph(anvil_trainer *t)
     x->ia[0] = 0;
     y->op = OP_GATHER;
     y->ia[0] = 1;
-    anvil_node *end = &t->res_g->nodes[t->train_roots[2]];
+    anvil_node *end = &t->res_g->nodes[t->step_end];
     end->n_in = 1;
     end->in[0] = t->train_y;
     return ANVIL_OK;
@@ -769,11 +889,101 @@ anvil_status anvil_trainer_take_mean_loss(anvil_trainer *t, float *mean_loss)
     return t->be->upload(t->be, &t->ex.hyper->loss_sum, zero, sizeof zero);
 }
 
-anvil_status anvil_trainer_set_lr(anvil_trainer *t, float lr)
+/* Uploads group gi's base lr and the lr its next step uses (the schedule's at the
+ * current step: the device computes the later ones). */
+static anvil_status put_group_lr(anvil_trainer *t, int gi, float base, float now)
 {
+    anvil_group_hyper *gh = &t->ex.hyper->group[gi];
+    ANVIL_TRY(t->be->upload(t->be, &gh->base_lr, &base, sizeof base));
+    return t->be->upload(t->be, &gh->lr, &now, sizeof now);
+}
+
+anvil_status anvil_trainer_set_group_lr(anvil_trainer *t, int group, float lr)
+{
+    if (!t)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_set_group_lr: trainer is NULL");
+    if (group < 0 || group >= t->n_groups)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "no parameter group %d (the trainer has %d)", group, t->n_groups);
     if (!(lr > 0.0f) || !isfinite(lr))
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "learning rate must be positive, got %g", (double)lr);
-    return t->be->upload(t->be, &t->ex.hyper->lr, &lr, sizeof lr);
+    anvil_hyper h;
+    ANVIL_TRY(read_hyper(t, &h));
+    t->plateau.lr[group] = lr;
+    float now = h.sched.kind == ANVIL_SCHED_PLATEAU ? lr : anvil_schedule_lr(&h.sched, lr, h.step);
+    return put_group_lr(t, group, lr, now);
+}
+
+anvil_status anvil_trainer_set_lr(anvil_trainer *t, float lr)
+{
+    if (!t)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_set_lr: trainer is NULL");
+    for (int gi = 0; gi < t->n_groups; gi++)
+        ANVIL_TRY(anvil_trainer_set_group_lr(t, gi, lr));
+    return ANVIL_OK;
+}
+
+int anvil_trainer_param_groups(const anvil_trainer *t) { return t ? t->n_groups : 0; }
+
+anvil_status anvil_trainer_lr(anvil_trainer *t, int group, float *lr)
+{
+    if (!t || !lr)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_lr: NULL argument");
+    if (group < 0 || group >= t->n_groups)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "no parameter group %d (the trainer has %d)", group, t->n_groups);
+    anvil_hyper h;
+    ANVIL_TRY(read_hyper(t, &h));
+    *lr = h.group[group].lr;
+    return ANVIL_OK;
+}
+
+anvil_status anvil_trainer_last_grad_norm(anvil_trainer *t, float *norm)
+{
+    if (!t || !norm)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_last_grad_norm: NULL argument");
+    if (!(t->cfg.clip_grad_norm > 0.0f))
+        return anvil_fail(ANVIL_ERR_STATE, "the gradient norm is computed only with clip_grad_norm > 0");
+    anvil_hyper h;
+    ANVIL_TRY(read_hyper(t, &h));
+    *norm = h.grad_norm;
+    return ANVIL_OK;
+}
+
+/* torch's ReduceLROnPlateau.step(metric), on the host (once per evaluation), then the
+ * new learning rates to the device. */
+anvil_status anvil_trainer_schedule_metric(anvil_trainer *t, double metric)
+{
+    if (!t)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_schedule_metric: trainer is NULL");
+    const anvil_schedule_config *s = &t->cfg.schedule;
+    if (s->kind != ANVIL_SCHED_PLATEAU)
+        return anvil_fail(ANVIL_ERR_STATE, "the schedule is %s: only reduce-on-plateau takes a metric",
+                          anvil_schedule_name(s->kind));
+    if (isnan(metric))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "reduce-on-plateau: the metric is NaN");
+    if (anvil_plateau_better(s, metric, t->plateau.best)) {
+        t->plateau.best = metric;
+        t->plateau.num_bad = 0;
+    } else {
+        t->plateau.num_bad++;
+    }
+    t->plateau.last_epoch++;
+    if (t->plateau.cooldown_counter > 0) {
+        t->plateau.cooldown_counter--;
+        t->plateau.num_bad = 0;
+    }
+    if (t->plateau.num_bad > s->patience) {
+        for (int gi = 0; gi < t->n_groups; gi++) {
+            double old = t->plateau.lr[gi], lr = old * (double)s->factor;
+            lr = lr > (double)s->min_lr ? lr : (double)s->min_lr;
+            if (old - lr > (double)s->plateau_eps) {
+                t->plateau.lr[gi] = lr;
+                ANVIL_TRY(t->be->upload(t->be, &t->ex.hyper->group[gi].lr, &(float){(float)lr}, sizeof(float)));
+            }
+        }
+        t->plateau.cooldown_counter = s->cooldown;
+        t->plateau.num_bad = 0;
+    }
+    return ANVIL_OK;
 }
 
 anvil_status anvil_predict(anvil_trainer *t, const anvil_tensor *x, anvil_tensor **out)

@@ -8,17 +8,54 @@
  * SGD and Adam/AdamW have hand-written kernels; the later optimizers share flat_update,
  * a grid-stride loop over an element functor. */
 #include "backend/cuda/cuda_internal.h"
+#include "optim/schedule.h"
+
+/* An update node's view of the arenas: its group's slice (graph.h), state slots 0..2. */
+typedef struct {
+    float *p;
+    const float *g;
+    float *s[3];
+    int64_t n;
+    int group;
+    float clipv;
+} dslice;
+
+static dslice dslice_of(const anvil_exec *ex, const anvil_node *nd)
+{
+    dslice sl;
+    int64_t off = anvil_optim_off(nd);
+    sl.p = ex->params + off;
+    sl.g = ex->grads + off;
+    for (int k = 0; k < 3; k++)
+        sl.s[k] = ex->state ? ex->state + k * ex->n_params + off : NULL;
+    sl.n = anvil_optim_len(nd);
+    if (sl.n > ex->n_params - off) /* the last group's padding may lie past a short arena */
+        sl.n = ex->n_params - off;
+    sl.group = nd->ia[2];
+    sl.clipv = nd->fa[5];
+    return sl;
+}
+
+/* The gradient the update sees (as the CPU's clipped()): clip_grad_value_, then the
+ * clip_grad_norm_ factor (1 without clipping: exact). */
+static __device__ __forceinline__ float clipped(float g, float v, float coef)
+{
+    if (v > 0.0f)
+        g = g < -v ? -v : (g > v ? v : g);
+    return __fmul_rn(g, coef);
+}
 
 /* ---------------------------------------------------------------- SGD */
 
 typedef struct {
-    float mom, damp, wd;
-    int nesterov, maximize;
+    float mom, damp, wd, clipv, coef;
+    int nesterov, maximize, group;
 } sgd_args;
 
 static __device__ __forceinline__ void sgd_elem(const sgd_args &a, float lr, bool first,
                                                 float &p, float g, float &buf)
 {
+    g = clipped(g, a.clipv, a.coef);
     if (a.maximize)
         g = -g;
     if (a.wd != 0.0f)
@@ -34,8 +71,9 @@ static __device__ __forceinline__ void sgd_elem(const sgd_args &a, float lr, boo
 static __global__ void sgd_kernel(float *params, const float *grads, float *state, int64_t n,
                                   const anvil_hyper *h, sgd_args a, int vec4)
 {
-    float lr = h->lr;
+    float lr = h->group[a.group].lr;
     bool first = h->step == 0;
+    a.coef = h->clip_coef;
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     int64_t done = 0;
@@ -78,10 +116,14 @@ static unsigned int optim_blocks(anvil_cuda_ctx *c, int64_t n)
 ANVIL_CUDA_KERNEL(sgd)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
-    int64_t n = ex->n_params;
+    dslice sl = dslice_of(ex, s->node);
+    int64_t n = sl.n;
     if (n == 0)
         return ANVIL_OK;
     sgd_args a;
+    a.group = sl.group;
+    a.clipv = sl.clipv;
+    a.coef = 1.0f;
     a.mom = s->node->fa[0];
     a.damp = s->node->fa[1];
     a.wd = s->node->fa[2];
@@ -90,17 +132,17 @@ ANVIL_CUDA_KERNEL(sgd)
     if (a.mom != 0.0f && !ex->state)
         return anvil_fail(ANVIL_ERR_STATE, "sgd: momentum %g needs optimizer state, and there is none",
                           (double)a.mom);
-    int vec4 = aligned16(ex->params) && aligned16(ex->grads) && (a.mom == 0.0f || aligned16(ex->state));
-    sgd_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(ex->params, ex->grads,
-                                                                       ex->state, n, ex->hyper, a, vec4);
+    int vec4 = aligned16(sl.p) && aligned16(sl.g) && (a.mom == 0.0f || aligned16(sl.s[0]));
+    sgd_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(sl.p, sl.g, sl.s[0], n, ex->hyper, a,
+                                                                       vec4);
     return anvil_cuda_launched(c, "sgd");
 }
 
 /* ---------------------------------------------------------------- Adam / AdamW */
 
 typedef struct {
-    float b1, b2, eps, wd;
-    int decoupled, amsgrad, maximize;
+    float b1, b2, eps, wd, clipv, coef;
+    int decoupled, amsgrad, maximize, group;
 } adam_args;
 
 typedef struct {
@@ -111,6 +153,7 @@ static __device__ __forceinline__ void adam_elem(const adam_args &a, const adam_
                                                  float &p, float g, float &m, float &v, float &vmax)
 {
     float pi = p;
+    g = clipped(g, a.clipv, a.coef);
     if (a.maximize)
         g = -g;
     if (a.wd != 0.0f) {
@@ -138,7 +181,8 @@ static __global__ void adam_kernel(float *params, const float *grads, float *m, 
                                    int64_t n, const anvil_hyper *h, adam_args a, int vec4)
 {
     /* Bias corrections in double, as Python computes them (and the CPU kernel). */
-    double lr = (double)h->lr, t = (double)h->step + 1.0;
+    double lr = (double)h->group[a.group].lr, t = (double)h->step + 1.0;
+    a.coef = h->clip_coef;
     double bc1 = __dsub_rn(1.0, pow((double)a.b1, t));
     double bc2 = __dsub_rn(1.0, pow((double)a.b2, t));
     adam_consts k;
@@ -184,13 +228,17 @@ static __global__ void adam_kernel(float *params, const float *grads, float *m, 
 ANVIL_CUDA_KERNEL(adam)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
-    int64_t n = ex->n_params;
+    dslice sl = dslice_of(ex, s->node);
+    int64_t n = sl.n;
     if (n == 0)
         return ANVIL_OK;
     if (!ex->state)
         return anvil_fail(ANVIL_ERR_STATE, "adam: needs optimizer state (2 x %lld floats), and there is none",
                           (long long)n);
     adam_args a;
+    a.group = sl.group;
+    a.clipv = sl.clipv;
+    a.coef = 1.0f;
     a.b1 = s->node->fa[0];
     a.b2 = s->node->fa[1];
     a.eps = s->node->fa[2];
@@ -198,11 +246,10 @@ ANVIL_CUDA_KERNEL(adam)
     a.decoupled = s->node->ia[0] != 0;
     a.amsgrad = s->node->ia[1] != 0;
     a.maximize = s->node->ia[5] != 0;
-    float *m = ex->state, *v = ex->state + n, *vmax = ex->state + 2 * n;
-    int vec4 = aligned16(ex->params) && aligned16(ex->grads) && aligned16(m) && aligned16(v) &&
-               (!a.amsgrad || aligned16(vmax));
-    adam_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(ex->params, ex->grads, m, v, vmax,
-                                                                        n, ex->hyper, a, vec4);
+    float *m = sl.s[0], *v = sl.s[1], *vmax = sl.s[2];
+    int vec4 = aligned16(sl.p) && aligned16(sl.g) && aligned16(m) && aligned16(v) && (!a.amsgrad || aligned16(vmax));
+    adam_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(sl.p, sl.g, m, v, vmax, n, ex->hyper, a,
+                                                                        vec4);
     return anvil_cuda_launched(c, "adam");
 }
 
@@ -270,9 +317,9 @@ static __device__ __forceinline__ void flat_update(const Op &op, float *params, 
     }
 }
 
-static int slots_aligned(const anvil_exec *ex, slots3 st)
+static int slots_aligned(const dslice &sl, slots3 st)
 {
-    int ok = aligned16(ex->params) && aligned16(ex->grads);
+    int ok = aligned16(sl.p) && aligned16(sl.g);
     for (int j = 0; j < 3; j++)
         ok = ok && (!st.s[j] || aligned16(st.s[j]));
     return ok;
@@ -289,11 +336,12 @@ static anvil_status need_state(const anvil_exec *ex, const char *op, int slots)
 /* ---------------------------------------------------------------- RMSprop */
 
 typedef struct {
-    float lr, alpha, eps, wd, mom;
-    int centered, maximize;
+    float lr, alpha, eps, wd, mom, clipv, coef;
+    int centered, maximize, group;
     /* s[0] square_avg, s[1] momentum_buffer, s[2] grad_avg */
     __device__ __forceinline__ void operator()(float &p, float g, float *s) const
     {
+        g = clipped(g, clipv, coef);
         if (maximize)
             g = -g;
         if (wd != 0.0f)
@@ -321,17 +369,19 @@ typedef struct {
 static __global__ void rmsprop_kernel(float *params, const float *grads, slots3 st, int64_t n,
                                       const anvil_hyper *h, rmsprop_op op, int vec4)
 {
-    op.lr = h->lr;
+    op.lr = h->group[op.group].lr;
+    op.coef = h->clip_coef;
     flat_update(op, params, grads, st, n, vec4);
 }
 
 ANVIL_CUDA_KERNEL(rmsprop)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
-    int64_t n = ex->n_params;
+    const anvil_node *nd = s->node;
+    dslice sl = dslice_of(ex, nd);
+    int64_t n = sl.n;
     if (n == 0)
         return ANVIL_OK;
-    const anvil_node *nd = s->node;
     rmsprop_op op;
     op.lr = 0.0f;
     op.alpha = nd->fa[0];
@@ -340,25 +390,27 @@ ANVIL_CUDA_KERNEL(rmsprop)
     op.mom = nd->fa[3];
     op.centered = nd->ia[0] != 0;
     op.maximize = nd->ia[5] != 0;
+    op.group = sl.group, op.clipv = sl.clipv, op.coef = 1.0f;
     ANVIL_TRY(need_state(ex, "rmsprop", 1));
-    slots3 st = {{ex->state, NULL, NULL}};
+    slots3 st = {{sl.s[0], NULL, NULL}};
     if (op.mom > 0.0f)
-        st.s[1] = ex->state + n;
+        st.s[1] = sl.s[1];
     if (op.centered)
-        st.s[2] = ex->state + (op.mom > 0.0f ? 2 : 1) * n;
-    rmsprop_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(ex->params, ex->grads, st, n,
-                                                                           ex->hyper, op, slots_aligned(ex, st));
+        st.s[2] = sl.s[op.mom > 0.0f ? 2 : 1];
+    rmsprop_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(sl.p, sl.g, st, n, ex->hyper, op,
+                                                                           slots_aligned(sl, st));
     return anvil_cuda_launched(c, "rmsprop");
 }
 
 /* ---------------------------------------------------------------- Adagrad */
 
 typedef struct {
-    float clr, wd, eps, init;
-    int first, maximize;
+    float clr, wd, eps, init, clipv, coef;
+    int first, maximize, group;
     /* s[0] sum: zero-filled; step 1 starts it from the initial value */
     __device__ __forceinline__ void operator()(float &p, float g, float *s) const
     {
+        g = clipped(g, clipv, coef);
         if (maximize)
             g = -g;
         if (wd != 0.0f)
@@ -373,7 +425,8 @@ static __global__ void adagrad_kernel(float *params, const float *grads, slots3 
                                       const anvil_hyper *h, adagrad_op op, float lr_decay, int vec4)
 {
     /* clr = lr / (1 + (step - 1) lr_decay), in double as Python computes it */
-    op.clr = (float)__ddiv_rn((double)h->lr, __dadd_rn(1.0, __dmul_rn((double)h->step, (double)lr_decay)));
+    op.coef = h->clip_coef;
+    op.clr = (float)__ddiv_rn((double)h->group[op.group].lr, __dadd_rn(1.0, __dmul_rn((double)h->step, (double)lr_decay)));
     op.first = h->step == 0;
     flat_update(op, params, grads, st, n, vec4);
 }
@@ -381,10 +434,11 @@ static __global__ void adagrad_kernel(float *params, const float *grads, slots3 
 ANVIL_CUDA_KERNEL(adagrad)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
-    int64_t n = ex->n_params;
+    const anvil_node *nd = s->node;
+    dslice sl = dslice_of(ex, nd);
+    int64_t n = sl.n;
     if (n == 0)
         return ANVIL_OK;
-    const anvil_node *nd = s->node;
     adagrad_op op;
     op.clr = 0.0f;
     op.first = 0;
@@ -392,21 +446,23 @@ ANVIL_CUDA_KERNEL(adagrad)
     op.eps = nd->fa[2];
     op.init = nd->fa[3];
     op.maximize = nd->ia[5] != 0;
+    op.group = sl.group, op.clipv = sl.clipv, op.coef = 1.0f;
     ANVIL_TRY(need_state(ex, "adagrad", 1));
-    slots3 st = {{ex->state, NULL, NULL}};
-    adagrad_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(
-        ex->params, ex->grads, st, n, ex->hyper, op, nd->fa[0], slots_aligned(ex, st));
+    slots3 st = {{sl.s[0], NULL, NULL}};
+    adagrad_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(sl.p, sl.g, st, n, ex->hyper, op,
+                                                                           nd->fa[0], slots_aligned(sl, st));
     return anvil_cuda_launched(c, "adagrad");
 }
 
 /* ---------------------------------------------------------------- Adadelta */
 
 typedef struct {
-    float lr, rho, eps, wd;
-    int maximize;
+    float lr, rho, eps, wd, clipv, coef;
+    int maximize, group;
     /* s[0] square_avg, s[1] acc_delta */
     __device__ __forceinline__ void operator()(float &p, float g, float *s) const
     {
+        g = clipped(g, clipv, coef);
         if (maximize)
             g = -g;
         if (wd != 0.0f)
@@ -422,40 +478,44 @@ typedef struct {
 static __global__ void adadelta_kernel(float *params, const float *grads, slots3 st, int64_t n,
                                        const anvil_hyper *h, adadelta_op op, int vec4)
 {
-    op.lr = h->lr;
+    op.lr = h->group[op.group].lr;
+    op.coef = h->clip_coef;
     flat_update(op, params, grads, st, n, vec4);
 }
 
 ANVIL_CUDA_KERNEL(adadelta)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
-    int64_t n = ex->n_params;
+    const anvil_node *nd = s->node;
+    dslice sl = dslice_of(ex, nd);
+    int64_t n = sl.n;
     if (n == 0)
         return ANVIL_OK;
-    const anvil_node *nd = s->node;
     adadelta_op op;
     op.lr = 0.0f;
     op.rho = nd->fa[0];
     op.eps = nd->fa[1];
     op.wd = nd->fa[2];
     op.maximize = nd->ia[5] != 0;
+    op.group = sl.group, op.clipv = sl.clipv, op.coef = 1.0f;
     ANVIL_TRY(need_state(ex, "adadelta", 2));
-    slots3 st = {{ex->state, ex->state + n, NULL}};
-    adadelta_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(ex->params, ex->grads, st, n,
-                                                                            ex->hyper, op, slots_aligned(ex, st));
+    slots3 st = {{sl.s[0], sl.s[1], NULL}};
+    adadelta_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(sl.p, sl.g, st, n, ex->hyper, op,
+                                                                            slots_aligned(sl, st));
     return anvil_cuda_launched(c, "adadelta");
 }
 
 /* ---------------------------------------------------------------- NAdam */
 
 typedef struct {
-    float b1, b2, eps, wd;
-    int decoupled, maximize;
+    float b1, b2, eps, wd, clipv, coef;
+    int decoupled, maximize, group;
     float bc2, c_grad, c_avg, decay; /* per step, computed on the device */
     /* s[0] exp_avg, s[1] exp_avg_sq */
     __device__ __forceinline__ void operator()(float &p, float g, float *s) const
     {
         float pi = p;
+        g = clipped(g, clipv, coef);
         if (maximize)
             g = -g;
         if (wd != 0.0f) {
@@ -480,14 +540,16 @@ static __global__ void nadam_kernel(float *params, const float *grads, slots3 st
     /* The scalars in double, as Python computes them (and the CPU kernel); mu_product is
      * a float32, as torch keeps it.  Thread 0 writes the other parity's slot, so no
      * thread ever reads a value written in this launch. */
-    double lr = (double)h->lr, t = (double)h->step + 1.0, md = (double)momentum_decay, b1 = (double)op.b1;
+    anvil_group_hyper *gh = &h->group[op.group];
+    op.coef = h->clip_coef;
+    double lr = (double)gh->lr, t = (double)h->step + 1.0, md = (double)momentum_decay, b1 = (double)op.b1;
     op.bc2 = (float)__dsub_rn(1.0, pow((double)op.b2, t));
     double mu = __dmul_rn(b1, __dsub_rn(1.0, __dmul_rn(0.5, pow(0.96, __dmul_rn(t, md)))));
     double mu_next = __dmul_rn(b1, __dsub_rn(1.0, __dmul_rn(0.5, pow(0.96, __dmul_rn(__dadd_rn(t, 1.0), md)))));
-    double mp_old = h->step == 0 ? 1.0 : (double)h->nadam_mu_product[h->step & 1];
+    double mp_old = h->step == 0 ? 1.0 : (double)gh->nadam_mu_product[h->step & 1];
     float mp = (float)__dmul_rn(mp_old, mu);
     if (blockIdx.x == 0 && threadIdx.x == 0)
-        h->nadam_mu_product[(h->step + 1) & 1] = mp;
+        gh->nadam_mu_product[(h->step + 1) & 1] = mp;
     op.c_grad = (float)__ddiv_rn(__dmul_rn(lr, __dsub_rn(1.0, mu)), __dsub_rn(1.0, (double)mp));
     op.c_avg = (float)__ddiv_rn(__dmul_rn(lr, mu_next), __dsub_rn(1.0, __dmul_rn((double)mp, mu_next)));
     op.decay = (float)__dsub_rn(1.0, __dmul_rn(lr, (double)op.wd));
@@ -497,10 +559,11 @@ static __global__ void nadam_kernel(float *params, const float *grads, slots3 st
 ANVIL_CUDA_KERNEL(nadam)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
-    int64_t n = ex->n_params;
+    const anvil_node *nd = s->node;
+    dslice sl = dslice_of(ex, nd);
+    int64_t n = sl.n;
     if (n == 0)
         return ANVIL_OK;
-    const anvil_node *nd = s->node;
     nadam_op op;
     memset(&op, 0, sizeof op);
     op.b1 = nd->fa[0];
@@ -509,10 +572,11 @@ ANVIL_CUDA_KERNEL(nadam)
     op.wd = nd->fa[3];
     op.decoupled = nd->ia[0] != 0;
     op.maximize = nd->ia[5] != 0;
+    op.group = sl.group, op.clipv = sl.clipv, op.coef = 1.0f;
     ANVIL_TRY(need_state(ex, "nadam", 2));
-    slots3 st = {{ex->state, ex->state + n, NULL}};
-    nadam_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(
-        ex->params, ex->grads, st, n, ex->hyper, op, nd->fa[4], slots_aligned(ex, st));
+    slots3 st = {{sl.s[0], sl.s[1], NULL}};
+    nadam_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(sl.p, sl.g, st, n, ex->hyper, op,
+                                                                         nd->fa[4], slots_aligned(sl, st));
     return anvil_cuda_launched(c, "nadam");
 }
 
@@ -523,6 +587,62 @@ static __global__ void step_end_kernel(anvil_hyper *h, int64_t data_batch)
     h->step += 1;
     h->rng_counter += 1;
     h->data_cursor += data_batch; /* resident data: the batch just used */
+    if (h->sched.kind != ANVIL_SCHED_PLATEAU) /* plateau: the host sets the lr */
+        for (int g = 0; g < h->n_groups; g++)
+            h->group[g].lr = anvil_schedule_lr(&h->sched, h->group[g].base_lr, h->step);
+}
+
+/* ---------------------------------------------------------------- gradient clipping */
+
+/* The CPU's clip_norm, with the same ANVIL_CLIP_BLOCKS chunks: block b sums chunk b of
+ * the gradients (in double, in a fixed tree order) into hyper->clip_partial[b]; then
+ * one thread adds the partials in order.  No atomics: the same result every run. */
+static __global__ void clip_partial_kernel(const float *g, int64_t n, anvil_hyper *h, float v, double p)
+{
+    __shared__ double red[ANVIL_CUDA_THREADS];
+    bool inf = isinf(p);
+    int64_t chunk = (n + ANVIL_CLIP_BLOCKS - 1) / ANVIL_CLIP_BLOCKS;
+    int64_t begin = (int64_t)blockIdx.x * chunk, end = begin + chunk < n ? begin + chunk : n;
+    double acc = 0.0;
+    for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        double a = fabs((double)clipped(g[i], v, 1.0f));
+        if (inf)
+            acc = a > acc ? a : acc;
+        else
+            acc += p == 2.0 ? a * a : pow(a, p);
+    }
+    red[threadIdx.x] = acc;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w /= 2) {
+        if ((int)threadIdx.x < w)
+            red[threadIdx.x] = inf ? fmax(red[threadIdx.x], red[threadIdx.x + w]) : red[threadIdx.x] + red[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        h->clip_partial[blockIdx.x] = red[0];
+}
+
+static __global__ void clip_final_kernel(anvil_hyper *h, float max_norm, double p)
+{
+    bool inf = isinf(p);
+    double total = 0.0;
+    for (int b = 0; b < ANVIL_CLIP_BLOCKS; b++)
+        total = inf ? fmax(total, h->clip_partial[b]) : total + h->clip_partial[b];
+    float norm = (float)(inf ? total : p == 2.0 ? sqrt(total) : pow(total, 1.0 / p));
+    float coef = __fdiv_rn(max_norm, __fadd_rn(norm, 1e-6f));
+    h->grad_norm = norm;
+    h->clip_coef = coef < 1.0f ? coef : 1.0f;
+}
+
+ANVIL_CUDA_KERNEL(clip_norm)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    const anvil_node *nd = s->node;
+    clip_partial_kernel<<<ANVIL_CLIP_BLOCKS, ANVIL_CUDA_THREADS, 0, c->stream>>>(ex->grads, ex->n_params, ex->hyper,
+                                                                                nd->fa[2], (double)nd->fa[1]);
+    ANVIL_TRY(anvil_cuda_launched(c, "clip_norm"));
+    clip_final_kernel<<<1, 1, 0, c->stream>>>(ex->hyper, nd->fa[0], (double)nd->fa[1]);
+    return anvil_cuda_launched(c, "clip_norm");
 }
 
 ANVIL_CUDA_KERNEL(step_end)

@@ -8,4 +8,5 @@ const anvil_opdef anvil_opdef_rmsprop = {"rmsprop", 0, 0, OPF_EFFECT, anvil_infe
 const anvil_opdef anvil_opdef_adagrad = {"adagrad", 0, 0, OPF_EFFECT, anvil_infer_effect, NULL};
 const anvil_opdef anvil_opdef_adadelta = {"adadelta", 0, 0, OPF_EFFECT, anvil_infer_effect, NULL};
 const anvil_opdef anvil_opdef_nadam = {"nadam", 0, 0, OPF_EFFECT, anvil_infer_effect, NULL};
+const anvil_opdef anvil_opdef_clip_norm = {"clip_norm", 0, 0, OPF_EFFECT, anvil_infer_effect, NULL};
 const anvil_opdef anvil_opdef_step_end = {"step_end", 0, 1, OPF_EFFECT, anvil_infer_effect, NULL};
