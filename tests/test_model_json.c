@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "anvil.h"
+#include "testutil.h"
 #include "graph/graph.h"
 
 /* The source's parameter node by state_dict name, or NULL. */
@@ -323,6 +324,77 @@ static void test_null_args(void **state)
     assert_non_null(strstr(anvil_last_error(), "/tmp"));
 }
 
+/* "param_groups": options over the trainer's, parameters chosen by pattern or by ndim. */
+static void test_param_groups(void **state)
+{
+    (void)state;
+    const char *text =
+        "{\"input\": [4], \"layers\": [{\"type\": \"linear\", \"out_features\": 3, \"name\": \"fc\"},"
+        " {\"type\": \"batchnorm1d\", \"name\": \"bn\"}, {\"type\": \"linear\", \"out_features\": 2}],"
+        " \"param_groups\": [{\"params\": [\"bn.*\"], \"lr\": 0.5, \"weight_decay\": 0},"
+        " {\"ndim1\": true, \"weight_decay\": 0, \"betas\": [0.8, 0.9]}]}";
+    anvil_model *m = NULL;
+    CHECK_OK(anvil_model_parse_json(&m, text, "groups.json"));
+    anvil_trainer_config cfg = anvil_trainer_default_config();
+    cfg.device = ANVIL_DEVICE_CPU, cfg.verbose = 0;
+    cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_ADAMW);
+    cfg.optimizer.lr = 0.01f;
+    anvil_trainer *t = NULL;
+    CHECK_OK(anvil_trainer_create(&t, m, &cfg));
+    assert_int_equal(anvil_trainer_param_groups(t), 3);
+    float lr = 0;
+    CHECK_OK(anvil_trainer_lr(t, 0, &lr));
+    assert_true(lr == 0.01f);
+    CHECK_OK(anvil_trainer_lr(t, 1, &lr));
+    assert_true(lr == 0.5f);
+    CHECK_OK(anvil_trainer_lr(t, 2, &lr)); /* ndim1 group: the trainer's lr */
+    assert_true(lr == 0.01f);
+    assert_int_equal(anvil_trainer_lr(t, 3, &lr), ANVIL_ERR_INVALID_ARG);
+    /* a config group comes before the file's: it takes fc.bias from the ndim1 group */
+    anvil_trainer_free(t);
+    anvil_optimizer_config o = cfg.optimizer;
+    o.lr = 0.25f;
+    anvil_param_group pg = anvil_param_group_default("fc.bias", false, &o);
+    cfg.n_param_groups = 1, cfg.param_groups = &pg;
+    CHECK_OK(anvil_trainer_create(&t, m, &cfg));
+    assert_int_equal(anvil_trainer_param_groups(t), 4);
+    CHECK_OK(anvil_trainer_set_group_lr(t, 1, 0.125f));
+    CHECK_OK(anvil_trainer_lr(t, 1, &lr));
+    assert_true(lr == 0.125f);
+    anvil_trainer_free(t);
+    /* every group has the trainer's optimizer kind */
+    pg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_SGD);
+    assert_int_equal(anvil_trainer_create(&t, m, &cfg), ANVIL_ERR_INVALID_ARG);
+    assert_non_null(strstr(anvil_last_error(), "one optimizer"));
+    anvil_model_free(m);
+
+    /* bad groups name the file, the group and the option */
+    static const struct { const char *groups, *msg; } bad[] = {
+        {"{}", "must be an array"},
+        {"[{\"lr\": 0.1}]", "selects nothing"},
+        {"[{\"params\": \"*\", \"learning_rate\": 0.1}]", "unknown option \"learning_rate\""},
+        {"[{\"params\": \"*\", \"lr\": \"fast\"}]", "\"lr\" must be a number"},
+        {"[{\"params\": \"*\", \"betas\": [0.9]}]", "betas"},
+        {"[{\"params\": [1]}]", "patterns"},
+        {"[{\"ndim1\": 1}]", "ndim1"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char buf[512];
+        snprintf(buf, sizeof buf, "{\"input\": [4], \"layers\": [{\"type\": \"linear\", \"out_features\": 2}], "
+                 "\"param_groups\": %s}", bad[i].groups);
+        assert_int_not_equal(anvil_model_parse_json(&m, buf, "bad.json"), ANVIL_OK);
+        assert_null(m);
+        if (!strstr(anvil_last_error(), bad[i].msg) || !strstr(anvil_last_error(), "bad.json"))
+            fail_msg("case %zu: message '%s' lacks '%s'", i, anvil_last_error(), bad[i].msg);
+    }
+    /* a group option that is wrong for the optimizer fails at trainer creation, naming it */
+    CHECK_OK(anvil_model_parse_json(&m, "{\"input\": [4], \"layers\": [{\"type\": \"linear\", \"out_features\": 2}], "
+                                    "\"param_groups\": [{\"ndim1\": true, \"nesterov\": true}]}", "g.json"));
+    assert_int_equal(anvil_trainer_create(&t, m, &cfg), ANVIL_ERR_INVALID_ARG);
+    assert_non_null(strstr(anvil_last_error(), "group"));
+    anvil_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -332,6 +404,7 @@ int main(void)
         cmocka_unit_test(test_load_file),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_null_args),
+        cmocka_unit_test(test_param_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,6 +41,7 @@
 #include <cmocka.h>
 
 #include "anvil.h"
+#include "testutil.h"
 
 #ifndef ANVIL_GOLDEN_DIR
 #error "ANVIL_GOLDEN_DIR must name the tests/golden folder"
@@ -65,7 +66,8 @@ static golden G_LOSSES = {"losses.safetensors", 0, NULL, NULL};
 static golden G_SGD = {"mlp_sgd.safetensors", 0, NULL, NULL};
 static golden G_ADAMW = {"mlp_adamw.safetensors", 0, NULL, NULL};
 static golden G_OPTIM = {"mlp_optim.safetensors", 0, NULL, NULL};
-static golden *const G_ALL[] = {&G_OPS, &G_LOSSES, &G_SGD, &G_ADAMW, &G_OPTIM};
+static golden G_SCHED = {"sched.safetensors", 0, NULL, NULL};
+static golden *const G_ALL[] = {&G_OPS, &G_LOSSES, &G_SGD, &G_ADAMW, &G_OPTIM, &G_SCHED};
 
 static int verbose(void) {
     const char *v = getenv("ANVIL_PARITY_VERBOSE");
@@ -494,17 +496,30 @@ static anvil_model *build_mlp(void) {
 
 /* A golden training run of `steps` steps through the model builder and a CPU trainer;
  * the run's own keys ("loss", "step<k>.<name>") carry the prefix `pre` ("" or "<case>."). */
+static void mlp_train_cfg(const golden *gf, const char *pre, int steps, const anvil_trainer_config *tc);
+
 static void mlp_train(const golden *gf, const char *pre, int steps, const anvil_optimizer_config *oc) {
+    anvil_trainer_config cfg = anvil_trainer_default_config();
+    cfg.optimizer = *oc;
+    mlp_train_cfg(gf, pre, steps, &cfg);
+}
+
+/* The same, with a whole trainer config (clipping, groups, schedules); when the golden
+ * has "<pre>grad_norm", the norm of every step is compared too. */
+static void mlp_train_cfg(const golden *gf, const char *pre, int steps, const anvil_trainer_config *tc) {
     int fails = 0;
     anvil_model *m = build_mlp();
     assert_non_null(m);
-    anvil_trainer_config cfg = anvil_trainer_default_config();
+    anvil_trainer_config cfg = *tc;
     cfg.device = ANVIL_DEVICE_CPU;
     cfg.loss = ANVIL_LOSS_CROSS_ENTROPY;
     cfg.label_smoothing = 0.0f;
-    cfg.optimizer = *oc;
     cfg.seed = 1;
     cfg.verbose = 0;
+    char nkey[96];
+    snprintf(nkey, sizeof nkey, "%sgrad_norm", pre);
+    const anvil_tensor *tn = gfind(gf, nkey);
+    const float *want_norm = tn ? anvil_tensor_cdata(tn) : NULL;
     anvil_trainer *t = NULL;
     anvil_status s = anvil_trainer_create(&t, m, &cfg);
     if (s != ANVIL_OK) {
@@ -561,6 +576,16 @@ static void mlp_train(const golden *gf, const char *pre, int steps, const anvil_
         } else if (verbose()) {
             print_message("  ok loss of step %-2d got %.9g want %.9g |diff| %.3g\n", k + 1,
                           (double)loss, (double)want_loss[k], err);
+        }
+        if (want_norm) {
+            float norm = NAN;
+            CALL(fails, "anvil_trainer_last_grad_norm", anvil_trainer_last_grad_norm(t, &norm));
+            double nerr = fabs((double)norm - want_norm[k]), ntol = MLP_ATOL + MLP_RTOL * fabs(want_norm[k]);
+            if (!(nerr <= ntol)) {
+                print_error("gradient norm of step %d: got %.9g, want %.9g\n", k + 1, (double)norm,
+                            (double)want_norm[k]);
+                fails++;
+            }
         }
         if (k + 1 == 1 || k + 1 == 10 || k + 1 == steps) {
             for (int i = 0; i < 6; i++) {
@@ -754,8 +779,299 @@ static void test_mlp_optim(void **state) {
     mlp_train(&G_OPTIM, pre, OPTIM_STEPS, &c);
 }
 
+/* ------------------------------------------------ schedules, clipping, groups */
+
+/* The MLP's biases (1-D) form group 1, as make_sched.py's groups(). */
+static anvil_param_group bias_group(anvil_optimizer_config o) { return anvil_param_group_default(NULL, true, &o); }
+
+typedef struct {
+    const char *name;
+    anvil_schedule_config (*sched)(void);
+} sched_case;
+
+static anvil_schedule_config s_step(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_STEP);
+    s.step_size = 7, s.gamma = 0.5f;
+    return s;
+}
+static anvil_schedule_config s_multistep(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_MULTISTEP);
+    s.n_milestones = 3, s.milestones[0] = 5, s.milestones[1] = 12, s.milestones[2] = 30, s.gamma = 0.3f;
+    return s;
+}
+static anvil_schedule_config s_exponential(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_EXPONENTIAL);
+    s.gamma = 0.93f;
+    return s;
+}
+static anvil_schedule_config s_cosine(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_COSINE);
+    s.t_max = 25, s.eta_min = 0.001f;
+    return s;
+}
+static anvil_schedule_config s_cosine_restarts(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_COSINE_RESTARTS);
+    s.t_0 = 5, s.t_mult = 2, s.eta_min = 1e-4f;
+    return s;
+}
+static anvil_schedule_config s_cosine_restarts_mult1(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_COSINE_RESTARTS);
+    s.t_0 = 7;
+    return s;
+}
+static anvil_schedule_config s_one_cycle(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_ONE_CYCLE);
+    s.total_steps = 60;
+    return s;
+}
+static anvil_schedule_config s_one_cycle_three(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_ONE_CYCLE);
+    s.total_steps = 60, s.pct_start = 0.25f, s.anneal_linear = true, s.div_factor = 10.0f;
+    s.final_div_factor = 100.0f, s.three_phase = true;
+    return s;
+}
+static anvil_schedule_config s_warmup_cosine(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_COSINE);
+    s.t_max = 50, s.warmup = 10, s.warmup_start_factor = 0.1f;
+    return s;
+}
+static anvil_schedule_config s_warmup_step(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_STEP);
+    s.step_size = 10, s.gamma = 0.5f, s.warmup = 4, s.warmup_start_factor = 0.25f;
+    return s;
+}
+static anvil_schedule_config s_epoch_step(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_STEP);
+    s.step_size = 2, s.gamma = 0.5f, s.steps_per_epoch = 3;
+    return s;
+}
+static anvil_schedule_config s_epoch_warmup_exp(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_EXPONENTIAL);
+    s.gamma = 0.8f, s.warmup = 3, s.warmup_start_factor = 0.5f, s.steps_per_epoch = 3;
+    return s;
+}
+static anvil_schedule_config s_plateau(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_PLATEAU);
+    s.factor = 0.5f, s.patience = 2, s.threshold = 0.01f, s.cooldown = 1, s.min_lr = 0.002f;
+    return s;
+}
+static anvil_schedule_config s_plateau_max_abs(void) {
+    anvil_schedule_config s = anvil_schedule_default_config(ANVIL_SCHED_PLATEAU);
+    s.mode_max = true, s.factor = 0.3f, s.patience = 1, s.threshold = 0.05f, s.threshold_abs = true;
+    return s;
+}
+
+#define SCHED_CASE(n) {#n, s_##n}
+static const sched_case SCHED_CASES[] = {
+    SCHED_CASE(step), SCHED_CASE(multistep), SCHED_CASE(exponential), SCHED_CASE(cosine),
+    SCHED_CASE(cosine_restarts), SCHED_CASE(cosine_restarts_mult1), SCHED_CASE(one_cycle),
+    SCHED_CASE(one_cycle_three), SCHED_CASE(warmup_cosine), SCHED_CASE(warmup_step),
+    SCHED_CASE(epoch_step), SCHED_CASE(epoch_warmup_exp), SCHED_CASE(plateau), SCHED_CASE(plateau_max_abs),
+};
+#define N_SCHED (sizeof SCHED_CASES / sizeof SCHED_CASES[0])
+#define SCHED_STEPS 60
+
+/* The lr of both groups before each of 60 steps against torch.optim.lr_scheduler's
+ * (float32 rounding of torch's doubles: 1e-6 relative). */
+static void test_sched(void **state) {
+    const sched_case *sc = *state;
+    anvil_model *m = build_mlp();
+    assert_non_null(m);
+    anvil_trainer_config cfg = anvil_trainer_default_config();
+    cfg.device = ANVIL_DEVICE_CPU, cfg.verbose = 0;
+    cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_SGD);
+    cfg.optimizer.lr = 0.1f;
+    anvil_optimizer_config bo = cfg.optimizer;
+    bo.lr = 0.02f;
+    anvil_param_group pg = bias_group(bo);
+    cfg.n_param_groups = 1, cfg.param_groups = &pg;
+    cfg.schedule = sc->sched();
+    anvil_trainer *t = NULL;
+    CHECK_OK(anvil_trainer_create(&t, m, &cfg));
+    assert_int_equal(anvil_trainer_param_groups(t), 2);
+    const anvil_tensor *want = gget(&G_SCHED, "%s.lr", sc->name);
+    assert_non_null(want);
+    const float *w = anvil_tensor_cdata(want);
+    char mkey[96];
+    snprintf(mkey, sizeof mkey, "%s.metric", sc->name);
+    const anvil_tensor *mt = gfind(&G_SCHED, mkey);
+    int fails = 0;
+    for (int k = 0; k < SCHED_STEPS; k++) {
+        for (int gi = 0; gi < 2; gi++) {
+            float lr = NAN;
+            CHECK_OK(anvil_trainer_lr(t, gi, &lr));
+            double want_lr = w[2 * k + gi];
+            if (!(fabs((double)lr - want_lr) <= 1e-6 * fabs(want_lr) + 1e-12)) {
+                print_error("%s: group %d, step %d: lr %.9g, torch %.9g\n", sc->name, gi, k, (double)lr, want_lr);
+                fails++;
+            }
+        }
+        CHECK_OK(anvil_train_step(t, gget(&G_OPTIM, "x.%d", k % 30), gget(&G_OPTIM, "y.%d", k % 30)));
+        if (mt)
+            CHECK_OK(anvil_trainer_schedule_metric(t, ((const float *)anvil_tensor_cdata(mt))[k]));
+    }
+    anvil_trainer_free(t);
+    anvil_model_free(m);
+    assert_int_equal(fails, 0);
+}
+
+typedef struct {
+    const char *name;
+    anvil_trainer_config (*config)(anvil_param_group *pg);
+} train2_case;
+
+static anvil_trainer_config t2_base(anvil_optimizer_kind k, float lr) {
+    anvil_trainer_config c = anvil_trainer_default_config();
+    c.optimizer = anvil_optimizer_default_config(k);
+    c.optimizer.lr = lr;
+    return c;
+}
+static anvil_trainer_config t_clip_norm(anvil_param_group *pg) {
+    (void)pg;
+    anvil_trainer_config c = t2_base(ANVIL_OPT_SGD, 0.1f);
+    c.optimizer.momentum = 0.9f, c.clip_grad_norm = 0.5f;
+    return c;
+}
+static anvil_trainer_config t_clip_norm_inf(anvil_param_group *pg) {
+    (void)pg;
+    anvil_trainer_config c = t2_base(ANVIL_OPT_ADAM, 0.01f);
+    c.clip_grad_norm = 0.05f, c.clip_norm_type = INFINITY;
+    return c;
+}
+static anvil_trainer_config t_clip_norm_p1(anvil_param_group *pg) {
+    (void)pg;
+    anvil_trainer_config c = t2_base(ANVIL_OPT_SGD, 0.05f);
+    c.clip_grad_norm = 1.0f, c.clip_norm_type = 1.0f;
+    return c;
+}
+static anvil_trainer_config t_clip_value(anvil_param_group *pg) {
+    (void)pg;
+    anvil_trainer_config c = t2_base(ANVIL_OPT_SGD, 0.1f);
+    c.clip_grad_value = 0.02f;
+    return c;
+}
+static anvil_trainer_config t_clip_both(anvil_param_group *pg) {
+    (void)pg;
+    anvil_trainer_config c = t2_base(ANVIL_OPT_ADAM, 0.01f);
+    c.clip_grad_value = 0.05f, c.clip_grad_norm = 0.3f;
+    return c;
+}
+static anvil_trainer_config t_groups_adamw(anvil_param_group *pg) {
+    anvil_trainer_config c = t2_base(ANVIL_OPT_ADAMW, 0.01f);
+    c.optimizer.weight_decay = 0.1f;
+    anvil_optimizer_config b = c.optimizer;
+    b.lr = 0.02f, b.weight_decay = 0.0f;
+    *pg = bias_group(b);
+    c.n_param_groups = 1, c.param_groups = pg;
+    return c;
+}
+static anvil_trainer_config t_groups_nadam(anvil_param_group *pg) {
+    anvil_trainer_config c = t2_base(ANVIL_OPT_NADAM, 0.01f);
+    anvil_optimizer_config b = c.optimizer;
+    b.lr = 0.005f, b.momentum_decay = 1e-2f;
+    *pg = bias_group(b);
+    c.n_param_groups = 1, c.param_groups = pg;
+    return c;
+}
+static anvil_trainer_config t_groups_sgd_sched_clip(anvil_param_group *pg) {
+    anvil_trainer_config c = t2_base(ANVIL_OPT_SGD, 0.2f);
+    c.optimizer.momentum = 0.9f, c.optimizer.weight_decay = 1e-3f;
+    anvil_optimizer_config b = anvil_optimizer_default_config(ANVIL_OPT_SGD);
+    b.lr = 0.05f, b.momentum = 0.5f;
+    *pg = bias_group(b);
+    c.n_param_groups = 1, c.param_groups = pg;
+    c.schedule = anvil_schedule_default_config(ANVIL_SCHED_COSINE);
+    c.schedule.t_max = 25, c.schedule.eta_min = 0.001f, c.schedule.warmup = 5, c.schedule.warmup_start_factor = 0.2f;
+    c.clip_grad_norm = 1.0f;
+    return c;
+}
+
+#define TRAIN2_CASE(n) {#n, t_##n}
+static const train2_case TRAIN2_CASES[] = {
+    TRAIN2_CASE(clip_norm), TRAIN2_CASE(clip_norm_inf), TRAIN2_CASE(clip_norm_p1), TRAIN2_CASE(clip_value),
+    TRAIN2_CASE(clip_both), TRAIN2_CASE(groups_adamw), TRAIN2_CASE(groups_nadam),
+    TRAIN2_CASE(groups_sgd_sched_clip),
+};
+#define N_TRAIN2 (sizeof TRAIN2_CASES / sizeof TRAIN2_CASES[0])
+
+static void test_train2(void **state) {
+    const train2_case *tc = *state;
+    char pre[64];
+    snprintf(pre, sizeof pre, "%s.", tc->name);
+    anvil_param_group pg;
+    anvil_trainer_config c = tc->config(&pg);
+    mlp_train_cfg(&G_SCHED, pre, 30, &c);
+}
+
+/* Bad schedule / clipping / group settings are errors that name the option. */
+static void test_sched_errors(void **state) {
+    (void)state;
+    anvil_model *m = build_mlp();
+    assert_non_null(m);
+    anvil_trainer *t = NULL;
+    static const struct { const char *what, *msg; } bad[] = {
+        {"clip_grad_norm", "clip_grad_norm"}, {"clip_grad_value", "clip_grad_value"},
+        {"clip_norm_type", "clip_norm_type"}, {"step_size", "step_size"}, {"milestones", "milestones"},
+        {"t_max", "T_max"}, {"one_cycle", "total_steps"}, {"pct_start", "pct_start"},
+        {"warmup_plateau", "warm-up"}, {"factor", "factor"}, {"groups", "parameter groups"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        anvil_trainer_config c = anvil_trainer_default_config();
+        c.device = ANVIL_DEVICE_CPU, c.verbose = 0;
+        const char *w = bad[i].what;
+        if (!strcmp(w, "clip_grad_norm")) c.clip_grad_norm = -1.0f;
+        if (!strcmp(w, "clip_grad_value")) c.clip_grad_value = NAN;
+        if (!strcmp(w, "clip_norm_type")) c.clip_grad_norm = 1.0f, c.clip_norm_type = 0.0f;
+        if (!strcmp(w, "step_size")) c.schedule = anvil_schedule_default_config(ANVIL_SCHED_STEP), c.schedule.step_size = 0;
+        if (!strcmp(w, "milestones")) {
+            c.schedule = anvil_schedule_default_config(ANVIL_SCHED_MULTISTEP);
+            c.schedule.n_milestones = 2, c.schedule.milestones[0] = 5, c.schedule.milestones[1] = 5;
+        }
+        if (!strcmp(w, "t_max")) c.schedule = anvil_schedule_default_config(ANVIL_SCHED_COSINE), c.schedule.t_max = 0;
+        if (!strcmp(w, "one_cycle")) c.schedule = anvil_schedule_default_config(ANVIL_SCHED_ONE_CYCLE);
+        if (!strcmp(w, "pct_start")) {
+            c.schedule = anvil_schedule_default_config(ANVIL_SCHED_ONE_CYCLE);
+            c.schedule.total_steps = 100, c.schedule.pct_start = 1.5f;
+        }
+        if (!strcmp(w, "warmup_plateau")) c.schedule = anvil_schedule_default_config(ANVIL_SCHED_PLATEAU), c.schedule.warmup = 3;
+        if (!strcmp(w, "factor")) c.schedule = anvil_schedule_default_config(ANVIL_SCHED_PLATEAU), c.schedule.factor = 1.0f;
+        if (!strcmp(w, "groups")) c.n_param_groups = ANVIL_MAX_PARAM_GROUPS;
+        assert_int_equal(anvil_trainer_create(&t, m, &c), ANVIL_ERR_INVALID_ARG);
+        assert_null(t);
+        if (!strstr(anvil_last_error(), bad[i].msg))
+            fail_msg("%s: message '%s' lacks '%s'", w, anvil_last_error(), bad[i].msg);
+    }
+    /* a metric needs reduce-on-plateau; the grad norm needs clipping */
+    anvil_trainer_config c = anvil_trainer_default_config();
+    c.device = ANVIL_DEVICE_CPU, c.verbose = 0;
+    CHECK_OK(anvil_trainer_create(&t, m, &c));
+    assert_int_equal(anvil_trainer_schedule_metric(t, 1.0), ANVIL_ERR_STATE);
+    float norm;
+    assert_int_equal(anvil_trainer_last_grad_norm(t, &norm), ANVIL_ERR_STATE);
+    assert_int_equal(anvil_trainer_set_group_lr(t, 1, 0.1f), ANVIL_ERR_INVALID_ARG);
+    assert_int_equal(anvil_trainer_set_lr(t, -1.0f), ANVIL_ERR_INVALID_ARG);
+    anvil_schedule_kind k;
+    CHECK_OK(anvil_schedule_parse("cosine_restarts", &k));
+    assert_int_equal(k, ANVIL_SCHED_COSINE_RESTARTS);
+    assert_int_equal(anvil_schedule_parse("linear", &k), ANVIL_ERR_INVALID_ARG);
+    anvil_trainer_free(t);
+    anvil_model_free(m);
+}
+
 int main(void) {
-    static struct CMUnitTest tests[N_CASES + 4 + N_OPTIM];
+    static struct CMUnitTest tests[N_CASES + 4 + N_OPTIM + N_SCHED + N_TRAIN2 + 1];
+    tests[N_CASES + 4 + N_OPTIM + N_SCHED + N_TRAIN2] = (struct CMUnitTest)cmocka_unit_test(test_sched_errors);
+    static char snames[N_SCHED][64], tnames[N_TRAIN2][64];
+    for (size_t i = 0; i < N_SCHED; i++) {
+        snprintf(snames[i], sizeof snames[i], "sched_%s", SCHED_CASES[i].name);
+        tests[N_CASES + 4 + N_OPTIM + i] = (struct CMUnitTest){snames[i], test_sched, NULL, NULL,
+                                                                (void *)&SCHED_CASES[i]};
+    }
+    for (size_t i = 0; i < N_TRAIN2; i++) {
+        snprintf(tnames[i], sizeof tnames[i], "train2_%s", TRAIN2_CASES[i].name);
+        tests[N_CASES + 4 + N_OPTIM + N_SCHED + i] = (struct CMUnitTest){tnames[i], test_train2, NULL, NULL,
+                                                                          (void *)&TRAIN2_CASES[i]};
+    }
     static char names[N_OPTIM][64];
     for (size_t i = 0; i < N_OPTIM; i++) {
         snprintf(names[i], sizeof names[i], "mlp_optim_%s", OPTIM_CASES[i].name);

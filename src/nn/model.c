@@ -104,6 +104,9 @@ void anvil_model_free(anvil_model *m)
         free(m->layer_names[i]);
     free(m->layer_names);
     free(m->layer_out);
+    for (int i = 0; i < m->n_groups; i++)
+        free(m->groups[i].match);
+    free(m->groups);
     anvil_graph_free(m->g);
     free(m->name);
     free(m);

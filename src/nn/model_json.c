@@ -2,6 +2,7 @@
  * becomes an anvil_layer_desc (PyTorch names and defaults), then anvil_model_add checks
  * the shapes.  Every error names the file, the layer (index, name, type) and the option. */
 #include "core/core.h"
+#include "train/train.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -488,9 +489,10 @@ static anvil_status parse_top(const char *origin, const cJSON *root, const char 
         return anvil_fail(ANVIL_ERR_FORMAT, "%s: a model file must be a JSON object, got %s",
                           origin, json_kind(root));
     for (const cJSON *k = root->child; k; k = k->next)
-        if (strcmp(k->string, "name") && strcmp(k->string, "input") && strcmp(k->string, "layers"))
+        if (strcmp(k->string, "name") && strcmp(k->string, "input") && strcmp(k->string, "layers") &&
+            strcmp(k->string, "param_groups"))
             return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: unknown key '%s' (a model file has "
-                              "\"name\", \"input\" and \"layers\")", origin, k->string);
+                              "\"name\", \"input\", \"layers\" and \"param_groups\")", origin, k->string);
     const cJSON *nm = cJSON_GetObjectItemCaseSensitive(root, "name");
     if (nm && !cJSON_IsString(nm))
         return anvil_fail(ANVIL_ERR_FORMAT, "%s: \"name\" must be a string, got %s", origin,
@@ -506,6 +508,29 @@ static anvil_status parse_top(const char *origin, const cJSON *root, const char 
                           json_kind(*layers));
     if (cJSON_GetArraySize(*layers) == 0)
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: \"layers\" is empty", origin);
+    return ANVIL_OK;
+}
+
+/* "param_groups": [{"params": "*.bias" | [...], "ndim1": true, "weight_decay": 0, ...}] —
+ * options under torch.optim's names, over the trainer's (see anvil_param_group). */
+static anvil_status parse_groups(const char *origin, const cJSON *v, anvil_model *m)
+{
+    if (!v)
+        return ANVIL_OK;
+    if (!cJSON_IsArray(v))
+        return anvil_fail(ANVIL_ERR_FORMAT, "%s: \"param_groups\" must be an array, got %s", origin, json_kind(v));
+    int n = cJSON_GetArraySize(v);
+    if (n > ANVIL_MAX_PARAM_GROUPS - 1)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: %d parameter groups, at most %d", origin, n,
+                          ANVIL_MAX_PARAM_GROUPS - 1);
+    m->groups = anvil_xcalloc((size_t)n + 1, sizeof *m->groups, "parameter groups");
+    if (!m->groups)
+        return ANVIL_ERR_OOM;
+    int i = 0;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        ANVIL_TRY(anvil_group_spec_parse(origin, i, e, &m->groups[i]));
+        m->n_groups = i + 1;
+    }
     return ANVIL_OK;
 }
 
@@ -540,6 +565,11 @@ static anvil_status build(anvil_model **out, const char *origin, const cJSON *ro
             anvil_model_free(m);
             return s;
         }
+    }
+    anvil_status s = parse_groups(origin, cJSON_GetObjectItemCaseSensitive(root, "param_groups"), m);
+    if (s != ANVIL_OK) {
+        anvil_model_free(m);
+        return s;
     }
     *out = m;
     return ANVIL_OK;
