@@ -533,6 +533,20 @@ anvil_status anvil_trainer_set_param(anvil_trainer *t, const char *name,
 anvil_status anvil_trainer_save(anvil_trainer *t, const char *path);
 anvil_status anvil_trainer_load(anvil_trainer *t, const char *path);
 
+/* Resumable checkpoints (safetensors, written atomically: a crash leaves the old file or
+ * the new one, never half of one).  They hold the parameters and buffers under their
+ * state_dict names (so anvil_trainer_load and PyTorch read them as weights) and, under
+ * "anvil.*", the optimizer state, the step count, learning rates and schedule state
+ * (reduce-on-plateau's too), the random-number state, the loss accumulators and the data
+ * order's position: of the attached resident data, and of batcher `b` when given.
+ * Loading into a trainer made with the same model and config (and, for a resident
+ * position, after attaching the same data) continues bit for bit like the run that
+ * wrote it, on the same device.  A checkpoint of another model, optimizer, schedule or
+ * data is refused, naming the difference. */
+typedef struct anvil_batcher anvil_batcher;
+anvil_status anvil_trainer_save_checkpoint(anvil_trainer *t, const anvil_batcher *b, const char *path);
+anvil_status anvil_trainer_load_checkpoint(anvil_trainer *t, anvil_batcher *b, const char *path);
+
 /* The memory plan of the training program for a batch size (compiling it if needed). */
 typedef struct {
     size_t persistent_bytes;  /* parameters, gradients, optimizer state, buffers */
@@ -589,6 +603,11 @@ int64_t anvil_batcher_batches_per_epoch(const anvil_batcher *b);
  * tensors when the epoch is over, after which the next call starts a new epoch. */
 anvil_status anvil_batcher_next(anvil_batcher *b, anvil_tensor **x, anvil_tensor **y,
                                 bool *done);
+
+/* A batcher's place: the epoch it is serving and the next position in its order; seek
+ * puts it there (for resuming, see anvil_trainer_load_checkpoint). */
+void anvil_batcher_position(const anvil_batcher *b, uint64_t *epoch, int64_t *pos);
+anvil_status anvil_batcher_seek(anvil_batcher *b, uint64_t epoch, int64_t pos);
 
 /* Device-resident data: the dataset is copied to the trainer's device once (images as
  * uint8, converted on the device) and every resident step gathers its batch there, in

@@ -575,6 +575,193 @@ static void test_resident_equals_batcher(void **state)
     tu_rmdir(dir);
 }
 
+/* ---- resumable checkpoints */
+
+static anvil_model *resume_model(void)
+{
+    anvil_model *m;
+    int64_t in[3] = {1, 4, 4};
+    CHECK_OK(anvil_model_create(&m, "resume", 3, in));
+    anvil_layer_type types[] = {ANVIL_LAYER_FLATTEN, ANVIL_LAYER_LINEAR, ANVIL_LAYER_BATCHNORM1D, ANVIL_LAYER_RELU,
+                                ANVIL_LAYER_DROPOUT, ANVIL_LAYER_LINEAR};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        anvil_layer_desc d = anvil_layer_default(types[i]);
+        d.out_features = i == 1 ? 12 : 3;
+        d.p = 0.3f;
+        CHECK_OK(anvil_model_add(m, &d));
+    }
+    return m;
+}
+
+/* n optimizer steps on resident data (epoch ends are not steps), or on b's batches. */
+static void steps_on(anvil_trainer *t, anvil_batcher *b, int n)
+{
+    for (int k = 0; k < n;) {
+        bool done;
+        if (!b) {
+            CHECK_OK(anvil_train_step_resident(t, &done));
+        } else {
+            anvil_tensor *x, *y;
+            CHECK_OK(anvil_batcher_next(b, &x, &y, &done));
+            if (!done)
+                CHECK_OK(anvil_train_step(t, x, y));
+            anvil_tensor_release(x);
+            anvil_tensor_release(y);
+        }
+        k += !done;
+    }
+}
+
+static void all_equal(anvil_trainer *a, anvil_trainer *b)
+{
+    const char *names[] = {"1.weight", "1.bias", "2.weight", "2.bias", "2.running_mean", "2.running_var",
+                           "2.num_batches_tracked", "5.weight", "5.bias"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        params_equal(a, b, names[i], true);
+    float la, lb;
+    CHECK_OK(anvil_trainer_take_mean_loss(a, &la));
+    CHECK_OK(anvil_trainer_take_mean_loss(b, &lb));
+    if (!(la == lb))
+        fail_msg("mean loss %.9g vs %.9g", (double)la, (double)lb);
+    for (int g = 0; g < anvil_trainer_param_groups(a); g++) {
+        CHECK_OK(anvil_trainer_lr(a, g, &la));
+        CHECK_OK(anvil_trainer_lr(b, g, &lb));
+        assert_true(la == lb);
+    }
+    assert_int_equal(anvil_trainer_step_count(a), anvil_trainer_step_count(b));
+}
+
+/* Save after `at` steps, keep going to `total`; a new trainer loading the checkpoint and
+ * taking the remaining steps ends bit for bit where the first did (dropout, BatchNorm
+ * statistics, NAdam's state, groups, a warm-up cosine schedule, clipping, the shuffled
+ * order mid-epoch and across epochs). */
+static void resume_case(anvil_dataset *d, const char *dir, bool resident, bool plateau, int at, int total)
+{
+    anvil_model *m = resume_model();
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_NADAM, 11);
+    c.optimizer.lr = 0.01f;
+    anvil_optimizer_config bo = c.optimizer;
+    bo.lr = 0.02f, bo.momentum_decay = 0.01f;
+    anvil_param_group pg = anvil_param_group_default(NULL, true, &bo);
+    c.n_param_groups = 1, c.param_groups = &pg;
+    if (plateau) {
+        c.schedule = anvil_schedule_default_config(ANVIL_SCHED_PLATEAU);
+        c.schedule.patience = 0;
+    } else {
+        c.schedule = anvil_schedule_default_config(ANVIL_SCHED_COSINE);
+        c.schedule.t_max = 9, c.schedule.warmup = 3;
+    }
+    c.clip_grad_norm = 0.5f;
+    char path[600];
+    snprintf(path, sizeof path, "%s/ck.safetensors", dir);
+    anvil_trainer *a, *b;
+    anvil_batcher *ba = NULL, *bb = NULL;
+    CHECK_OK(anvil_trainer_create(&a, m, &c));
+    CHECK_OK(anvil_trainer_create(&b, m, &c));
+    if (resident) {
+        CHECK_OK(anvil_trainer_attach_data(a, d, 16, true, 3));
+        CHECK_OK(anvil_trainer_attach_data(b, d, 16, true, 3));
+    } else {
+        CHECK_OK(anvil_batcher_create(&ba, d, 16, true, 3));
+        CHECK_OK(anvil_batcher_create(&bb, d, 16, true, 3));
+    }
+    for (int k = 0; k < at; k++) {
+        steps_on(a, ba, 1);
+        if (plateau)
+            CHECK_OK(anvil_trainer_schedule_metric(a, 1.0 + 0.1 * (k % 2)));
+    }
+    CHECK_OK(anvil_trainer_save_checkpoint(a, ba, path));
+    for (int k = at; k < total; k++) {
+        steps_on(a, ba, 1);
+        if (plateau)
+            CHECK_OK(anvil_trainer_schedule_metric(a, 1.0 + 0.1 * (k % 2)));
+    }
+    CHECK_OK(anvil_trainer_load_checkpoint(b, bb, path));
+    assert_int_equal(anvil_trainer_step_count(b), at);
+    for (int k = at; k < total; k++) {
+        steps_on(b, bb, 1);
+        if (plateau)
+            CHECK_OK(anvil_trainer_schedule_metric(b, 1.0 + 0.1 * (k % 2)));
+    }
+    all_equal(a, b);
+    /* the checkpoint's weights load as plain weights too */
+    CHECK_OK(anvil_trainer_load(b, path));
+    anvil_batcher_free(ba);
+    anvil_batcher_free(bb);
+    anvil_trainer_free(a);
+    anvil_trainer_free(b);
+    anvil_model_free(m);
+}
+
+static void test_resume(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp();
+    anvil_dataset *d = tiny_dataset(dir, 50); /* 4 batches per epoch: 16, 16, 16, 2 */
+    resume_case(d, dir, true, false, 6, 13);   /* mid-epoch, resident */
+    resume_case(d, dir, true, false, 4, 9);    /* at an epoch's end */
+    resume_case(d, dir, false, false, 5, 11);  /* host batches */
+    resume_case(d, dir, false, true, 7, 12);   /* reduce-on-plateau's state */
+    anvil_dataset_free(d);
+    tu_rmdir(dir);
+}
+
+/* A checkpoint that does not fit the trainer is refused, and changes nothing. */
+static void test_checkpoint_errors(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp();
+    anvil_dataset *d = tiny_dataset(dir, 50);
+    anvil_model *m = resume_model();
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 1);
+    anvil_trainer *a, *b;
+    CHECK_OK(anvil_trainer_create(&a, m, &c));
+    CHECK_OK(anvil_trainer_attach_data(a, d, 16, true, 3));
+    steps_on(a, NULL, 2);
+    char path[600], wpath[600];
+    snprintf(path, sizeof path, "%s/ck.safetensors", dir);
+    snprintf(wpath, sizeof wpath, "%s/w.safetensors", dir);
+    CHECK_OK(anvil_trainer_save_checkpoint(a, NULL, path));
+    CHECK_OK(anvil_trainer_save(a, wpath));
+    /* no resident data attached */
+    CHECK_OK(anvil_trainer_create(&b, m, &c));
+    assert_int_equal(anvil_trainer_load_checkpoint(b, NULL, path), ANVIL_ERR_FORMAT);
+    assert_non_null(strstr(anvil_last_error(), "attach"));
+    /* other data options */
+    CHECK_OK(anvil_trainer_attach_data(b, d, 8, true, 3));
+    assert_int_equal(anvil_trainer_load_checkpoint(b, NULL, path), ANVIL_ERR_FORMAT);
+    assert_non_null(strstr(anvil_last_error(), "batch"));
+    assert_int_equal(anvil_trainer_step_count(b), 0);
+    /* plain weights are not a checkpoint */
+    assert_int_equal(anvil_trainer_load_checkpoint(b, NULL, wpath), ANVIL_ERR_FORMAT);
+    assert_non_null(strstr(anvil_last_error(), "not an Anvil checkpoint"));
+    anvil_trainer_free(b);
+    /* another optimizer, another schedule */
+    anvil_trainer_config c2 = cpu_config(ANVIL_OPT_SGD, 1);
+    CHECK_OK(anvil_trainer_create(&b, m, &c2));
+    CHECK_OK(anvil_trainer_attach_data(b, d, 16, true, 3));
+    assert_int_equal(anvil_trainer_load_checkpoint(b, NULL, path), ANVIL_ERR_FORMAT);
+    assert_non_null(strstr(anvil_last_error(), "optimizer"));
+    anvil_trainer_free(b);
+    c2 = c;
+    c2.schedule = anvil_schedule_default_config(ANVIL_SCHED_EXPONENTIAL);
+    CHECK_OK(anvil_trainer_create(&b, m, &c2));
+    CHECK_OK(anvil_trainer_attach_data(b, d, 16, true, 3));
+    assert_int_equal(anvil_trainer_load_checkpoint(b, NULL, path), ANVIL_ERR_FORMAT);
+    assert_non_null(strstr(anvil_last_error(), "schedule"));
+    anvil_trainer_free(b);
+    /* a missing file */
+    CHECK_OK(anvil_trainer_create(&b, m, &c));
+    assert_int_equal(anvil_trainer_load_checkpoint(b, NULL, "/nonexistent/ck.safetensors"), ANVIL_ERR_IO);
+    /* an unwritable path fails and leaves no file behind */
+    assert_int_not_equal(anvil_trainer_save_checkpoint(a, NULL, "/nonexistent/dir/ck.safetensors"), ANVIL_OK);
+    anvil_trainer_free(b);
+    anvil_trainer_free(a);
+    anvil_model_free(m);
+    anvil_dataset_free(d);
+    tu_rmdir(dir);
+}
+
 /* The built-in convolutional models: shapes, parameter names PyTorch would give, and a
  * few steps of learning on a tiny separable dataset. */
 static void test_builtin_cnn_and_resnet(void **state)
@@ -743,6 +930,8 @@ int main(void)
         cmocka_unit_test(test_model_errors),
         cmocka_unit_test(test_graph_model),
         cmocka_unit_test(test_resident_equals_batcher),
+        cmocka_unit_test(test_resume),
+        cmocka_unit_test(test_checkpoint_errors),
         cmocka_unit_test(test_builtin_cnn_and_resnet),
         cmocka_unit_test(test_fashion_mnist_mlp_parity),
         cmocka_unit_test(test_fashion_mnist_cnn_parity),

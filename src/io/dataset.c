@@ -309,6 +309,27 @@ static void gather(const anvil_dataset *d, const uint32_t *order, int64_t B, flo
         y[i] = d->labels[order[i]];
 }
 
+void anvil_batcher_position(const anvil_batcher *b, uint64_t *epoch, int64_t *pos)
+{
+    if (epoch)
+        *epoch = b ? b->epoch : 0;
+    if (pos)
+        *pos = b ? b->pos : 0;
+}
+
+anvil_status anvil_batcher_seek(anvil_batcher *b, uint64_t epoch, int64_t pos)
+{
+    if (!b)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_batcher_seek: batcher is NULL");
+    if (pos < 0 || pos > b->d->n)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_batcher_seek: position %lld outside the %lld samples",
+                          (long long)pos, (long long)b->d->n);
+    b->epoch = epoch;
+    b->pos = pos;
+    anvil_shuffle_order(b->order, b->d->n, b->shuffle, b->seed, b->epoch);
+    return ANVIL_OK;
+}
+
 anvil_status anvil_batcher_next(anvil_batcher *b, anvil_tensor **x, anvil_tensor **y,
                                 bool *done)
 {

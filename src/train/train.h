@@ -55,4 +55,69 @@ struct anvil_model {
     anvil_group_spec *groups;
 };
 
+/* ---- the trainer (trainer.c; checkpoint.c reads and restores its state) */
+enum { PROG_TRAIN, PROG_EVAL, PROG_PREDICT, PROG_TRAIN_RESIDENT };
+
+typedef struct {
+    int kind;
+    int64_t batch;
+    anvil_program *p;
+} cached_program;
+
+struct anvil_trainer {
+    anvil_model *model;
+    anvil_trainer_config cfg;
+    anvil_backend *be;
+    anvil_graph *train_g, *eval_g;  /* symbolic */
+    anvil_value train_y, train_loss;
+    anvil_value *roots;             /* updates, clipping, loss accumulation, step end, then
+                                       the model's effect nodes */
+    int n_roots;
+    anvil_value step_end;           /* the STEP_END node of train_g */
+    /* parameter groups: options, and their slices of the flat arenas (floats) */
+    int n_groups;
+    anvil_optimizer_config group_opt[ANVIL_MAX_PARAM_GROUPS];
+    int64_t group_off[ANVIL_MAX_PARAM_GROUPS], group_len[ANVIL_MAX_PARAM_GROUPS];
+    int *param_group;               /* per parameter */
+    int slots;                      /* optimizer state slots (n_params floats each) */
+    /* reduce-on-plateau's state, on the host as torch keeps it (lrs in double) */
+    struct {
+        double best, lr[ANVIL_MAX_PARAM_GROUPS];
+        int64_t num_bad, cooldown_counter, last_epoch;
+    } plateau;
+    anvil_value eval_y, eval_root;
+    /* persistent arena */
+    char *persistent;
+    size_t persistent_bytes;
+    size_t *source_offset;          /* per model-graph node (SIZE_MAX: not persistent) */
+    int n_params;
+    anvil_value *params;            /* PARAM nodes */
+    anvil_value *grads;             /* their gradients in train_g */
+    size_t *grad_offset;
+    anvil_exec ex;
+    cached_program *progs;
+    int n_progs, cap_progs;
+    anvil_counters last_step;
+    int64_t steps;
+    /* device-resident data */
+    anvil_graph *res_g;             /* train_g reading its batches by GATHER */
+    anvil_data data;
+    char *data_mem;
+    uint32_t *order_host;
+    int res_batch;
+    bool res_shuffle, res_begin;
+    uint64_t res_seed, res_epoch;
+    int64_t res_pos;
+};
+
+/* Downloads the hyperparameters (after waiting for the device). */
+anvil_status anvil_trainer_read_hyper(anvil_trainer *t, anvil_hyper *h);
+/* Checks named tensors against the model's parameters and buffers (every one present,
+ * shapes and dtypes right; names starting with `skip` are not the model's and are left
+ * alone), then uploads them: a bad file changes nothing.  origin names the file. */
+anvil_status anvil_trainer_put_sources(anvil_trainer *t, const char *origin, int n, char **names,
+                                       anvil_tensor **ts, const char *skip);
+/* The resident data's epoch order for t->res_epoch, uploaded (no cursor change). */
+anvil_status anvil_trainer_upload_order(anvil_trainer *t);
+
 #endif

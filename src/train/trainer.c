@@ -9,59 +9,6 @@
 #include <fnmatch.h>
 #include <math.h>
 
-enum { PROG_TRAIN, PROG_EVAL, PROG_PREDICT, PROG_TRAIN_RESIDENT };
-
-typedef struct {
-    int kind;
-    int64_t batch;
-    anvil_program *p;
-} cached_program;
-
-struct anvil_trainer {
-    anvil_model *model;
-    anvil_trainer_config cfg;
-    anvil_backend *be;
-    anvil_graph *train_g, *eval_g;  /* symbolic */
-    anvil_value train_y, train_loss;
-    anvil_value *roots;             /* updates, clipping, loss accumulation, step end, then
-                                       the model's effect nodes */
-    int n_roots;
-    anvil_value step_end;           /* the STEP_END node of train_g */
-    /* parameter groups: options, and their slices of the flat arenas (floats) */
-    int n_groups;
-    anvil_optimizer_config group_opt[ANVIL_MAX_PARAM_GROUPS];
-    int64_t group_off[ANVIL_MAX_PARAM_GROUPS], group_len[ANVIL_MAX_PARAM_GROUPS];
-    int *param_group;               /* per parameter */
-    /* reduce-on-plateau's state, on the host as torch keeps it (lrs in double) */
-    struct {
-        double best, lr[ANVIL_MAX_PARAM_GROUPS];
-        int64_t num_bad, cooldown_counter, last_epoch;
-    } plateau;
-    anvil_value eval_y, eval_root;
-    /* persistent arena */
-    char *persistent;
-    size_t persistent_bytes;
-    size_t *source_offset;          /* per model-graph node (SIZE_MAX: not persistent) */
-    int n_params;
-    anvil_value *params;            /* PARAM nodes */
-    anvil_value *grads;             /* their gradients in train_g */
-    size_t *grad_offset;
-    anvil_exec ex;
-    cached_program *progs;
-    int n_progs, cap_progs;
-    anvil_counters last_step;
-    int64_t steps;
-    /* device-resident data */
-    anvil_graph *res_g;             /* train_g reading its batches by GATHER */
-    anvil_data data;
-    char *data_mem;
-    uint32_t *order_host;
-    int res_batch;
-    bool res_shuffle, res_begin;
-    uint64_t res_seed, res_epoch;
-    int64_t res_pos;
-};
-
 static const char *loss_names[ANVIL_LOSS_COUNT] = {"cross_entropy", "cross_entropy_probs", "bce",
                                                     "bce_with_logits", "mse", "l1", "huber", "smooth_l1"};
 static const char *opt_names[ANVIL_OPT_COUNT] = {"sgd", "adam", "adamw", "rmsprop",
@@ -473,6 +420,7 @@ static anvil_status build_persistent(anvil_trainer *t)
         int k = optimizer_slots(&t->group_opt[gi]);
         slots = k > slots ? k : slots;
     }
+    t->slots = slots;
     t->source_offset = anvil_xmalloc((size_t)g->n * sizeof *t->source_offset, "the persistent layout");
     t->grad_offset = anvil_xmalloc((size_t)(t->n_params + 1) * sizeof *t->grad_offset, "the persistent layout");
     if (!t->source_offset || !t->grad_offset)
@@ -832,6 +780,12 @@ anvil_status anvil_trainer_attach_data(anvil_trainer *t, const anvil_dataset *d,
     return ANVIL_OK;
 }
 
+anvil_status anvil_trainer_upload_order(anvil_trainer *t)
+{
+    anvil_shuffle_order(t->order_host, t->data.n, t->res_shuffle, t->res_seed, t->res_epoch);
+    return t->be->upload(t->be, (void *)t->data.order, t->order_host, (size_t)t->data.n * 4);
+}
+
 anvil_status anvil_train_step_resident(anvil_trainer *t, bool *epoch_done)
 {
     if (!t || !epoch_done)
@@ -849,9 +803,8 @@ anvil_status anvil_train_step_resident(anvil_trainer *t, bool *epoch_done)
     anvil_counters before = t->be->counters;
     if (t->res_begin) {
         /* once per epoch: this epoch's order, and the cursor back to its start */
-        anvil_shuffle_order(t->order_host, t->data.n, t->res_shuffle, t->res_seed, t->res_epoch);
         int64_t zero = 0;
-        ANVIL_TRY(t->be->upload(t->be, (void *)t->data.order, t->order_host, (size_t)t->data.n * 4));
+        ANVIL_TRY(anvil_trainer_upload_order(t));
         ANVIL_TRY(t->be->upload(t->be, &t->ex.hyper->data_cursor, &zero, sizeof zero));
         t->res_begin = false;
     }
@@ -866,7 +819,7 @@ anvil_status anvil_train_step_resident(anvil_trainer *t, bool *epoch_done)
     return ANVIL_OK;
 }
 
-static anvil_status read_hyper(anvil_trainer *t, anvil_hyper *h)
+anvil_status anvil_trainer_read_hyper(anvil_trainer *t, anvil_hyper *h)
 {
     ANVIL_TRY(t->be->sync(t->be));
     return t->be->download(t->be, h, t->ex.hyper, sizeof *h);
@@ -875,7 +828,7 @@ static anvil_status read_hyper(anvil_trainer *t, anvil_hyper *h)
 anvil_status anvil_trainer_last_loss(anvil_trainer *t, float *loss)
 {
     anvil_hyper h;
-    ANVIL_TRY(read_hyper(t, &h));
+    ANVIL_TRY(anvil_trainer_read_hyper(t, &h));
     *loss = h.loss_last;
     return ANVIL_OK;
 }
@@ -883,7 +836,7 @@ anvil_status anvil_trainer_last_loss(anvil_trainer *t, float *loss)
 anvil_status anvil_trainer_take_mean_loss(anvil_trainer *t, float *mean_loss)
 {
     anvil_hyper h;
-    ANVIL_TRY(read_hyper(t, &h));
+    ANVIL_TRY(anvil_trainer_read_hyper(t, &h));
     *mean_loss = h.loss_count > 0 ? (float)(h.loss_sum / h.loss_count) : NAN;
     double zero[2] = {0, 0};
     return t->be->upload(t->be, &t->ex.hyper->loss_sum, zero, sizeof zero);
@@ -907,7 +860,7 @@ anvil_status anvil_trainer_set_group_lr(anvil_trainer *t, int group, float lr)
     if (!(lr > 0.0f) || !isfinite(lr))
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "learning rate must be positive, got %g", (double)lr);
     anvil_hyper h;
-    ANVIL_TRY(read_hyper(t, &h));
+    ANVIL_TRY(anvil_trainer_read_hyper(t, &h));
     t->plateau.lr[group] = lr;
     float now = h.sched.kind == ANVIL_SCHED_PLATEAU ? lr : anvil_schedule_lr(&h.sched, lr, h.step);
     return put_group_lr(t, group, lr, now);
@@ -931,7 +884,7 @@ anvil_status anvil_trainer_lr(anvil_trainer *t, int group, float *lr)
     if (group < 0 || group >= t->n_groups)
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "no parameter group %d (the trainer has %d)", group, t->n_groups);
     anvil_hyper h;
-    ANVIL_TRY(read_hyper(t, &h));
+    ANVIL_TRY(anvil_trainer_read_hyper(t, &h));
     *lr = h.group[group].lr;
     return ANVIL_OK;
 }
@@ -943,7 +896,7 @@ anvil_status anvil_trainer_last_grad_norm(anvil_trainer *t, float *norm)
     if (!(t->cfg.clip_grad_norm > 0.0f))
         return anvil_fail(ANVIL_ERR_STATE, "the gradient norm is computed only with clip_grad_norm > 0");
     anvil_hyper h;
-    ANVIL_TRY(read_hyper(t, &h));
+    ANVIL_TRY(anvil_trainer_read_hyper(t, &h));
     *norm = h.grad_norm;
     return ANVIL_OK;
 }
@@ -1046,7 +999,7 @@ anvil_status anvil_evaluate(anvil_trainer *t, const anvil_dataset *d, int batch_
     anvil_batcher_free(b);
     ANVIL_TRY(st);
     anvil_hyper h;
-    ANVIL_TRY(read_hyper(t, &h));
+    ANVIL_TRY(anvil_trainer_read_hyper(t, &h));
     out->samples = (int64_t)h.eval_count;
     out->mean_loss = h.eval_count > 0 ? h.eval_loss_sum / h.eval_count : NAN;
     out->accuracy = h.eval_count > 0 ? h.eval_correct / h.eval_count : 0;
@@ -1160,20 +1113,17 @@ anvil_status anvil_trainer_save(anvil_trainer *t, const char *path)
     return st;
 }
 
-anvil_status anvil_trainer_load(anvil_trainer *t, const char *path)
+anvil_status anvil_trainer_put_sources(anvil_trainer *t, const char *origin, int n, char **names,
+                                       anvil_tensor **ts, const char *skip)
 {
-    if (!t || !path)
-        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_load: NULL argument");
-    int n;
-    char **names;
-    anvil_tensor **ts;
-    ANVIL_TRY(anvil_safetensors_read(path, &n, &names, &ts));
     anvil_status st = ANVIL_OK;
+    size_t skip_len = skip ? strlen(skip) : 0;
     /* Check everything first (every file tensor is a model tensor, every model tensor is
      * in the file with its shape), so a bad file changes nothing. */
     for (int i = 0; i < n && st == ANVIL_OK; i++)
-        if (find_source(t, names[i]) == ANVIL_NO_VALUE)
-            st = anvil_fail(ANVIL_ERR_FORMAT, "%s: tensor '%s' is not a parameter or buffer of the model", path, names[i]);
+        if (!(skip && strncmp(names[i], skip, skip_len) == 0) && find_source(t, names[i]) == ANVIL_NO_VALUE)
+            st = anvil_fail(ANVIL_ERR_FORMAT, "%s: tensor '%s' is not a parameter or buffer of the model", origin,
+                            names[i]);
     const anvil_graph *g = t->model->g;
     int *match = anvil_xcalloc((size_t)g->n, sizeof *match, "load");
     if (!match)
@@ -1186,15 +1136,28 @@ anvil_status anvil_trainer_load(anvil_trainer *t, const char *path)
             i++;
         match[v] = i;
         if (i == n)
-            st = anvil_fail(ANVIL_ERR_FORMAT, "%s: missing tensor '%s'", path, g->nodes[v].name);
+            st = anvil_fail(ANVIL_ERR_FORMAT, "%s: missing tensor '%s'", origin, g->nodes[v].name);
         else if (check_value(&g->nodes[v], names[i], ts[i]) != ANVIL_OK)
-            st = anvil_fail(ANVIL_ERR_FORMAT, "%s: %s", path, anvil_last_error());
+            st = anvil_fail(ANVIL_ERR_FORMAT, "%s: %s", origin, anvil_last_error());
     }
     for (int v = 0; v < g->n && st == ANVIL_OK; v++)
         if (g->nodes[v].op == OP_PARAM || g->nodes[v].op == OP_BUFFER)
             st = t->be->upload(t->be, t->persistent + t->source_offset[v], ts[match[v]]->data,
                                anvil_tensor_nbytes(ts[match[v]]));
     free(match);
+    return st;
+}
+
+anvil_status anvil_trainer_load(anvil_trainer *t, const char *path)
+{
+    if (!t || !path)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_trainer_load: NULL argument");
+    int n;
+    char **names;
+    anvil_tensor **ts;
+    ANVIL_TRY(anvil_safetensors_read(path, &n, &names, &ts));
+    /* a checkpoint's own tensors ("anvil.*") are not weights: its weights load as any */
+    anvil_status st = anvil_trainer_put_sources(t, path, n, names, ts, "anvil.");
     anvil_safetensors_free(n, names, ts);
     return st;
 }
