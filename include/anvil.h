@@ -387,6 +387,8 @@ typedef struct {
 } anvil_optimizer_config;
 
 anvil_optimizer_config anvil_optimizer_default_config(anvil_optimizer_kind kind);
+/* The checks anvil_trainer_create makes of an optimizer config, alone. */
+anvil_status anvil_optimizer_check(const anvil_optimizer_config *o);
 
 /* Parameter groups (torch's param_groups): the parameters a group selects get its own
  * optimizer options (same kind as the trainer's optimizer).  A parameter belongs to the

@@ -598,6 +598,26 @@ static void test_bad_options(void **state)
         {{"--momentum", "0.9"}, {"--momentum"}},
         {{"--optimizer", "adagrad", "--momentum", "0.5"}, {"--momentum"}},
         {{"--optimizer", "adam", "--nesterov", "--momentum", "0.9"}, {"--nesterov"}},
+        {{"--optimizer", "sgd", "--amsgrad"}, {"amsgrad"}},
+        {{"--optimizer", "adam", "--centered"}, {"centered"}},
+        {{"--betas", "0.9"}, {"--betas", "0.9"}},
+        {{"--betas", "0.9,x"}, {"--betas", "0.9,x"}},
+        {{"--eps", "-1"}, {"--eps", "-1"}},
+        {{"--schedule", "bogus"}, {"--schedule", "bogus"}},
+        {{"--schedule", "step"}, {"step_size"}},
+        {{"--schedule", "multistep"}, {"milestones"}},
+        {{"--schedule", "cosine,t_max=x"}, {"t_max", "x"}},
+        {{"--schedule", "cosine,foo=1"}, {"foo"}},
+        {{"--schedule", "cosine,per=hour"}, {"per", "hour"}},
+        {{"--schedule", "cosine,warmup"}, {"warmup"}},
+        {{"--schedule", "plateau,warmup=2"}, {"warm-up"}},
+        {{"--schedule", "one_cycle,pct_start=2"}, {"pct_start"}},
+        {{"--clip-grad-norm", "-1"}, {"--clip-grad-norm", "-1"}},
+        {{"--clip-grad-value", "abc"}, {"--clip-grad-value", "abc"}},
+        {{"--clip-norm-type", "2"}, {"--clip-grad-norm"}},
+        {{"--clip-grad-norm", "1", "--clip-norm-type", "0"}, {"--clip-norm-type", "0"}},
+        {{"--checkpoint-every", "0"}, {"--checkpoint-every", "0"}},
+        {{"--resume"}, {"--resume"}},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         const char *argv[16];
@@ -746,7 +766,7 @@ static void test_steps_mid_epoch_and_partial_batch(void **state)
 static void test_optimizers_and_model_file(void **state)
 {
     (void)state;
-    static const char *const variants[][7] = {
+    static const char *const variants[][8] = {
         {"--optimizer", "sgd", "--lr", "0.05", NULL},
         {"--optimizer", "sgd", "--momentum", "0.9", "--nesterov", "--weight-decay", "1e-4"},
         {"--optimizer", "adamw", "--weight-decay", "0.1", NULL},
@@ -756,6 +776,15 @@ static void test_optimizers_and_model_file(void **state)
         {"--optimizer", "adadelta", NULL},
         {"--optimizer", "nadam", "--weight-decay", "1e-4", NULL},
         {"--model", g_small_model, NULL},
+        {"--optimizer", "adam", "--amsgrad", "--betas", "0.8,0.99", "--eps", "1e-7"},
+        {"--optimizer", "rmsprop", "--centered", "--alpha", "0.9", "--maximize", NULL},
+        {"--optimizer", "adagrad", "--lr-decay", "0.01", "--initial-accumulator-value", "0.1", NULL},
+        {"--optimizer", "nadam", "--momentum-decay", "0.005", "--decoupled-weight-decay", NULL},
+        {"--optimizer", "adadelta", "--rho", "0.95", "--schedule", "exponential,gamma=0.5", NULL},
+        {"--optimizer", "sgd", "--dampening", "0.1", "--momentum", "0.9", "--clip-grad-value", "0.1"},
+        {"--schedule", "one_cycle,pct_start=0.5", "--clip-grad-norm", "1", "--clip-norm-type", "inf", NULL},
+        {"--schedule", "plateau,patience=0", "--lr", "0.01", NULL},
+        {"--schedule", "multistep,milestones=1:2,per=step", NULL},
     };
     for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
         const char *argv[20];
@@ -768,7 +797,7 @@ static void test_optimizers_and_model_file(void **state)
         argv[n++] = "cpu";
         argv[n++] = "--data";
         argv[n++] = g_data;
-        for (int i = 0; i < 7 && variants[v][i]; i++)
+        for (int i = 0; i < 8 && variants[v][i]; i++)
             argv[n++] = variants[v][i];
         argv[n] = NULL;
         run_result r;
@@ -779,6 +808,65 @@ static void test_optimizers_and_model_file(void **state)
         assert_int_equal((int)get(&jl.obj[jl.n - 1], "step"), 3);
         run_free(&r);
     }
+}
+
+static bool same_file(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    bool same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        same = ca == cb;
+        if (ca == EOF || cb == EOF)
+            break;
+    }
+    if (fa)
+        fclose(fa);
+    if (fb)
+        fclose(fb);
+    return same;
+}
+
+/* --checkpoint-every, then --resume: the same final weights, byte for byte, as the run
+ * that was not stopped — on resident data and on host batches (mse: one-hot targets). */
+static void test_checkpoint_resume(void **state)
+{
+    (void)state;
+    char ck[400], a[400], b[400];
+    snprintf(ck, sizeof ck, "%s/ck.safetensors", g_dir);
+    snprintf(a, sizeof a, "%s/a.safetensors", g_dir);
+    snprintf(b, sizeof b, "%s/b.safetensors", g_dir);
+    for (int host = 0; host < 2; host++) {
+        const char *loss = host ? "mse" : "cross_entropy";
+        run_result r;
+        /* 4 steps per epoch; checkpoints at 3 (mid-epoch) and 6 */
+        run_tool(&r, "train", "--steps", "7", "--batch-size", "64", "--json", "--device", "cpu", "--data", g_data,
+                 "--optimizer", "nadam", "--schedule", "cosine,per=step,t_max=9,warmup=2", "--clip-grad-norm", "0.5",
+                 "--loss", loss, "--checkpoint-every", "3", "--checkpoint", ck, "--save", a);
+        expect_exit(&r, 0);
+        run_free(&r);
+        run_tool(&r, "train", "--steps", "7", "--batch-size", "64", "--device", "cpu", "--data", g_data,
+                 "--optimizer", "nadam", "--schedule", "cosine,per=step,t_max=9,warmup=2", "--clip-grad-norm", "0.5",
+                 "--loss", loss, "--resume", ck, "--save", b);
+        expect_exit(&r, 0);
+        if (!contains(r.out, "resumed from") || !contains(r.out, "step 6"))
+            fail_msg("`%s`: no resume message:\n%s", r.cmd, r.out);
+        run_free(&r);
+        if (!same_file(a, b))
+            fail_msg("resumed run (%s) ended with other weights than the uninterrupted one", loss);
+        /* the checkpoint of a run with other options is refused */
+        run_tool(&r, "train", "--steps", "7", "--batch-size", "64", "--device", "cpu", "--data", g_data,
+                 "--optimizer", "adam", "--loss", loss, "--resume", ck);
+        expect_exit(&r, 1);
+        expect_stderr_names(&r, ck);
+        run_free(&r);
+    }
+    /* a missing checkpoint file */
+    run_result r;
+    run_tool(&r, "train", "--steps", "1", "--device", "cpu", "--data", g_data, "--resume", "/nonexistent/ck");
+    expect_exit(&r, 1);
+    expect_stderr_names(&r, "/nonexistent/ck");
+    run_free(&r);
 }
 
 static void test_same_seed_same_result(void **state)
@@ -915,6 +1003,7 @@ int main(void)
         cmocka_unit_test(test_steps_mid_epoch_and_partial_batch),
         cmocka_unit_test(test_optimizers_and_model_file),
         cmocka_unit_test(test_same_seed_same_result),
+        cmocka_unit_test(test_checkpoint_resume),
         cmocka_unit_test(test_save_and_init_weights),
         cmocka_unit_test(test_human_output),
         cmocka_unit_test(test_device_cuda_without_gpu_is_not_a_crash),

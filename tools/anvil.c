@@ -210,6 +210,20 @@ static void print_json(const char *event, const report *r)
     fflush(stdout);
 }
 
+static int save_checkpoint(train_state *s, const tool_options *o, bool resident, int64_t step)
+{
+    anvil_status st = anvil_trainer_save_checkpoint(s->trainer, resident ? NULL : s->batcher, o->checkpoint);
+    if (st != ANVIL_OK) {
+        fprintf(stderr, "anvil train: cannot write checkpoint '%s': %s\n", o->checkpoint, lib_error(st));
+        return EXIT_RUNTIME;
+    }
+    if (!o->json) {
+        printf("anvil: checkpoint at step %lld: %s\n", (long long)step, o->checkpoint);
+        fflush(stdout);
+    }
+    return 0;
+}
+
 static const char *device_name(anvil_device d)
 {
     switch (d) {
@@ -251,20 +265,21 @@ static int run_train(const tool_options *o)
     cfg.seed = o->seed;
     cfg.verbose = o->json ? 0 : 1;
     cfg.optimizer = anvil_optimizer_default_config(o->optimizer);
-    if (o->have_lr)
-        cfg.optimizer.lr = o->lr;
-    if (o->have_momentum)
-        cfg.optimizer.momentum = o->momentum;
-    if (o->nesterov)
-        cfg.optimizer.nesterov = true;
-    if (o->have_weight_decay)
-        cfg.optimizer.weight_decay = o->weight_decay;
+    tool_apply_optimizer_options(o, &cfg.optimizer);
+    cfg.clip_grad_norm = o->clip_grad_norm;
+    cfg.clip_grad_value = o->clip_grad_value;
+    cfg.clip_norm_type = o->clip_norm_type;
+    int64_t n_train = anvil_dataset_size(s.train);
+    int64_t per_epoch = (n_train + o->batch_size - 1) / o->batch_size;
+    int64_t epochs = o->steps > 0 ? (o->steps + per_epoch - 1) / per_epoch : o->epochs;
+    tool_finish_schedule(o, per_epoch, o->steps > 0 ? o->steps : epochs * per_epoch, &cfg.schedule);
     st = anvil_trainer_create(&s.trainer, s.model, &cfg);
     if (st != ANVIL_OK) {
         s.trainer = NULL;
         fprintf(stderr, "anvil train: cannot create a trainer for model '%s' on device %s: %s\n",
                 o->model, device_name(o->device), lib_error(st));
-        rc = EXIT_RUNTIME;
+        /* a bad combination of options is a usage error */
+        rc = st == ANVIL_ERR_INVALID_ARG ? EXIT_USAGE : EXIT_RUNTIME;
         goto out;
     }
     if (o->init_weights) {
@@ -299,14 +314,23 @@ static int run_train(const tool_options *o)
             printf("anvil: the training set does not fit on the device (%s); copying each batch\n",
                    lib_error(st));
     }
-    int64_t per_epoch = anvil_batcher_batches_per_epoch(s.batcher);
-    int64_t n_train = anvil_dataset_size(s.train);
-    if (per_epoch <= 0) {
+    if (anvil_batcher_batches_per_epoch(s.batcher) != per_epoch) {
         fprintf(stderr, "anvil train: the training set in '%s' gives no batches\n", o->data);
         rc = EXIT_RUNTIME;
         goto out;
     }
-    int64_t epochs = o->steps > 0 ? (o->steps + per_epoch - 1) / per_epoch : o->epochs;
+    int64_t step = 0;
+    if (o->resume) {
+        st = anvil_trainer_load_checkpoint(s.trainer, resident ? NULL : s.batcher, o->resume);
+        if (st != ANVIL_OK) {
+            fprintf(stderr, "anvil train: cannot resume from '%s': %s\n", o->resume, lib_error(st));
+            rc = EXIT_RUNTIME;
+            goto out;
+        }
+        step = anvil_trainer_step_count(s.trainer);
+        if (!o->json)
+            printf("anvil: resumed from %s at step %lld\n", o->resume, (long long)step);
+    }
 
     if (!o->json) {
         anvil_optimizer_config *oc = &cfg.optimizer;
@@ -325,18 +349,19 @@ static int run_train(const tool_options *o)
     }
 
     bool bar = !o->json && tool_progress_tty();
-    int64_t step = 0, samples_total = 0;
+    int64_t samples_total = 0;
     double seconds_total = 0.0, loss_weighted = 0.0;
     report last = {0};
     int64_t epoch = 0;
-    for (epoch = 1; epoch <= epochs; epoch++) {
+    for (epoch = step / per_epoch + 1; epoch <= epochs; epoch++) {
+        /* a resumed run starts inside its epoch */
+        int64_t ep_steps = step - (epoch - 1) * per_epoch, ep_samples = ep_steps * o->batch_size;
         int64_t planned = per_epoch;
-        if (o->steps > 0 && o->steps - step < planned)
-            planned = o->steps - step;
+        if (o->steps > 0 && o->steps - (epoch - 1) * per_epoch < planned)
+            planned = o->steps - (epoch - 1) * per_epoch;
         tool_progress prog;
         tool_progress_begin(&prog, bar, epoch, o->steps > 0 ? 0 : epochs, planned);
         double t0 = prog.t_start;
-        int64_t ep_steps = 0, ep_samples = 0;
         for (;;) {
             if (o->steps > 0 && step >= o->steps)
                 break;
@@ -374,6 +399,14 @@ static int run_train(const tool_options *o)
             step++;
             ep_steps++;
             ep_samples += bs;
+            /* at an epoch's last step: after its evaluation (below), so a resumed run
+             * starts the next epoch as this one would */
+            if (o->checkpoint_every && step % o->checkpoint_every == 0 && ep_steps < planned) {
+                tool_progress_clear(&prog);
+                rc = save_checkpoint(&s, o, resident, step);
+                if (rc)
+                    goto out;
+            }
             if (bar) {
                 double now = tool_now();
                 if (tool_progress_due(&prog, now) || ep_steps == planned) {
@@ -413,6 +446,14 @@ static int run_train(const tool_options *o)
             goto out;
         }
 
+        if (cfg.schedule.kind == ANVIL_SCHED_PLATEAU) {
+            st = anvil_trainer_schedule_metric(s.trainer, ev.mean_loss);
+            if (st != ANVIL_OK) {
+                fprintf(stderr, "anvil train: reduce-on-plateau: %s\n", lib_error(st));
+                rc = EXIT_RUNTIME;
+                goto out;
+            }
+        }
         seconds_total += secs;
         samples_total += ep_samples;
         loss_weighted += (double)mean_loss * (double)ep_steps;
@@ -437,6 +478,11 @@ static int run_train(const tool_options *o)
                    head, (long long)step, (double)mean_loss, ev.mean_loss, ev.accuracy, secs,
                    last.samples_per_s);
             fflush(stdout);
+        }
+        if (o->checkpoint_every && step % o->checkpoint_every == 0) {
+            rc = save_checkpoint(&s, o, resident, step);
+            if (rc)
+                goto out;
         }
         if (o->steps > 0 && step >= o->steps)
             break;

@@ -18,13 +18,17 @@ typedef struct {
     int64_t steps;            /* 0: not given; else the total number of steps */
     int64_t batch_size;       /* 128 */
     anvil_optimizer_kind optimizer; /* adam */
-    bool have_lr;
-    float lr;
-    bool have_momentum;
-    float momentum;
-    bool nesterov;
-    bool have_weight_decay;
-    float weight_decay;
+    /* optimizer options given on the command line: opt_given bit i = tool_opt_flags[i] */
+    anvil_optimizer_config opt;
+    uint32_t opt_given;
+    /* --schedule NAME[,key=value...]: what was not given is filled in from the run */
+    anvil_schedule_config schedule;
+    bool sched_per_step, sched_have_per, sched_have_t_max, sched_have_total;
+    float clip_grad_norm, clip_grad_value, clip_norm_type; /* 0, 0, 2 */
+    bool have_clip_norm_type;
+    const char *checkpoint;   /* --checkpoint FILE (default anvil-checkpoint.safetensors) */
+    int64_t checkpoint_every; /* 0: no checkpoints */
+    const char *resume;       /* --resume FILE */
     anvil_loss_kind loss;     /* cross_entropy */
     uint64_t seed;            /* 0 */
     bool shuffle;             /* true unless --no-shuffle */
@@ -42,9 +46,26 @@ typedef enum {
 
 void tool_options_default(tool_options *o);
 
+/* The optimizer options the tool takes, in opt_given's bit order. */
+typedef struct {
+    const char *flag;
+    enum { TOOL_OPT_FLOAT, TOOL_OPT_BOOL, TOOL_OPT_PAIR } kind;
+    size_t offset; /* of the field (of the first, for a pair) in anvil_optimizer_config */
+} tool_opt_flag;
+extern const tool_opt_flag tool_opt_flags[];
+extern const int tool_n_opt_flags;
+/* Writes the given options over c. */
+void tool_apply_optimizer_options(const tool_options *o, anvil_optimizer_config *c);
+
 /* Parses the arguments that follow "train" (argv[0] is the first option). */
 tool_parse_status tool_options_parse(tool_options *o, int argc, char **argv, char *err,
                                      size_t err_cap);
+
+/* --schedule's value (schedule_spec.c). */
+tool_parse_status tool_parse_schedule(tool_options *o, const char *v, char *err, size_t cap);
+/* The schedule for a run of total_steps optimizer steps, steps_per_epoch per epoch. */
+void tool_finish_schedule(const tool_options *o, int64_t steps_per_epoch, int64_t total_steps,
+                                  anvil_schedule_config *out);
 
 /* The usage text of `anvil train`. */
 extern const char tool_train_usage[];

@@ -95,20 +95,26 @@ static anvil_status check_clipping(const anvil_trainer_config *c)
     return ANVIL_OK;
 }
 
-static anvil_status check_config(const anvil_trainer_config *c)
+anvil_status anvil_optimizer_check(const anvil_optimizer_config *o)
 {
-    const anvil_optimizer_config *o = &c->optimizer;
-    if ((unsigned)c->device > ANVIL_DEVICE_CUDA)
-        return anvil_fail(ANVIL_ERR_INVALID_ARG, "trainer: unknown device %d", (int)c->device);
-    if ((unsigned)c->loss >= ANVIL_LOSS_COUNT)
-        return anvil_fail(ANVIL_ERR_INVALID_ARG, "trainer: unknown loss %d", (int)c->loss);
+    if (!o)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "anvil_optimizer_check: NULL config");
     if ((unsigned)o->kind >= ANVIL_OPT_COUNT)
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "trainer: unknown optimizer %d", (int)o->kind);
     if (!(o->lr > 0.0f) || !isfinite(o->lr))
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "optimizer: learning rate must be positive, got %g", (double)o->lr);
     if (!(o->weight_decay >= 0.0f) || !isfinite(o->weight_decay))
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "optimizer: weight_decay must be >= 0, got %g", (double)o->weight_decay);
-    ANVIL_TRY(check_optimizer(o));
+    return check_optimizer(o);
+}
+
+static anvil_status check_config(const anvil_trainer_config *c)
+{
+    if ((unsigned)c->device > ANVIL_DEVICE_CUDA)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "trainer: unknown device %d", (int)c->device);
+    if ((unsigned)c->loss >= ANVIL_LOSS_COUNT)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "trainer: unknown loss %d", (int)c->loss);
+    ANVIL_TRY(anvil_optimizer_check(&c->optimizer));
     ANVIL_TRY(anvil_schedule_check(&c->schedule));
     ANVIL_TRY(check_clipping(c));
     if (c->n_param_groups < 0 || c->n_param_groups > ANVIL_MAX_PARAM_GROUPS - 1 ||
@@ -297,10 +303,7 @@ static anvil_status resolve_groups(anvil_trainer *t)
         if (o->kind != c->optimizer.kind)
             return anvil_fail(ANVIL_ERR_INVALID_ARG, "parameter group %d uses %s, the trainer %s: one optimizer for "
                               "all groups", gi, anvil_optimizer_name(o->kind), anvil_optimizer_name(c->optimizer.kind));
-        if (!(o->lr > 0.0f) || !isfinite(o->lr) || !(o->weight_decay >= 0.0f) || !isfinite(o->weight_decay))
-            return anvil_fail(ANVIL_ERR_INVALID_ARG, "parameter group %d: lr must be > 0 and weight_decay >= 0, got "
-                              "%g and %g", gi, (double)o->lr, (double)o->weight_decay);
-        anvil_status st = check_optimizer(o);
+        anvil_status st = anvil_optimizer_check(o);
         if (st != ANVIL_OK)
             return anvil_fail(st, "parameter group %d: %s", gi, anvil_last_error());
     }
