@@ -983,11 +983,23 @@ static void compare_params(anvil_model *mc, anvil_trainer *tc, anvil_trainer *tg
         fail_msg("%s: %d parameter(s) differ between CPU and CUDA", what, failures);
 }
 
+static void trainer_parity_cfg(anvil_trainer_config cfg, bool dropout, bool plateau, double atol, double rtol,
+                               const char *what);
+
 static void trainer_parity(anvil_optimizer_config oc, bool dropout, double atol, double rtol, const char *what)
 {
-    anvil_model *mc = small_model(PAR_IN, dropout), *mg = small_model(PAR_IN, dropout);
     anvil_trainer_config cfg = anvil_trainer_default_config();
     cfg.optimizer = oc;
+    trainer_parity_cfg(cfg, dropout, false, atol, rtol, what);
+}
+
+/* The same run on both devices with a whole config: also every group's learning rate
+ * before each step (the schedule, computed on each device, or reduce-on-plateau fed
+ * the loss) and the gradient norm of each step when clipping by norm. */
+static void trainer_parity_cfg(anvil_trainer_config cfg, bool dropout, bool plateau, double atol, double rtol,
+                               const char *what)
+{
+    anvil_model *mc = small_model(PAR_IN, dropout), *mg = small_model(PAR_IN, dropout);
     cfg.seed = 4242;
     cfg.verbose = 0;
     anvil_trainer *tc, *tg;
@@ -998,6 +1010,13 @@ static void trainer_parity(anvil_optimizer_config oc, bool dropout, double atol,
     assert_int_equal(anvil_trainer_device(tg), gpu_device);
     compare_params(mc, tc, tg, 1e-30, 0.0, "initial parameters"); /* the same init, bit for bit */
     for (int k = 0; k < PAR_STEPS; k++) {
+        for (int gi = 0; gi < anvil_trainer_param_groups(tc); gi++) {
+            float rc, rg;
+            CHECK_OK(anvil_trainer_lr(tc, gi, &rc));
+            CHECK_OK(anvil_trainer_lr(tg, gi, &rg));
+            if (!(fabs((double)rc - rg) <= 1e-6 * fabs((double)rc)))
+                fail_msg("%s: step %d group %d lr gpu %.9g vs cpu %.9g", what, k + 1, gi, (double)rg, (double)rc);
+        }
         anvil_tensor *x, *y;
         batch_of(k, &x, &y);
         CHECK_OK(anvil_train_step(tc, x, y));
@@ -1007,6 +1026,17 @@ static void trainer_parity(anvil_optimizer_config oc, bool dropout, double atol,
         CHECK_OK(anvil_trainer_last_loss(tg, &lg));
         if (!(fabs((double)lc - lg) <= 1e-4 + 1e-3 * fabs((double)lc)))
             fail_msg("%s: step %d loss gpu %.9g vs cpu %.9g", what, k + 1, (double)lg, (double)lc);
+        if (cfg.clip_grad_norm > 0.0f) {
+            float nc, ng;
+            CHECK_OK(anvil_trainer_last_grad_norm(tc, &nc));
+            CHECK_OK(anvil_trainer_last_grad_norm(tg, &ng));
+            if (!(fabs((double)nc - ng) <= 1e-5 + 1e-4 * fabs((double)nc)))
+                fail_msg("%s: step %d gradient norm gpu %.9g vs cpu %.9g", what, k + 1, (double)ng, (double)nc);
+        }
+        if (plateau) { /* the same metric for both: the CPU's loss */
+            CHECK_OK(anvil_trainer_schedule_metric(tc, lc));
+            CHECK_OK(anvil_trainer_schedule_metric(tg, lc));
+        }
         anvil_tensor_release(x);
         anvil_tensor_release(y);
     }
@@ -1194,6 +1224,52 @@ static void test_more_optimizers(void **state)
     trainer_parity(oc, false, 5e-5, 1e-3, "nadam");
     oc.decoupled_weight_decay = true;
     trainer_parity(oc, false, 5e-5, 1e-3, "nadam decoupled");
+}
+
+/* Parameter groups (biases apart), learning-rate schedules computed on the device, and
+ * gradient clipping by norm and by value, against the CPU backend. */
+static void test_schedule_clip_groups(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    anvil_trainer_config cfg = anvil_trainer_default_config();
+    cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_NADAM);
+    cfg.optimizer.lr = 0.01f;
+    anvil_optimizer_config b = cfg.optimizer;
+    b.lr = 0.005f, b.momentum_decay = 0.01f;
+    anvil_param_group pg = anvil_param_group_default(NULL, true, &b);
+    cfg.n_param_groups = 1, cfg.param_groups = &pg;
+    cfg.schedule = anvil_schedule_default_config(ANVIL_SCHED_ONE_CYCLE);
+    cfg.schedule.total_steps = PAR_STEPS;
+    cfg.clip_grad_norm = 0.5f;
+    trainer_parity_cfg(cfg, false, false, 5e-5, 1e-3, "nadam groups one-cycle clip-norm");
+
+    cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_SGD);
+    cfg.optimizer.lr = 0.1f, cfg.optimizer.momentum = 0.9f;
+    b = cfg.optimizer;
+    b.lr = 0.02f, b.weight_decay = 1e-3f;
+    pg = anvil_param_group_default("*.bias", false, &b);
+    cfg.schedule = anvil_schedule_default_config(ANVIL_SCHED_COSINE);
+    cfg.schedule.t_max = PAR_STEPS, cfg.schedule.warmup = 2, cfg.schedule.eta_min = 1e-3f;
+    cfg.clip_grad_value = 0.05f, cfg.clip_norm_type = INFINITY;
+    trainer_parity_cfg(cfg, true, false, 1e-5, 1e-4, "sgd groups warm-up cosine clip value+inf-norm dropout");
+
+    cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_ADAM);
+    cfg.optimizer.lr = 0.01f, cfg.optimizer.amsgrad = true;
+    b = cfg.optimizer;
+    b.lr = 0.003f;
+    pg = anvil_param_group_default(NULL, true, &b);
+    cfg.schedule = anvil_schedule_default_config(ANVIL_SCHED_STEP);
+    cfg.schedule.step_size = 2, cfg.schedule.steps_per_epoch = 2, cfg.schedule.gamma = 0.5f;
+    cfg.clip_grad_value = 0.0f, cfg.clip_grad_norm = 1.0f, cfg.clip_norm_type = 1.0f;
+    trainer_parity_cfg(cfg, false, false, 5e-5, 1e-3, "adam amsgrad groups per-epoch step clip 1-norm");
+
+    cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_RMSPROP);
+    cfg.n_param_groups = 0;
+    cfg.schedule = anvil_schedule_default_config(ANVIL_SCHED_PLATEAU);
+    cfg.schedule.patience = 0, cfg.schedule.factor = 0.5f;
+    cfg.clip_grad_norm = 0.0f;
+    trainer_parity_cfg(cfg, false, true, 5e-5, 1e-3, "rmsprop reduce-on-plateau");
 }
 
 /* Dropout inside a trained model: the step counter advances on the device (step_end)
@@ -1619,6 +1695,7 @@ int main(void)
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_more_optimizers),
         cmocka_unit_test(test_trainer_dropout),
+        cmocka_unit_test(test_schedule_clip_groups),
         cmocka_unit_test(test_evaluate),
         cmocka_unit_test(test_cnn_trainer),
         cmocka_unit_test(test_batchnorm),

@@ -218,6 +218,91 @@ static void test_determinism(void **state)
  * device-resident data: accuracy and losses must match PyTorch's from the same start
  * (tests/golden/make_mlp_fmnist.py), as the CPU test does; and a resident step in the
  * middle of the epoch copies nothing in or out: one graph launch, nothing else. */
+/* Resumed == uninterrupted on the GPU, bit for bit: dropout, groups, a warm-up cosine
+ * schedule and norm clipping; host batches, then resident Fashion-MNIST when present. */
+static void resume_run(bool resident, anvil_dataset *d)
+{
+    anvil_model *m = dropout_model();
+    anvil_trainer_config cfg = anvil_trainer_default_config();
+    cfg.device = ANVIL_DEVICE_CUDA;
+    cfg.seed = 77;
+    cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_ADAMW);
+    anvil_optimizer_config b = cfg.optimizer;
+    b.weight_decay = 0.0f;
+    anvil_param_group pg = anvil_param_group_default(NULL, true, &b);
+    cfg.n_param_groups = 1, cfg.param_groups = &pg;
+    cfg.schedule = anvil_schedule_default_config(ANVIL_SCHED_COSINE);
+    cfg.schedule.t_max = 10, cfg.schedule.warmup = 3;
+    cfg.clip_grad_norm = 1.0f;
+    anvil_trainer *a, *c;
+    CHECK_OK(anvil_trainer_create(&a, m, &cfg));
+    CHECK_OK(anvil_trainer_create(&c, m, &cfg));
+    if (resident) {
+        CHECK_OK(anvil_trainer_attach_data(a, d, 128, true, 5));
+        CHECK_OK(anvil_trainer_attach_data(c, d, 128, true, 5));
+    }
+    char path[] = "/tmp/anvil-gpu-ck-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    for (int k = 0; k < 12; k++) {
+        if (k == 7)
+            CHECK_OK(anvil_trainer_save_checkpoint(a, NULL, path));
+        if (resident) {
+            bool done;
+            CHECK_OK(anvil_train_step_resident(a, &done));
+        } else {
+            step(a, 64, 500 + (uint64_t)k);
+        }
+    }
+    CHECK_OK(anvil_trainer_load_checkpoint(c, NULL, path));
+    for (int k = 7; k < 12; k++) {
+        if (resident) {
+            bool done;
+            CHECK_OK(anvil_train_step_resident(c, &done));
+        } else {
+            step(c, 64, 500 + (uint64_t)k);
+        }
+    }
+    unlink(path);
+    anvil_graph *g = anvil_model_graph(m);
+    for (int v = 0; v < g->n; v++) {
+        const char *name = g->nodes[v].name;
+        if (g->nodes[v].op != OP_PARAM)
+            continue;
+        anvil_tensor *pa, *pc;
+        CHECK_OK(anvil_trainer_get_param(a, name, &pa));
+        CHECK_OK(anvil_trainer_get_param(c, name, &pc));
+        if (memcmp(anvil_tensor_cdata(pa), anvil_tensor_cdata(pc), anvil_tensor_nbytes(pa)) != 0)
+            fail_msg("%s resume: parameter %s differs from the uninterrupted run", resident ? "resident" : "host",
+                     name);
+        anvil_tensor_release(pa);
+        anvil_tensor_release(pc);
+    }
+    float la, lc;
+    CHECK_OK(anvil_trainer_take_mean_loss(a, &la));
+    CHECK_OK(anvil_trainer_take_mean_loss(c, &lc));
+    assert_memory_equal(&la, &lc, sizeof la);
+    anvil_trainer_free(a);
+    anvil_trainer_free(c);
+    anvil_model_free(m);
+}
+
+static void test_resume(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    resume_run(false, NULL);
+    anvil_dataset *train, *test;
+    if (!tu_load_fmnist(&train, &test)) {
+        print_message("no Fashion-MNIST: resident resume not checked\n");
+        return;
+    }
+    resume_run(true, train);
+    anvil_dataset_free(train);
+    anvil_dataset_free(test);
+}
+
 static void fmnist_parity(const char *model, const char *golden);
 
 static void test_fashion_mnist(void **state)
@@ -249,6 +334,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_counters),
         cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_resume),
         cmocka_unit_test(test_fashion_mnist),
         cmocka_unit_test(test_fashion_mnist_cnn),
     };
