@@ -22,6 +22,9 @@ Keys
                   that MLP trained by each case of TRAIN_CASES (float64 reference),
  "<case>.grad_norm" [30]
                   the total norm clip_grad_norm_ returned at each step (clipping cases).
+ "lbfgs*.loss" [4], "lbfgs*.step<k>.<name>" (k = 1, 4), "lbfgs*.func_evals" [1]
+                  torch.optim.LBFGS (LBFGS_CASES) on the first 4 batches (x.0..x.3, 32
+                  samples) as one full batch, one .step(closure) per step.
 test_parity.c repeats every case's options: keep the two in step.
 """
 import math
@@ -191,10 +194,65 @@ def make_train():
     return o, worst
 
 
+# L-BFGS: full-batch (the first 4 batches, 32 samples), closure-style, one .step() per
+# Anvil step.  name -> LBFGS options
+LBFGS_CASES = {
+    "lbfgs": dict(lr=1.0, max_iter=3, history_size=10),
+    "lbfgs_wolfe": dict(lr=1.0, max_iter=3, history_size=4, line_search_fn="strong_wolfe"),
+}
+LBFGS_STEPS = 4
+LBFGS_SAVE_AT = (1, 4)
+
+
+def train_lbfgs(init, x, y, case, dtype):
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(),
+                          nn.Linear(16, 4)).to(dtype)
+    model.load_state_dict({k: v.to(dtype) for k, v in init.items()})
+    opt = O.LBFGS(model.parameters(), **LBFGS_CASES[case])
+    loss_fn = nn.CrossEntropyLoss()
+    rec = {"loss": []}
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(model(x.to(dtype)), y)
+        loss.backward()
+        return loss
+
+    for k in range(LBFGS_STEPS):
+        rec["loss"].append(float(opt.step(closure)))
+        if k + 1 in LBFGS_SAVE_AT:
+            for n, v in model.state_dict().items():
+                rec[f"step{k + 1}.{n}"] = v.detach().clone()
+    rec["loss"] = torch.tensor(rec["loss"], dtype=F64)
+    rec["func_evals"] = torch.tensor([float(opt.state[opt._params[0]]["func_evals"])], dtype=F64)
+    return rec
+
+
+def make_lbfgs():
+    init, xs, ys = make_mlp_data(779, TRAIN_STEPS)
+    x, y = torch.cat(xs[:4]), torch.cat(ys[:4])
+    o, worst = {}, {}
+    for case in LBFGS_CASES:
+        ref = train_lbfgs(init, x, y, case, F64)
+        r32 = train_lbfgs(init, x, y, case, torch.float32)
+        w = 0.0
+        for n, v in ref.items():
+            o[f"{case}.{n}"] = f32(v)
+            if n != "func_evals":
+                a, b = r32[n].to(F64), v.to(F64)
+                w = max(w, float(((a - b).abs() / (1e-4 + 1e-3 * b.abs())).max()))
+        worst[case] = w
+        print(f"{case}: func_evals float64 {int(ref['func_evals'])}, float32 {int(r32['func_evals'])}")
+    return o, worst
+
+
 def main():
     o = make_schedules()
     t, worst = make_train()
     o.update(t)
+    t, w2 = make_lbfgs()
+    o.update(t)
+    worst.update(w2)
     path = os.path.join(HERE, "sched.safetensors")
     save_file(o, path, metadata={"generator": f"tests/golden/make_sched.py, torch {torch.__version__}"})
     print(f"sched.safetensors: {len(o)} tensors, {os.path.getsize(path)} bytes")

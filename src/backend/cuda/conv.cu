@@ -283,7 +283,9 @@ static __global__ void wgrad_dy_rows(wgrad_geom q, int64_t g, const float *__res
     }
 }
 
-/* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) when the workspace is too small. */
+/* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) when not even one sample fits the
+ * workspace.  Larger batches go through it in chunks of samples, each chunk's product
+ * added onto the last (beta 1): a fixed order, so still deterministic. */
 static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_step *s)
 {
     const anvil_node *dy = s->in_node[0], *x = s->in_node[1], *w = s->node;
@@ -293,24 +295,35 @@ static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_step *s)
     q.O = w->shape[0], q.kh = w->shape[2], q.kw = w->shape[3], q.OH = dy->shape[2], q.OW = dy->shape[3];
     q.sh = a[0], q.sw = a[1], q.ph = a[2], q.pw = a[3], q.dh = a[4], q.dw = a[5];
     q.Cg = w->shape[1];
-    int64_t groups = q.C / q.Cg;
+    int64_t groups = q.C / q.Cg, batch = q.N;
     q.Og = q.O / groups;
-    int64_t K = q.N * q.OH * q.OW, ck = q.Cg * q.kh * q.kw;
-    size_t need = ((size_t)K * (size_t)ck + (size_t)K * (size_t)q.Og) * sizeof(float);
-    if (need > ANVIL_CUDA_CONV_WORKSPACE)
+    int64_t ck = q.Cg * q.kh * q.kw;
+    size_t per_sample = (size_t)(q.OH * q.OW) * (size_t)(ck + q.Og) * sizeof(float);
+    int64_t chunk = (int64_t)(ANVIL_CUDA_CONV_WORKSPACE / per_sample);
+    if (chunk < 1)
         return ANVIL_ERR_UNSUPPORTED;
-    float *col = c->conv_ws, *dyt = c->conv_ws + K * ck;
-    for (int64_t g = 0; g < groups; g++) {
-        wgrad_im2col<<<anvil_cuda_blocks(K * ck, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
-            q, g, (const float *)s->in[1], col);
-        ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (im2col)"));
-        wgrad_dy_rows<<<anvil_cuda_blocks(K * q.Og, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
-            q, g, (const float *)s->in[0], dyt);
-        ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (dy rows)"));
-        /* row-major dW_g [Og, ck] = dyt^T col, i.e. column-major [ck, Og] = col^T dyt:
-         * col is column-major [ck, K], dyt column-major [Og, K] (transposed) */
-        ANVIL_TRY(anvil_cuda_gemm_f32(c, false, true, ck, q.Og, K, col, ck, dyt, q.Og,
-                                      (float *)s->out + g * q.Og * ck, ck, "conv2d_bwd_filter"));
+    chunk = chunk < batch ? chunk : batch;
+    /* equal chunks, so that every chunk's product has the same shape */
+    int64_t n_chunks = (batch + chunk - 1) / chunk;
+    chunk = (batch + n_chunks - 1) / n_chunks;
+    for (int64_t n0 = 0; n0 < batch; n0 += chunk) {
+        q.N = batch - n0 < chunk ? batch - n0 : chunk;
+        int64_t K = q.N * q.OH * q.OW;
+        const float *xs = (const float *)s->in[1] + n0 * q.C * q.H * q.W;
+        const float *dys = (const float *)s->in[0] + n0 * q.O * q.OH * q.OW;
+        float *col = c->conv_ws, *dyt = c->conv_ws + K * ck;
+        for (int64_t g = 0; g < groups; g++) {
+            wgrad_im2col<<<anvil_cuda_blocks(K * ck, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(q, g, xs,
+                                                                                                            col);
+            ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (im2col)"));
+            wgrad_dy_rows<<<anvil_cuda_blocks(K * q.Og, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+                q, g, dys, dyt);
+            ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (dy rows)"));
+            /* row-major dW_g [Og, ck] = dyt^T col, i.e. column-major [ck, Og] = col^T dyt:
+             * col is column-major [ck, K], dyt column-major [Og, K] (transposed) */
+            ANVIL_TRY(anvil_cuda_gemm_f32(c, false, true, ck, q.Og, K, col, ck, dyt, q.Og, n0 == 0 ? 0.0f : 1.0f,
+                                          (float *)s->out + g * q.Og * ck, ck, "conv2d_bwd_filter"));
+        }
     }
     return ANVIL_OK;
 }

@@ -73,10 +73,10 @@ typedef struct {
     int cudnn_status;
 } anvil_cuda_ctx;
 
-/* matmul.cu: column-major D[m,n] = op(A)[m,k] op(B)[k,n] in fp32 through cuBLASLt, on the
- * current lane (for other kernels that reduce to a matrix product). */
+/* matmul.cu: column-major D[m,n] = op(A)[m,k] op(B)[k,n] + beta D in fp32 through
+ * cuBLASLt, on the current lane (for other kernels that reduce to a matrix product). */
 anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-                                 const float *A, int64_t lda, const float *B, int64_t ldb, float *D, int64_t ldd,
+                                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *D, int64_t ldd,
                                  const char *what);
 
 /* A CUDA call failed: records "what: <cuda error string>" as ANVIL_ERR_DEVICE. */

@@ -247,8 +247,8 @@ ANVIL_CUDA_KERNEL(linear)
 }
 
 extern "C" anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-                                           const float *A, int64_t lda, const float *B, int64_t ldb, float *D,
-                                           int64_t ldd, const char *what)
+                                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                                           float *D, int64_t ldd, const char *what)
 {
     lt_gemm g;
     g.ta = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -264,6 +264,6 @@ extern "C" anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb,
     g.ldd = ldd;
     g.bias = NULL;
     g.relu = false;
-    g.beta = 0.0f;
+    g.beta = beta;
     return gemm(c, &g, what);
 }
