@@ -13,6 +13,37 @@ extern "C" {
 typedef anvil_status (*anvil_kernel_fn)(const anvil_exec *ex, const anvil_step *s);
 
 
+/* Vector operations on flat float arrays in the backend's memory, for optimizers whose
+ * loop runs on the host (L-BFGS, src/optim/lbfgs.c).  Each op runs in order with the
+ * backend's other work (on CUDA: on its stream, never synchronizing); a result stays in
+ * device memory until the caller downloads it.  Reductions are deterministic (fixed
+ * chunks / a fixed grid, partials added in a fixed order) and accumulate in double.
+ *
+ * The coefficient c of an op is (float)alpha, or, given a device scalar ca,
+ * (float)alpha * (ca[0] - cb[0]) in float32 (cb NULL: ca[0] alone) — so a scalar that
+ * lives on the device (an L-BFGS alpha_i, rho_i, H_diag) scales a vector without a
+ * round trip to the host. */
+typedef enum {
+    ANVIL_VEC_COPY,    /* y[i] = x[i]  (x and y must not partially overlap) */
+    ANVIL_VEC_SCALE,   /* y[i] = x[i] * c  (torch.mul(x, c); y may be x) */
+    ANVIL_VEC_AXPY,    /* y[i] = fmaf(c, x[i], y[i])  (y.add_(x, alpha=c): torch fuses it) */
+    ANVIL_VEC_DOT,     /* out[0] = (float)sum x[i]*y[i]; then, given ca, out[0] *= c in float32 */
+    ANVIL_VEC_ABS_MAX, /* out[0] = max |x[i]|; a NaN anywhere gives NaN (torch's max); 0 if n == 0 */
+    ANVIL_VEC_ABS_SUM, /* out[0] = (float)sum |x[i]| */
+    ANVIL_VEC_RDIV,    /* out[0] = c / x[0] in float32 (n ignored): 1/ys, ys/yy */
+    ANVIL_VEC_KINDS
+} anvil_vec_kind;
+
+typedef struct {
+    anvil_vec_kind kind;
+    int64_t n;          /* elements of x (and y) */
+    const float *x;
+    float *y;           /* COPY/SCALE/AXPY: the output; DOT: the second operand (read only) */
+    float *out;         /* DOT/ABS_MAX/ABS_SUM/RDIV: one device float */
+    double alpha;       /* the coefficient's host part (1 when unused) */
+    const float *ca, *cb; /* optional device scalars of the coefficient */
+} anvil_vec_op;
+
 typedef struct anvil_backend anvil_backend;
 struct anvil_backend {
     const char *name;
@@ -30,6 +61,8 @@ struct anvil_backend {
     anvil_status (*sync)(anvil_backend *be);
     void (*program_release)(anvil_backend *be, anvil_program *p);
     void (*destroy)(anvil_backend *be);
+    /* One vector operation (above); NULL where a backend has none. */
+    anvil_status (*vec)(anvil_backend *be, const anvil_vec_op *op);
 };
 
 /* Opens the backend for a device; AUTO picks CUDA when a GPU is usable, else the CPU
@@ -38,6 +71,11 @@ anvil_status anvil_backend_open(anvil_device dev, int verbose, anvil_backend **o
 void anvil_backend_close(anvil_backend *be);
 
 anvil_status anvil_cpu_backend_open(anvil_backend **out);
+/* The backends' vec members (src/backend/cpu/vec.c, src/backend/cuda/vec.cu). */
+anvil_status anvil_cpu_vec(anvil_backend *be, const anvil_vec_op *op);
+anvil_status anvil_cuda_vec(anvil_backend *be, const anvil_vec_op *op);
+/* Checks an op's kind, n and pointers (for the implementations). */
+anvil_status anvil_vec_check(const anvil_backend *be, const anvil_vec_op *op);
 /* Defined by the CUDA backend when built with it; otherwise reports ANVIL_ERR_DEVICE. */
 anvil_status anvil_cuda_backend_open(anvil_backend **out);
 bool anvil_cuda_available(void);

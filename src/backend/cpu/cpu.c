@@ -83,6 +83,7 @@ anvil_status anvil_cpu_backend_open(anvil_backend **out)
     be->sync = cpu_sync;
     be->program_release = NULL;
     be->destroy = cpu_destroy;
+    be->vec = anvil_cpu_vec;
     *out = be;
     return ANVIL_OK;
 }

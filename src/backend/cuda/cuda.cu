@@ -592,6 +592,7 @@ extern "C" anvil_status anvil_cuda_backend_open(anvil_backend **out)
     be->sync = cuda_sync;
     be->program_release = cuda_program_release;
     be->destroy = cuda_destroy;
+    be->vec = anvil_cuda_vec;
     *out = be;
     return ANVIL_OK;
 }
