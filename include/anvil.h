@@ -355,6 +355,7 @@ typedef enum {
     ANVIL_OPT_ADAGRAD,
     ANVIL_OPT_ADADELTA,
     ANVIL_OPT_NADAM,
+    ANVIL_OPT_LBFGS,   /* full-batch, closure-style: see anvil_train_step */
     ANVIL_OPT_COUNT
 } anvil_optimizer_kind;
 
@@ -384,6 +385,13 @@ typedef struct {
     float rho;           /* Adadelta (0.9) */
     float momentum_decay;            /* NAdam (0.004) */
     bool decoupled_weight_decay;     /* NAdam (false): AdamW-style decay */
+    /* L-BFGS (torch.optim.LBFGS; lr 1) */
+    int history_size;                /* 100 */
+    int max_iter;                    /* 20: iterations per step */
+    int max_eval;                    /* 0: max_iter * 5 / 4, torch's default */
+    float tolerance_grad;            /* 1e-7 */
+    float tolerance_change;          /* 1e-9 */
+    bool strong_wolfe;               /* false: line_search_fn None; true: "strong_wolfe" */
 } anvil_optimizer_config;
 
 anvil_optimizer_config anvil_optimizer_default_config(anvil_optimizer_kind kind);
@@ -495,7 +503,12 @@ anvil_device anvil_trainer_device(const anvil_trainer *t);
 
 /* One training step: forward, loss, backward and optimizer update, as one program run.
  * x: float32 [B, input...]; y: int32 [B] class labels, or float32 shaped like the
- * model's output for regression / probability losses.  The loss stays on the device. */
+ * model's output for regression / probability losses.  The loss stays on the device.
+ * With L-BFGS a step is torch's LBFGS.step(closure) on this batch (pass the whole
+ * dataset for full-batch L-BFGS): up to max_iter iterations, each re-running forward and
+ * backward as the closure; vectors and the two-loop recursion stay on the device, the
+ * host reads the scalars the algorithm branches on.  L-BFGS takes no parameter groups,
+ * schedule or clipping (torch's LBFGS has no per-group options either). */
 anvil_status anvil_train_step(anvil_trainer *t, const anvil_tensor *x, const anvil_tensor *y);
 /* The loss of the most recent step (waits for it). */
 anvil_status anvil_trainer_last_loss(anvil_trainer *t, float *loss);

@@ -581,7 +581,11 @@ static void test_bad_options(void **state)
         {{"--seed", "abc"}, {"--seed", "abc"}},
         {{"--seed", "99999999999999999999999"}, {"--seed", "99999999999999999999999"}},
         {{"--optimizer", "foo"}, {"--optimizer", "foo"}},
-        {{"--optimizer", "lbfgs"}, {"--optimizer", "lbfgs", "not supported"}},
+        {{"--optimizer", "lbfgs", "--weight-decay", "0.1"}, {"lbfgs", "weight_decay"}},
+        {{"--optimizer", "lbfgs", "--schedule", "cosine"}, {"lbfgs", "schedule"}},
+        {{"--optimizer", "lbfgs", "--line-search", "wolfe"}, {"--line-search", "wolfe"}},
+        {{"--optimizer", "adam", "--history-size", "5"}, {"history_size"}},
+        {{"--optimizer", "lbfgs", "--max-iter", "0"}, {"max_iter"}},
         {{"--device", "tpu"}, {"--device", "tpu"}},
         {{"--device", "CPU"}, {"--device", "CPU"}},
         {{"--loss", "foo"}, {"--loss", "foo"}},
@@ -785,6 +789,8 @@ static void test_optimizers_and_model_file(void **state)
         {"--schedule", "one_cycle,pct_start=0.5", "--clip-grad-norm", "1", "--clip-norm-type", "inf", NULL},
         {"--schedule", "plateau,patience=0", "--lr", "0.01", NULL},
         {"--schedule", "multistep,milestones=1:2,per=step", NULL},
+        {"--optimizer", "lbfgs", "--max-iter", "4", "--history-size", "5", NULL},
+        {"--optimizer", "lbfgs", "--line-search", "strong_wolfe", "--lr", "0.5", NULL},
     };
     for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
         const char *argv[20];

@@ -357,7 +357,10 @@ static void test_optimizer_config(void **state)
         assert_int_equal(got, k);
     }
     anvil_optimizer_kind got;
-    assert_int_equal(anvil_optimizer_parse("lbfgs", &got), ANVIL_ERR_INVALID_ARG);
+    assert_int_equal(anvil_optimizer_parse("l-bfgs", &got), ANVIL_ERR_INVALID_ARG);
+    anvil_optimizer_config l = anvil_optimizer_default_config(ANVIL_OPT_LBFGS); /* torch's LBFGS defaults */
+    assert_true(l.lr == 1.0f && l.history_size == 100 && l.max_iter == 20 && l.max_eval == 0 &&
+                l.tolerance_grad == 1e-7f && l.tolerance_change == 1e-9f && !l.strong_wolfe);
     anvil_optimizer_config d = anvil_optimizer_default_config(ANVIL_OPT_RMSPROP);
     assert_true(d.lr == 0.01f && d.alpha == 0.99f && d.eps == 1e-8f && !d.centered);
     d = anvil_optimizer_default_config(ANVIL_OPT_ADAGRAD);
@@ -706,6 +709,38 @@ static void test_resume(void **state)
     tu_rmdir(dir);
 }
 
+/* L-BFGS's history, direction and step size travel in the checkpoint too. */
+static void test_resume_lbfgs(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp();
+    anvil_dataset *d = tiny_dataset(dir, 50);
+    anvil_model *m = resume_model();
+    anvil_trainer_config c = cpu_config(ANVIL_OPT_LBFGS, 4);
+    c.optimizer.max_iter = 4, c.optimizer.history_size = 3, c.optimizer.strong_wolfe = true;
+    anvil_trainer *a, *b;
+    anvil_batcher *ba, *bb;
+    CHECK_OK(anvil_trainer_create(&a, m, &c));
+    CHECK_OK(anvil_trainer_create(&b, m, &c));
+    CHECK_OK(anvil_batcher_create(&ba, d, 25, false, 0));
+    CHECK_OK(anvil_batcher_create(&bb, d, 25, false, 0));
+    char path[600];
+    snprintf(path, sizeof path, "%s/ck.safetensors", dir);
+    steps_on(a, ba, 3);
+    CHECK_OK(anvil_trainer_save_checkpoint(a, ba, path));
+    steps_on(a, ba, 3);
+    CHECK_OK(anvil_trainer_load_checkpoint(b, bb, path));
+    steps_on(b, bb, 3);
+    all_equal(a, b);
+    anvil_batcher_free(ba);
+    anvil_batcher_free(bb);
+    anvil_trainer_free(a);
+    anvil_trainer_free(b);
+    anvil_model_free(m);
+    anvil_dataset_free(d);
+    tu_rmdir(dir);
+}
+
 /* A checkpoint that does not fit the trainer is refused, and changes nothing. */
 static void test_checkpoint_errors(void **state)
 {
@@ -931,6 +966,7 @@ int main(void)
         cmocka_unit_test(test_graph_model),
         cmocka_unit_test(test_resident_equals_batcher),
         cmocka_unit_test(test_resume),
+        cmocka_unit_test(test_resume_lbfgs),
         cmocka_unit_test(test_checkpoint_errors),
         cmocka_unit_test(test_builtin_cnn_and_resnet),
         cmocka_unit_test(test_fashion_mnist_mlp_parity),

@@ -19,7 +19,7 @@ const char tool_train_usage[] =
     "  --batch-size N            samples per step (default: 128)\n"
     "  --lr X                    learning rate (default: the optimizer's, as torch.optim: sgd, rmsprop,\n"
     "                            adagrad 0.01; adam, adamw 0.001; nadam 0.002; adadelta 1.0)\n"
-    "  --optimizer NAME          sgd, adam, adamw, rmsprop, adagrad, adadelta or nadam (default: adam);\n"
+    "  --optimizer NAME          sgd, adam, adamw, rmsprop, adagrad, adadelta, nadam or lbfgs (default: adam);\n"
     "                            torch.optim's update rules and other defaults\n"
     "  --momentum X              SGD or RMSprop momentum (default: 0)\n"
     "  --nesterov                SGD Nesterov momentum (needs --momentum > 0)\n"
@@ -30,6 +30,9 @@ const char tool_train_usage[] =
     "  --maximize  --alpha X --centered (rmsprop)  --lr-decay X\n"
     "  --initial-accumulator-value X (adagrad)  --rho X (adadelta)\n"
     "  --momentum-decay X --decoupled-weight-decay (nadam)\n"
+    "  --history-size N (100) --max-iter N (20) --max-eval N (max-iter*5/4) --tolerance-grad X (1e-7)\n"
+    "  --tolerance-change X (1e-9) --line-search strong_wolfe|none (lbfgs: one torch LBFGS.step per\n"
+    "  batch; no --schedule, clipping or weight decay)\n"
     "  --schedule NAME[,KEY=VALUE...]\n"
     "                            learning-rate schedule, torch.optim.lr_scheduler's, stepped once per\n"
     "                            epoch (per=step: per optimizer step; one_cycle: per step):\n"
@@ -98,6 +101,12 @@ const tool_opt_flag tool_opt_flags[] = {
     {"--rho", TOOL_OPT_FLOAT, OFF(rho)},
     {"--momentum-decay", TOOL_OPT_FLOAT, OFF(momentum_decay)},
     {"--decoupled-weight-decay", TOOL_OPT_BOOL, OFF(decoupled_weight_decay)},
+    {"--history-size", TOOL_OPT_INT, OFF(history_size)},
+    {"--max-iter", TOOL_OPT_INT, OFF(max_iter)},
+    {"--max-eval", TOOL_OPT_INT, OFF(max_eval)},
+    {"--tolerance-grad", TOOL_OPT_FLOAT, OFF(tolerance_grad)},
+    {"--tolerance-change", TOOL_OPT_FLOAT, OFF(tolerance_change)},
+    {"--line-search", TOOL_OPT_LINE_SEARCH, OFF(strong_wolfe)},
 };
 const int tool_n_opt_flags = (int)(sizeof tool_opt_flags / sizeof tool_opt_flags[0]);
 
@@ -115,8 +124,10 @@ void tool_apply_optimizer_options(const tool_options *o, anvil_optimizer_config 
         if (!(o->opt_given & (1u << i)))
             continue;
         const tool_opt_flag *f = &tool_opt_flags[i];
-        size_t n = f->kind == TOOL_OPT_BOOL ? sizeof(bool) : f->kind == TOOL_OPT_PAIR ? 2 * sizeof(float)
-                                                                                      : sizeof(float);
+        size_t n = f->kind == TOOL_OPT_BOOL || f->kind == TOOL_OPT_LINE_SEARCH ? sizeof(bool)
+                   : f->kind == TOOL_OPT_PAIR                                 ? 2 * sizeof(float)
+                   : f->kind == TOOL_OPT_INT                                  ? sizeof(int)
+                                                                              : sizeof(float);
         memcpy((char *)c + f->offset, (const char *)&o->opt + f->offset, n);
     }
 }
@@ -189,9 +200,7 @@ static bool parse_float(const char *s, float *out)
     return true;
 }
 
-#define SUPPORTED_OPTIMIZERS "sgd, adam, adamw, rmsprop, adagrad, adadelta, nadam"
-
-static const char *const unsupported_optimizers[] = {"lbfgs"};
+#define SUPPORTED_OPTIMIZERS "sgd, adam, adamw, rmsprop, adagrad, adadelta, nadam, lbfgs"
 
 static tool_parse_status parse_optimizer(const char *v, anvil_optimizer_kind *out, char *err,
                                          size_t cap)
@@ -201,11 +210,6 @@ static tool_parse_status parse_optimizer(const char *v, anvil_optimizer_kind *ou
         *out = k;
         return TOOL_PARSE_OK;
     }
-    for (size_t i = 0; i < sizeof unsupported_optimizers / sizeof *unsupported_optimizers; i++)
-        if (strcmp(v, unsupported_optimizers[i]) == 0)
-            return usage_error(err, cap,
-                               "--optimizer '%s' is not supported yet (supported: " SUPPORTED_OPTIMIZERS ")",
-                               v);
     return usage_error(err, cap, "unknown --optimizer '%s' (supported: " SUPPORTED_OPTIMIZERS ")", v);
 }
 
@@ -298,6 +302,19 @@ static tool_parse_status parse_optimizer_option(tool_options *o, int i, const ch
     o->opt_given |= 1u << i;
     if (f->kind == TOOL_OPT_BOOL) {
         *(bool *)field = true;
+        return TOOL_PARSE_OK;
+    }
+    if (f->kind == TOOL_OPT_LINE_SEARCH) {
+        if (strcmp(v, "strong_wolfe") && strcmp(v, "none"))
+            return usage_error(err, cap, "invalid value '%s' for --line-search: expected strong_wolfe or none", v);
+        *(bool *)field = strcmp(v, "strong_wolfe") == 0;
+        return TOOL_PARSE_OK;
+    }
+    if (f->kind == TOOL_OPT_INT) {
+        int64_t k;
+        if (!parse_int(v, 0, 1000000000, &k))
+            return usage_error(err, cap, "invalid value '%s' for %s: expected a whole number >= 0", v, f->flag);
+        *(int *)field = (int)k;
         return TOOL_PARSE_OK;
     }
     float *x = (float *)field;

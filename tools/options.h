@@ -49,7 +49,7 @@ void tool_options_default(tool_options *o);
 /* The optimizer options the tool takes, in opt_given's bit order. */
 typedef struct {
     const char *flag;
-    enum { TOOL_OPT_FLOAT, TOOL_OPT_BOOL, TOOL_OPT_PAIR } kind;
+    enum { TOOL_OPT_FLOAT, TOOL_OPT_BOOL, TOOL_OPT_PAIR, TOOL_OPT_INT, TOOL_OPT_LINE_SEARCH } kind;
     size_t offset; /* of the field (of the first, for a pair) in anvil_optimizer_config */
 } tool_opt_flag;
 extern const tool_opt_flag tool_opt_flags[];

@@ -5,6 +5,7 @@
  * Restoring all of it makes the next step the one the interrupted run would have taken. */
 #include "train/train.h"
 #include "io/io.h"
+#include "optim/lbfgs.h"
 
 #include <math.h>
 
@@ -69,7 +70,7 @@ anvil_status anvil_trainer_save_checkpoint(anvil_trainer *t, const anvil_batcher
     c.plateau_last_epoch = t->plateau.last_epoch;
 
     const anvil_graph *g = t->model->g;
-    int cap = (int)c.n_sources + 3, n = 0;
+    int cap = (int)c.n_sources + 4, n = 0;
     const char **names = anvil_xcalloc((size_t)cap, sizeof *names, "a checkpoint");
     anvil_tensor **ts = anvil_xcalloc((size_t)cap, sizeof *ts, "a checkpoint");
     anvil_status st = names && ts ? ANVIL_OK : ANVIL_ERR_OOM;
@@ -97,6 +98,17 @@ anvil_status anvil_trainer_save_checkpoint(anvil_trainer *t, const anvil_batcher
         if (st == ANVIL_OK)
             st = t->be->download(t->be, anvil_tensor_data(ts[n]), t->ex.state, (size_t)len * 4);
         n++;
+    }
+    if (st == ANVIL_OK && t->lbfgs) {
+        void *blob = NULL;
+        size_t bytes = 0;
+        st = anvil_lbfgs_export(t->lbfgs, &blob, &bytes);
+        if (st == ANVIL_OK) {
+            names[n] = "anvil.lbfgs";
+            st = bytes_tensor(&ts[n], blob, bytes);
+            n += st == ANVIL_OK;
+        }
+        free(blob);
     }
     if (st == ANVIL_OK)
         st = anvil_safetensors_write(path, n, names, (const anvil_tensor *const *)ts);
@@ -197,6 +209,12 @@ anvil_status anvil_trainer_load_checkpoint(anvil_trainer *t, anvil_batcher *b, c
                                            anvil_tensor_numel(tst) != state_len))
         st = anvil_fail(ANVIL_ERR_FORMAT, "%s: the optimizer state is missing or not %lld floats", path,
                         (long long)state_len);
+    const anvil_tensor *tl = find(n, names, ts, "anvil.lbfgs");
+    if (st == ANVIL_OK && t->lbfgs && !tl)
+        st = anvil_fail(ANVIL_ERR_FORMAT, "%s: the L-BFGS state is missing", path);
+    /* L-BFGS's state first: its import checks the blob before changing anything */
+    if (st == ANVIL_OK && t->lbfgs)
+        st = anvil_lbfgs_import(t->lbfgs, anvil_tensor_cdata(tl), anvil_tensor_nbytes(tl));
     if (st == ANVIL_OK && b)
         st = anvil_batcher_seek(b, (uint64_t)c.bat_epoch, c.bat_pos);
     /* from here on the trainer changes: the weights first (checked before any upload) */

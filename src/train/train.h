@@ -80,6 +80,7 @@ struct anvil_trainer {
     int64_t group_off[ANVIL_MAX_PARAM_GROUPS], group_len[ANVIL_MAX_PARAM_GROUPS];
     int *param_group;               /* per parameter */
     int slots;                      /* optimizer state slots (n_params floats each) */
+    struct anvil_lbfgs *lbfgs;      /* L-BFGS's state (src/optim/lbfgs.c), or NULL */
     /* reduce-on-plateau's state, on the host as torch keeps it (lrs in double) */
     struct {
         double best, lr[ANVIL_MAX_PARAM_GROUPS];

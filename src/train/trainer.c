@@ -4,6 +4,7 @@
  * training program.  Nothing else touches the host. */
 #include "train/train.h"
 #include "io/io.h"
+#include "optim/lbfgs.h"
 #include "optim/schedule.h"
 
 #include <fnmatch.h>
@@ -12,7 +13,7 @@
 static const char *loss_names[ANVIL_LOSS_COUNT] = {"cross_entropy", "cross_entropy_probs", "bce",
                                                     "bce_with_logits", "mse", "l1", "huber", "smooth_l1"};
 static const char *opt_names[ANVIL_OPT_COUNT] = {"sgd", "adam", "adamw", "rmsprop",
-                                                  "adagrad", "adadelta", "nadam"};
+                                                  "adagrad", "adadelta", "nadam", "lbfgs"};
 
 const char *anvil_loss_name(anvil_loss_kind k) { return (unsigned)k < ANVIL_LOSS_COUNT ? loss_names[k] : "?"; }
 const char *anvil_optimizer_name(anvil_optimizer_kind k) { return (unsigned)k < ANVIL_OPT_COUNT ? opt_names[k] : "?"; }
@@ -40,7 +41,7 @@ anvil_status anvil_optimizer_parse(const char *name, anvil_optimizer_kind *out)
             return ANVIL_OK;
         }
     return anvil_fail(ANVIL_ERR_INVALID_ARG, "unknown optimizer '%s' (sgd, adam, adamw, rmsprop, adagrad, "
-                      "adadelta, nadam)", name ? name : "(null)");
+                      "adadelta, nadam, lbfgs)", name ? name : "(null)");
 }
 
 anvil_optimizer_config anvil_optimizer_default_config(anvil_optimizer_kind kind)
@@ -62,6 +63,17 @@ anvil_optimizer_config anvil_optimizer_default_config(anvil_optimizer_kind kind)
     case ANVIL_OPT_ADAGRAD: c.lr = 0.01f; c.eps = 1e-10f; break;
     case ANVIL_OPT_ADADELTA: c.lr = 1.0f; c.eps = 1e-6f; break;
     case ANVIL_OPT_NADAM: c.lr = 2e-3f; break;
+    case ANVIL_OPT_LBFGS: {
+        anvil_lbfgs_options l = anvil_lbfgs_default_options();
+        c.lr = l.lr;
+        c.history_size = l.history_size;
+        c.max_iter = l.max_iter;
+        c.max_eval = l.max_eval;
+        c.tolerance_grad = l.tolerance_grad;
+        c.tolerance_change = l.tolerance_change;
+        c.strong_wolfe = l.strong_wolfe;
+        break;
+    }
     default: break;
     }
     return c;
@@ -117,6 +129,10 @@ static anvil_status check_config(const anvil_trainer_config *c)
     ANVIL_TRY(anvil_optimizer_check(&c->optimizer));
     ANVIL_TRY(anvil_schedule_check(&c->schedule));
     ANVIL_TRY(check_clipping(c));
+    if (c->optimizer.kind == ANVIL_OPT_LBFGS &&
+        (c->n_param_groups > 0 || c->schedule.kind != ANVIL_SCHED_CONSTANT || c->clip_grad_norm > 0.0f ||
+         c->clip_grad_value > 0.0f))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "lbfgs takes no parameter groups, schedule or gradient clipping");
     if (c->n_param_groups < 0 || c->n_param_groups > ANVIL_MAX_PARAM_GROUPS - 1 ||
         (c->n_param_groups > 0 && !c->param_groups))
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "trainer: %d parameter groups (at most %d besides the default group)",
@@ -145,6 +161,13 @@ static anvil_status check_unused(const anvil_optimizer_config *o)
     if (o->decoupled_weight_decay && k != ANVIL_OPT_NADAM)
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s has no decoupled_weight_decay option (nadam; use adamw)",
                           name);
+    bool lbfgs = k == ANVIL_OPT_LBFGS;
+    if (!lbfgs && (o->history_size || o->max_iter || o->max_eval || o->tolerance_grad != 0.0f ||
+                   o->tolerance_change != 0.0f || o->strong_wolfe))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s has no history_size/max_iter/max_eval/tolerance/line-search "
+                          "options (lbfgs)", name);
+    if (lbfgs && (o->weight_decay != 0.0f || o->maximize))
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "lbfgs has no weight_decay or maximize option (as torch's LBFGS)");
     return ANVIL_OK;
 }
 
@@ -178,6 +201,13 @@ static anvil_status check_optimizer(const anvil_optimizer_config *o)
         if (!(o->rho >= 0.0f && o->rho <= 1.0f))
             return anvil_fail(ANVIL_ERR_INVALID_ARG, "adadelta: rho must be in [0, 1], got %g", (double)o->rho);
         break;
+    case ANVIL_OPT_LBFGS:
+        if (o->history_size < 1 || o->max_iter < 1 || o->max_eval < 0 || !(o->tolerance_grad >= 0.0f) ||
+            !(o->tolerance_change >= 0.0f))
+            return anvil_fail(ANVIL_ERR_INVALID_ARG, "lbfgs: history_size and max_iter must be >= 1, max_eval and "
+                              "the tolerances >= 0; got %d, %d, %d, %g, %g", o->history_size, o->max_iter,
+                              o->max_eval, (double)o->tolerance_grad, (double)o->tolerance_change);
+        return ANVIL_OK;
     default: /* Adam, AdamW, NAdam */
         if (!(o->beta1 >= 0.0f && o->beta1 < 1.0f) || !(o->beta2 >= 0.0f && o->beta2 < 1.0f))
             return anvil_fail(ANVIL_ERR_INVALID_ARG, "%s: betas must be in [0, 1), got (%g, %g)", name,
@@ -278,6 +308,7 @@ static int optimizer_slots(const anvil_optimizer_config *o)
     case ANVIL_OPT_ADAGRAD: return 1;                                   /* sum */
     case ANVIL_OPT_ADADELTA: return 2;                                  /* square_avg, acc_delta */
     case ANVIL_OPT_NADAM: return 2;                                     /* exp_avg, exp_avg_sq */
+    case ANVIL_OPT_LBFGS: return 0;                                     /* its own (lbfgs.c) */
     default: return 2 + o->amsgrad;                                     /* exp_avg, exp_avg_sq[, max] */
     }
 }
@@ -290,6 +321,9 @@ static anvil_status resolve_groups(anvil_trainer *t)
     const anvil_trainer_config *c = &t->cfg;
     const anvil_model *m = t->model;
     t->n_groups = 1 + c->n_param_groups + m->n_groups;
+    if (c->optimizer.kind == ANVIL_OPT_LBFGS && m->n_groups > 0)
+        return anvil_fail(ANVIL_ERR_INVALID_ARG, "lbfgs takes no parameter groups (the model file has %d)",
+                          m->n_groups);
     if (t->n_groups > ANVIL_MAX_PARAM_GROUPS)
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "%d parameter groups (%d from the config, %d from the model file); "
                           "at most %d", t->n_groups, c->n_param_groups, m->n_groups, ANVIL_MAX_PARAM_GROUPS);
@@ -353,8 +387,11 @@ static anvil_status build_train_graph(anvil_trainer *t)
     ANVIL_TRY(anvil_graph_status(g));
     anvil_value own[ANVIL_MAX_PARAM_GROUPS + 3];
     int n_own = 0;
-    /* Right after the loss, so that on the GPU it runs beside the backward pass. */
-    own[n_own++] = anvil_op1(g, OP_ACCUM_LOSS, t->train_loss);
+    bool lbfgs = c->optimizer.kind == ANVIL_OPT_LBFGS;
+    /* Right after the loss, so that on the GPU it runs beside the backward pass.  L-BFGS
+     * runs the program as its closure, several times a step: the host keeps its loss. */
+    if (!lbfgs)
+        own[n_own++] = anvil_op1(g, OP_ACCUM_LOSS, t->train_loss);
     ANVIL_TRY(anvil_autodiff(g, t->train_loss, t->n_params, t->params, t->grads));
     /* A gradient is written straight into its slot unless it is not a fresh value of its
      * own (a view, a source, or shared with another parameter): then through a copy. */
@@ -366,6 +403,17 @@ static anvil_status build_train_graph(anvil_trainer *t)
             shared |= t->grads[j] == d;
         if (shared || (flags & (OPF_ALIAS | OPF_SOURCE)))
             t->grads[i] = anvil_op1(g, OP_COPY, d);
+    }
+    if (lbfgs) { /* the program computes the loss and the gradients; lbfgs.c does the rest */
+        t->step_end = ANVIL_NO_VALUE;
+        anvil_value *roots = anvil_xmalloc((size_t)(t->n_params + 1) * sizeof *roots, "the training roots");
+        if (!roots)
+            return ANVIL_ERR_OOM;
+        for (int i = 0; i < t->n_params; i++)
+            roots[i] = t->grads[i];
+        anvil_status st = collect_roots(t, t->n_params, roots);
+        free(roots);
+        return st;
     }
     if (c->clip_grad_norm > 0.0f) {
         anvil_node cn = anvil_node_proto(OP_CLIP_NORM, 0, NULL);
@@ -547,6 +595,13 @@ anvil_status anvil_trainer_create(anvil_trainer **out, anvil_model *m, const anv
         st = build_train_graph(t);
     if (st == ANVIL_OK)
         st = build_eval_graph(t);
+    if (st == ANVIL_OK && c.optimizer.kind == ANVIL_OPT_LBFGS) {
+        anvil_lbfgs_options lo = anvil_lbfgs_default_options();
+        lo.lr = c.optimizer.lr, lo.history_size = c.optimizer.history_size, lo.max_iter = c.optimizer.max_iter;
+        lo.max_eval = c.optimizer.max_eval, lo.tolerance_grad = c.optimizer.tolerance_grad;
+        lo.tolerance_change = c.optimizer.tolerance_change, lo.strong_wolfe = c.optimizer.strong_wolfe;
+        st = anvil_lbfgs_create(&t->lbfgs, t->be, t->ex.params, t->ex.grads, t->ex.n_params, &lo);
+    }
     if (st != ANVIL_OK) {
         anvil_trainer_free(t);
         return st;
@@ -562,6 +617,7 @@ void anvil_trainer_free(anvil_trainer *t)
     for (int i = 0; i < t->n_progs; i++)
         anvil_program_free(t->be, t->progs[i].p);
     free(t->progs);
+    anvil_lbfgs_free(t->lbfgs);
     if (t->be && t->data_mem)
         t->be->free(t->be, t->data_mem);
     free(t->order_host);
@@ -666,15 +722,52 @@ static anvil_status check_y(const anvil_program *p, anvil_value yv, const anvil_
     return ANVIL_OK;
 }
 
-/* Copies x and y into the program's input slots and runs it. */
+/* L-BFGS's closure: the training program (forward, loss, gradients into the gradient
+ * arena) on the batch already in place, and its loss read back. */
+typedef struct {
+    anvil_trainer *t;
+    anvil_program *p;
+} lbfgs_ctx;
+
+static anvil_status lbfgs_closure(void *ctx, float *loss)
+{
+    lbfgs_ctx *c = ctx;
+    anvil_persist_map pm = persist_map(c->t, false);
+    ANVIL_TRY(c->t->be->run(c->t->be, c->p, &c->t->ex));
+    ANVIL_TRY(c->t->be->sync(c->t->be));
+    return c->t->be->download(c->t->be, loss, anvil_program_ptr(c->p, &pm, c->t->train_loss), sizeof *loss);
+}
+
+/* One training step of program p: one run, or with L-BFGS one LBFGS.step(closure) and
+ * then, on the host, what STEP_END and ACCUM_LOSS do in the other optimizers' programs. */
+static anvil_status run_step(anvil_trainer *t, anvil_program *p, int64_t data_batch)
+{
+    if (!t->lbfgs)
+        return t->be->run(t->be, p, &t->ex);
+    lbfgs_ctx c = {t, p};
+    float loss;
+    ANVIL_TRY(anvil_lbfgs_step(t->lbfgs, lbfgs_closure, &c, &loss));
+    anvil_hyper h;
+    ANVIL_TRY(anvil_trainer_read_hyper(t, &h));
+    h.step += 1;
+    h.rng_counter += 1;
+    h.data_cursor += data_batch;
+    h.loss_last = loss;
+    h.loss_sum += loss;
+    h.loss_count += 1;
+    return t->be->upload(t->be, t->ex.hyper, &h, sizeof h);
+}
+
+/* Copies x and y into the program's input slots and runs it (a training step when
+ * `train`). */
 static anvil_status feed_and_run(anvil_trainer *t, anvil_program *p, anvil_value yv, const anvil_tensor *x,
-                                 const anvil_tensor *y)
+                                 const anvil_tensor *y, bool train)
 {
     anvil_persist_map pm = persist_map(t, false);
     ANVIL_TRY(t->be->upload(t->be, anvil_program_ptr(p, &pm, t->model->input), x->data, anvil_tensor_nbytes(x)));
     if (y)
         ANVIL_TRY(t->be->upload(t->be, anvil_program_ptr(p, &pm, yv), y->data, anvil_tensor_nbytes(y)));
-    return t->be->run(t->be, p, &t->ex);
+    return train ? run_step(t, p, 0) : t->be->run(t->be, p, &t->ex);
 }
 
 static anvil_counters counters_diff(anvil_counters a, anvil_counters b)
@@ -702,7 +795,7 @@ anvil_status anvil_train_step(anvil_trainer *t, const anvil_tensor *x, const anv
     ANVIL_TRY(get_program(t, PROG_TRAIN, b, &p));
     ANVIL_TRY(check_y(p, t->train_y, y));
     before.device_allocs = t->be->counters.device_allocs; /* compiling is not the step */
-    ANVIL_TRY(feed_and_run(t, p, t->train_y, x, y));
+    ANVIL_TRY(feed_and_run(t, p, t->train_y, x, y, true));
     t->last_step = counters_diff(t->be->counters, before);
     t->steps++;
     return ANVIL_OK;
@@ -719,9 +812,11 @@ static anvil_status build_resident_graph(anvil_trainer *t)
     x->ia[0] = 0;
     y->op = OP_GATHER;
     y->ia[0] = 1;
-    anvil_node *end = &t->res_g->nodes[t->step_end];
-    end->n_in = 1;
-    end->in[0] = t->train_y;
+    if (t->step_end != ANVIL_NO_VALUE) {
+        anvil_node *end = &t->res_g->nodes[t->step_end];
+        end->n_in = 1;
+        end->in[0] = t->train_y;
+    }
     return ANVIL_OK;
 }
 
@@ -815,7 +910,7 @@ anvil_status anvil_train_step_resident(anvil_trainer *t, bool *epoch_done)
     anvil_program *p;
     ANVIL_TRY(get_program(t, PROG_TRAIN_RESIDENT, b, &p));
     before.device_allocs = t->be->counters.device_allocs; /* compiling is not the step */
-    ANVIL_TRY(t->be->run(t->be, p, &t->ex));
+    ANVIL_TRY(run_step(t, p, b));
     t->last_step = counters_diff(t->be->counters, before);
     t->res_pos += b;
     t->steps++;
@@ -952,7 +1047,7 @@ anvil_status anvil_predict(anvil_trainer *t, const anvil_tensor *x, anvil_tensor
         return ANVIL_ERR_SHAPE;
     anvil_program *p;
     ANVIL_TRY(get_program(t, PROG_PREDICT, b, &p));
-    ANVIL_TRY(feed_and_run(t, p, ANVIL_NO_VALUE, x, NULL));
+    ANVIL_TRY(feed_and_run(t, p, ANVIL_NO_VALUE, x, NULL, false));
     const anvil_node *o = &p->g->nodes[t->model->output];
     anvil_tensor *r;
     ANVIL_TRY(anvil_tensor_create(&r, ANVIL_F32, o->ndim, o->shape, NULL));
@@ -993,7 +1088,7 @@ anvil_status anvil_evaluate(anvil_trainer *t, const anvil_dataset *d, int batch_
         int64_t n = check_x(t, x);
         st = n ? get_program(t, PROG_EVAL, n, &p) : ANVIL_ERR_SHAPE;
         if (st == ANVIL_OK)
-            st = feed_and_run(t, p, t->eval_y, x, y);
+            st = feed_and_run(t, p, t->eval_y, x, y, false);
         anvil_tensor_release(x);
         anvil_tensor_release(y);
         if (st != ANVIL_OK)

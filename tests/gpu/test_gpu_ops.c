@@ -1275,6 +1275,20 @@ static void test_schedule_clip_groups(void **state)
     trainer_parity_cfg(cfg, false, true, 5e-5, 1e-3, "rmsprop reduce-on-plateau");
 }
 
+/* L-BFGS in the trainer (the training program as its closure, vectors on the device):
+ * 5 steps of 2 iterations each, with and without the strong-Wolfe line search. */
+static void test_trainer_lbfgs(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    anvil_trainer_config cfg = anvil_trainer_default_config();
+    cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_LBFGS);
+    cfg.optimizer.max_iter = 2, cfg.optimizer.history_size = 3, cfg.optimizer.lr = 0.5f;
+    trainer_parity_cfg(cfg, false, false, 2e-4, 2e-3, "lbfgs");
+    cfg.optimizer.strong_wolfe = true, cfg.optimizer.lr = 1.0f;
+    trainer_parity_cfg(cfg, false, false, 2e-4, 2e-3, "lbfgs strong-wolfe");
+}
+
 /* Dropout inside a trained model: the step counter advances on the device (step_end)
  * and both devices draw the same masks every step. */
 static void test_trainer_dropout(void **state)
@@ -1699,6 +1713,7 @@ int main(void)
         cmocka_unit_test(test_more_optimizers),
         cmocka_unit_test(test_trainer_dropout),
         cmocka_unit_test(test_schedule_clip_groups),
+        cmocka_unit_test(test_trainer_lbfgs),
         cmocka_unit_test(test_evaluate),
         cmocka_unit_test(test_cnn_trainer),
         cmocka_unit_test(test_batchnorm),
