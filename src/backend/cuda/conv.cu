@@ -253,34 +253,50 @@ done:
 
 /* dw = conv2d's adjoint in w of dy: in (dy, x), the node is w's shape */
 /* ---- the weight gradient as one matrix product per group.  cuDNN's only deterministic
- * fp32 weight-gradient algorithm was ~0.4 ms per layer of the cnn on an H100; instead:
- * col [K, Cg*kh*kw] (K = N*OH*OW output positions, im2col rows), dyT [K, Og], and
- * dW_g = dyT^T col through cuBLASLt: deterministic, and a few tens of microseconds. */
+ * fp32 weight-gradient algorithm was ~0.4 ms per layer of the cnn on an H100; instead,
+ * with K = N*OH*OW output positions: colT [Cg*kh*kw, K] (im2col, transposed: a row per
+ * kernel tap, the positions along it), dyT [Og, K], and dW_g = dyT colT^T through
+ * cuBLASLt (both operands contiguous along K): deterministic.  Both staging kernels walk
+ * the positions along the fast index, so that their reads (one input row, one output
+ * plane) and writes are coalesced.  Indices fit 32 bits: the workspace holds < 2^31
+ * floats. */
 typedef struct {
     int64_t N, C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, Cg, Og;
 } wgrad_geom;
 
 static __global__ void wgrad_im2col(wgrad_geom q, int64_t g, const float *__restrict__ x, float *col)
 {
-    int64_t ck = q.Cg * q.kh * q.kw, total = q.N * q.OH * q.OW * ck;
-    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
-         e += (int64_t)gridDim.x * blockDim.x) {
-        int64_t r = e / ck, k = e - r * ck;
-        int64_t ow = r % q.OW, oh = (r / q.OW) % q.OH, n = r / (q.OW * q.OH);
-        int64_t j = k % q.kw, i = (k / q.kw) % q.kh, ch = g * q.Cg + k / (q.kw * q.kh);
-        int64_t h = oh * q.sh - q.ph + i * q.dh, w = ow * q.sw - q.pw + j * q.dw;
-        col[e] = (h >= 0 && h < q.H && w >= 0 && w < q.W) ? x[((n * q.C + ch) * q.H + h) * q.W + w] : 0.0f;
+    uint32_t ck = (uint32_t)(q.Cg * q.kh * q.kw), K = (uint32_t)(q.N * q.OH * q.OW), hw = (uint32_t)(q.OH * q.OW);
+    uint32_t OW = (uint32_t)q.OW;
+    for (uint32_t k = blockIdx.y; k < ck; k += gridDim.y) {
+        uint32_t j = k % (uint32_t)q.kw, i = (k / (uint32_t)q.kw) % (uint32_t)q.kh;
+        int64_t ch = g * q.Cg + k / (uint32_t)(q.kw * q.kh);
+        int64_t dh = i * q.dh - q.ph, dw = j * q.dw - q.pw;
+        float *row = col + (size_t)k * K;
+        for (uint32_t r = blockIdx.x * blockDim.x + threadIdx.x; r < K; r += gridDim.x * blockDim.x) {
+            uint32_t n = r / hw, p = r - n * hw, oh = p / OW, ow = p - oh * OW;
+            int64_t h = oh * q.sh + dh, w = ow * q.sw + dw;
+            row[r] = (h >= 0 && h < q.H && w >= 0 && w < q.W) ? x[((n * q.C + ch) * q.H + h) * q.W + w] : 0.0f;
+        }
     }
 }
 
 static __global__ void wgrad_dy_rows(wgrad_geom q, int64_t g, const float *__restrict__ dy, float *dyt)
 {
-    int64_t total = q.N * q.OH * q.OW * q.Og, hw = q.OH * q.OW;
-    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
-         e += (int64_t)gridDim.x * blockDim.x) {
-        int64_t r = e / q.Og, o = e - r * q.Og, n = r / hw, p = r - n * hw;
-        dyt[e] = dy[(n * q.O + g * q.Og + o) * hw + p];
+    uint32_t K = (uint32_t)(q.N * q.OH * q.OW), hw = (uint32_t)(q.OH * q.OW);
+    for (uint32_t o = blockIdx.y; o < (uint32_t)q.Og; o += gridDim.y) {
+        const float *src = dy + (g * q.Og + o) * (int64_t)hw;
+        float *row = dyt + (size_t)o * K;
+        for (uint32_t r = blockIdx.x * blockDim.x + threadIdx.x; r < K; r += gridDim.x * blockDim.x) {
+            uint32_t n = r / hw, p = r - n * hw;
+            row[r] = src[(int64_t)n * q.O * hw + p];
+        }
     }
+}
+
+static dim3 wgrad_grid(int64_t K, int64_t rows)
+{
+    return dim3(anvil_cuda_blocks(K, ANVIL_CUDA_THREADS, 1024), (unsigned int)(rows < 65535 ? rows : 65535));
 }
 
 /* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) when not even one sample fits the
@@ -313,15 +329,13 @@ static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_step *s)
         const float *dys = (const float *)s->in[0] + n0 * q.O * q.OH * q.OW;
         float *col = c->conv_ws, *dyt = c->conv_ws + K * ck;
         for (int64_t g = 0; g < groups; g++) {
-            wgrad_im2col<<<anvil_cuda_blocks(K * ck, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(q, g, xs,
-                                                                                                            col);
+            wgrad_im2col<<<wgrad_grid(K, ck), ANVIL_CUDA_THREADS, 0, c->stream>>>(q, g, xs, col);
             ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (im2col)"));
-            wgrad_dy_rows<<<anvil_cuda_blocks(K * q.Og, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
-                q, g, dys, dyt);
+            wgrad_dy_rows<<<wgrad_grid(K, q.Og), ANVIL_CUDA_THREADS, 0, c->stream>>>(q, g, dys, dyt);
             ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (dy rows)"));
-            /* row-major dW_g [Og, ck] = dyt^T col, i.e. column-major [ck, Og] = col^T dyt:
-             * col is column-major [ck, K], dyt column-major [Og, K] (transposed) */
-            ANVIL_TRY(anvil_cuda_gemm_f32(c, false, true, ck, q.Og, K, col, ck, dyt, q.Og, n0 == 0 ? 0.0f : 1.0f,
+            /* row-major dW_g [Og, ck] = dyT colT^T, i.e. column-major [ck, Og] = A^T B with
+             * A = colT as column-major [K, ck] and B = dyT as column-major [K, Og] */
+            ANVIL_TRY(anvil_cuda_gemm_f32(c, true, false, ck, q.Og, K, col, K, dyt, K, n0 == 0 ? 0.0f : 1.0f,
                                           (float *)s->out + g * q.Og * ck, ck, "conv2d_bwd_filter"));
         }
     }

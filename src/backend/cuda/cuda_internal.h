@@ -34,7 +34,7 @@ enum {
 #define ANVIL_CUDA_STAGING_SLOTS 4
 #define ANVIL_CUDA_STAGING_BYTES ((size_t)4 << 20)     /* per slot */
 #define ANVIL_CUDA_LT_WORKSPACE ((size_t)32 << 20)     /* cuBLASLt workspace */
-#define ANVIL_CUDA_SCRATCH_FLOATS 4096                 /* per-block partial sums */
+#define ANVIL_CUDA_SCRATCH_FLOATS (1 << 18)            /* per-block partial sums, per lane */
 #define ANVIL_CUDA_LANES 4                             /* concurrent streams in a graph */
 #define ANVIL_CUDA_CONV_WORKSPACE ((size_t)96 << 20)   /* im2col for weight gradients */
 #define ANVIL_CUDA_MAX_PARTIALS 1024                   /* blocks of a split reduction */
@@ -78,6 +78,13 @@ typedef struct {
 anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
                                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *D, int64_t ldd,
                                  const char *what);
+
+/* chansum.cu: per-channel double sums over x (and dy) viewed as [N, C, S], into the
+ * lane's scratch: *sums -> [C][4] = {sum x, sum x^2, sum dy, sum dy x} (those of `what`,
+ * others 0), valid for kernels launched after it on the same lane. */
+enum { ANVIL_CHAN_X = 1, ANVIL_CHAN_DY = 2 };
+anvil_status anvil_cuda_chan_sums(anvil_cuda_ctx *c, const float *x, const float *dy, int64_t N, int64_t C,
+                                  int64_t S, int what, const char *op, double **sums);
 
 /* A CUDA call failed: records "what: <cuda error string>" as ANVIL_ERR_DEVICE. */
 anvil_status anvil_cuda_fail(cudaError_t e, const char *what);

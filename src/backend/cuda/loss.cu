@@ -43,6 +43,20 @@ static __device__ double warp_lse(const float *row, int64_t C)
     return m + log(sum);
 }
 
+/* The same by one thread, for short rows (C <= CE_SHORT_ROW), where a warp per row
+ * would leave most lanes idle and chain 10 shuffles per row. */
+#define CE_SHORT_ROW 32
+static __device__ double thread_lse(const float *row, int64_t C)
+{
+    float m = -INFINITY;
+    for (int64_t c = 0; c < C; c++)
+        m = fmaxf(m, row[c]);
+    double sum = 0.0;
+    for (int64_t c = 0; c < C; c++)
+        sum += exp((double)row[c] - m);
+    return m + log(sum);
+}
+
 #define CE_WARPS 8
 #define CE_ROWS_PER_BLOCK 256
 
@@ -107,14 +121,57 @@ static __global__ void ce_partials(ce_args k, double *partials, float *out, unsi
     }
 }
 
+/* ce_partials with a thread per row (short rows): block b sums rows b*256 + t, then
+ * every gridDim*256-th row after, in a fixed tree. */
+#define CE_ROW_THREADS 256
+static __global__ void ce_partials_short(ce_args k, double *partials, float *out, unsigned int *err)
+{
+    __shared__ double sh[32];
+    double acc = 0.0;
+    for (int64_t n = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; n < k.N; n += (int64_t)gridDim.x * blockDim.x) {
+        const float *row = k.x + n * k.C;
+        double lse = thread_lse(row, k.C), l = 0.0;
+        if (k.probs) {
+            const float *t = (const float *)k.t + n * k.C;
+            for (int64_t c = 0; c < k.C; c++)
+                l += (t[c] * (1.0 - (double)k.eps) + (double)k.eps / k.C) * (lse - row[c]);
+        } else {
+            int32_t y = ((const int32_t *)k.t)[n];
+            if (y < 0 || y >= k.C) {
+                anvil_cuda_flag_error(err, ANVIL_CUDA_ERR_LABEL);
+                continue;
+            }
+            l = (1.0 - (double)k.eps) * (lse - row[y]);
+            if (k.eps != 0.0f) {
+                double sx = 0.0;
+                for (int64_t c = 0; c < k.C; c++)
+                    sx += row[c];
+                l += (double)k.eps * (lse - sx / k.C);
+            }
+        }
+        acc += l;
+    }
+    acc = anvil_cuda_block_sum(acc, sh);
+    if (threadIdx.x == 0) {
+        if (gridDim.x == 1)
+            out[0] = (float)(acc / (double)k.N);
+        else
+            partials[blockIdx.x] = acc;
+    }
+}
+
 ANVIL_CUDA_KERNEL(cross_entropy)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
     ce_args k;
     ce_setup(s, 0, &k);
-    unsigned int nb = ce_blocks(k.N);
+    bool short_rows = k.C <= CE_SHORT_ROW;
+    unsigned int nb = short_rows ? anvil_cuda_blocks(k.N, CE_ROW_THREADS, ANVIL_CUDA_MAX_PARTIALS) : ce_blocks(k.N);
     double *partials = (double *)c->scratch;
-    ce_partials<<<nb, CE_WARPS * 32, 0, c->stream>>>(k, partials, (float *)s->out, c->err_dev);
+    if (short_rows)
+        ce_partials_short<<<nb, CE_ROW_THREADS, 0, c->stream>>>(k, partials, (float *)s->out, c->err_dev);
+    else
+        ce_partials<<<nb, CE_WARPS * 32, 0, c->stream>>>(k, partials, (float *)s->out, c->err_dev);
     ANVIL_TRY(anvil_cuda_launched(c, "cross_entropy"));
     if (nb == 1)
         return ANVIL_OK;
@@ -159,6 +216,36 @@ static __global__ void ce_bwd_kernel(ce_args k, const float *dloss, float *dx, u
     }
 }
 
+/* ce_bwd_kernel with a thread per row (short rows) */
+static __global__ void ce_bwd_short(ce_args k, const float *dloss, float *dx, unsigned int *err)
+{
+    float g = (float)((double)dloss[0] / (double)k.N);
+    float onem = (float)(1.0 - (double)k.eps), unif = (float)((double)k.eps / (double)k.C);
+    for (int64_t n = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; n < k.N; n += (int64_t)gridDim.x * blockDim.x) {
+        const float *row = k.x + n * k.C;
+        float *o = dx + n * k.C;
+        float lse = (float)thread_lse(row, k.C);
+        if (k.probs) {
+            const float *t = (const float *)k.t + n * k.C;
+            double ts = 0.0;
+            for (int64_t c = 0; c < k.C; c++)
+                ts += t[c] * onem + unif;
+            float tsum = (float)ts;
+            for (int64_t c = 0; c < k.C; c++)
+                o[c] = g * (expf(row[c] - lse) * tsum - (t[c] * onem + unif));
+        } else {
+            int32_t y = ((const int32_t *)k.t)[n];
+            bool bad = y < 0 || y >= k.C;
+            if (bad)
+                anvil_cuda_flag_error(err, ANVIL_CUDA_ERR_LABEL);
+            for (int64_t c = 0; c < k.C; c++) {
+                float tc = (c == y ? onem : 0.0f) + unif;
+                o[c] = bad ? 0.0f : g * (expf(row[c] - lse) - tc);
+            }
+        }
+    }
+}
+
 ANVIL_CUDA_KERNEL(cross_entropy_bwd)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
@@ -166,6 +253,11 @@ ANVIL_CUDA_KERNEL(cross_entropy_bwd)
     ce_setup(s, 1, &k);
     if (k.N * k.C == 0)
         return ANVIL_OK;
+    if (k.C <= CE_SHORT_ROW) {
+        ce_bwd_short<<<anvil_cuda_blocks(k.N, 128), 128, 0, c->stream>>>(k, (const float *)s->in[0], (float *)s->out,
+                                                                      c->err_dev);
+        return anvil_cuda_launched(c, "cross_entropy_bwd");
+    }
     ce_bwd_kernel<<<anvil_cuda_blocks(k.N, 8, 65535u * 4), 256, 0, c->stream>>>(
         k, (const float *)s->in[0], (float *)s->out, c->err_dev);
     return anvil_cuda_launched(c, "cross_entropy_bwd");

@@ -1,12 +1,12 @@
 /* norm.cu — batch norm and layer norm, forward and backward, and the running-statistics
  * update, matching the CPU kernels (backend/cpu/norm.c) within float rounding:
- *  - batch norm views x as [N, C, S]; one block per channel (grid-stride over channels)
- *    sums its M = N * S values in double with fixed-order block reductions (two passes:
- *    the mean, then the centred squares), the biased variance for normalizing;
+ *  - batch norm views x as [N, C, S]; the per-channel sums of x, x^2, dy and dy x come
+ *    from one deterministic parallel sweep (chansum.cu), a thread per channel turns them
+ *    into float coefficients, and one elementwise pass applies them;
  *  - layer norm views x as [R, D]; one warp per row (a block per row when D is long);
  *    the affine gradients go one thread per column over the rows in order, each block's
  *    warps recomputing the row statistics of 8 rows at a time into shared memory;
- *  - batchnorm_stats updates running_mean / running_var in place, one block per channel;
+ *  - batchnorm_stats updates running_mean / running_var in place, a thread per channel;
  *    the count is incremented by a second one-thread kernel after the first has read it,
  *    so that the momentum NAN factor 1 / (count + 1) is the CPU's 1 / (count after +1).
  * No atomics; the elementwise float arithmetic follows the CPU's expression order with
@@ -41,42 +41,19 @@ static anvil_status bn_check_batch(bool training, bn_shape b)
 }
 
 #define BN_THREADS 256
-#define BN_MAX_GRID 65535u
 
-/* Offset of value i (in [0, M)) of channel c. */
-static __device__ __forceinline__ int64_t bn_off(const bn_shape &b, int64_t c, int64_t i)
-{
-    if (b.S == 1)
-        return i * b.C + c;
-    int64_t n = i / b.S, j = i - n * b.S;
-    return (n * b.C + c) * b.S + j;
-}
-
-/* Biased batch mean and variance of channel c, every thread of the block gets them. */
-static __device__ void bn_moments(const float *x, const bn_shape &b, int64_t c, double *sh, double *mean,
-                                  double *var)
-{
-    double s = 0.0;
-    for (int64_t i = threadIdx.x; i < b.M; i += blockDim.x)
-        s += (double)x[bn_off(b, c, i)];
-    double m = anvil_cuda_block_sum(s, sh) / (double)b.M;
-    double q = 0.0;
-    for (int64_t i = threadIdx.x; i < b.M; i += blockDim.x) {
-        double d = (double)x[bn_off(b, c, i)] - m;
-        q += d * d;
-    }
-    *mean = m;
-    *var = anvil_cuda_block_sum(q, sh) / (double)b.M;
-}
-
-/* Mean and 1/sqrt(var + eps) of channel c: the batch's when training, else the running
- * statistics'. */
-static __device__ void bn_stats(const float *x, const bn_shape &b, int64_t c, bool training, const float *rm,
-                                const float *rv, double eps, double *sh, double *mean, double *invstd)
+/* Per-channel float coefficients of the elementwise pass, coef[c] = {m, a, k0, k1}:
+ * forward y = (x - m) a + k0 (k0 the bias); backward dx = a ((dy - k0) - (x - m) k1),
+ * or a dy with running statistics.  From the channel sums (anvil_cuda_chan_sums) when
+ * training, else from the running statistics. */
+static __device__ void bn_moments(const double *sums, const bn_shape &b, int64_t c, bool training, const float *rm,
+                                  const float *rv, double eps, double *mean, double *invstd)
 {
     double var;
     if (training) {
-        bn_moments(x, b, c, sh, mean, &var);
+        *mean = sums[c * 4] / (double)b.M;
+        var = sums[c * 4 + 1] / (double)b.M - *mean * *mean;
+        var = var > 0.0 ? var : 0.0;
     } else {
         *mean = rm[c];
         var = rv[c];
@@ -84,91 +61,81 @@ static __device__ void bn_stats(const float *x, const bn_shape &b, int64_t c, bo
     *invstd = 1.0 / sqrt(var + eps);
 }
 
-static __global__ void bn_fwd_kernel(const float *x, const float *rm, const float *rv, const float *w,
-                                     const float *bias, float *y, bn_shape b, bool training, double eps)
+static __global__ void bn_coef_kernel(const double *sums, const float *rm, const float *rv, const float *w,
+                                      const float *bias, float4 *coef, bn_shape b, bool training, bool bwd, double eps)
 {
-    __shared__ double sh[32];
-    for (int64_t c = blockIdx.x; c < b.C; c += gridDim.x) {
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < b.C; c += (int64_t)gridDim.x * blockDim.x) {
         double mean, invstd;
-        bn_stats(x, b, c, training, rm, rv, eps, sh, &mean, &invstd);
-        float m = (float)mean, a = __fmul_rn((float)invstd, w ? w[c] : 1.0f), shift = bias ? bias[c] : 0.0f;
-        for (int64_t i = threadIdx.x; i < b.M; i += blockDim.x) {
-            int64_t o = bn_off(b, c, i);
-            y[o] = __fadd_rn(__fmul_rn(__fsub_rn(x[o], m), a), shift);
+        bn_moments(sums, b, c, training, rm, rv, eps, &mean, &invstd);
+        float4 k;
+        k.x = (float)mean;
+        if (!bwd) {
+            k.y = __fmul_rn((float)invstd, w ? w[c] : 1.0f);
+            k.z = bias ? bias[c] : 0.0f;
+            k.w = 0.0f;
+        } else {
+            double wc = w ? (double)w[c] : 1.0;
+            k.y = (float)(wc * invstd);
+            k.z = k.w = 0.0f;
+            if (training) {
+                double sdy = sums[c * 4 + 2], sdyx = sums[c * 4 + 3] - mean * sdy; /* sum dy (x - mean) */
+                k.z = (float)(sdy / (double)b.M);
+                k.w = (float)(invstd * invstd * sdyx / (double)b.M);
+            }
         }
+        coef[c] = k;
     }
 }
 
-/* Per channel: sum(dy) and sum(dy * (x - mean)) (block totals). */
-static __device__ void bn_dy_sums(const float *dy, const float *x, const bn_shape &b, int64_t c, double mean,
-                                  double *sh, double *sdy, double *sdyx)
+/* The elementwise pass over [N, C, S]: I is the index type (32-bit when it fits). */
+template <typename I>
+static __global__ void bn_apply_kernel(const float *__restrict__ x, const float *__restrict__ dy,
+                                       const float4 *__restrict__ coef, float *out, I C, I S, I total, int mode)
 {
-    double s1 = 0.0, s2 = 0.0;
-    for (int64_t i = threadIdx.x; i < b.M; i += blockDim.x) {
-        int64_t o = bn_off(b, c, i);
-        s1 += (double)dy[o];
-        s2 += (double)dy[o] * ((double)x[o] - mean);
-    }
-    *sdy = anvil_cuda_block_sum(s1, sh);
-    *sdyx = anvil_cuda_block_sum(s2, sh);
-}
-
-static __global__ void bn_bwd_kernel(const float *dy, const float *x, const float *rm, const float *rv,
-                                     const float *w, float *dx, bn_shape b, bool training, double eps)
-{
-    __shared__ double sh[32];
-    for (int64_t c = blockIdx.x; c < b.C; c += gridDim.x) {
-        double mean, invstd, sdy = 0.0, sdyx = 0.0;
-        bn_stats(x, b, c, training, rm, rv, eps, sh, &mean, &invstd);
-        if (training)
-            bn_dy_sums(dy, x, b, c, mean, sh, &sdy, &sdyx);
-        double wc = w ? (double)w[c] : 1.0;
-        float a = (float)(wc * invstd);
-        float k0 = (float)(sdy / (double)b.M), k1 = (float)(invstd * invstd * sdyx / (double)b.M);
-        float m = (float)mean;
-        for (int64_t i = threadIdx.x; i < b.M; i += blockDim.x) {
-            int64_t o = bn_off(b, c, i);
-            float g = dy[o];
-            dx[o] = training ? __fmul_rn(a, __fsub_rn(__fsub_rn(g, k0), __fmul_rn(__fsub_rn(x[o], m), k1)))
-                             : __fmul_rn(a, g);
-        }
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (I)gridDim.x * blockDim.x) {
+        float4 k = coef[(i / S) % C];
+        if (mode == 0) /* forward */
+            out[i] = __fadd_rn(__fmul_rn(__fsub_rn(x[i], k.x), k.y), k.z);
+        else if (mode == 1) /* backward, batch statistics */
+            out[i] = __fmul_rn(k.y, __fsub_rn(__fsub_rn(dy[i], k.z), __fmul_rn(__fsub_rn(x[i], k.x), k.w)));
+        else /* backward, running statistics */
+            out[i] = __fmul_rn(k.y, dy[i]);
     }
 }
 
 /* out[c] = dbias ? sum(dy) : sum(dy (x - mean)) invstd. */
-static __global__ void bn_bwd_affine_kernel(const float *dy, const float *x, const float *rm, const float *rv,
-                                            float *out, bn_shape b, bool training, bool dbias, double eps)
+static __global__ void bn_affine_kernel(const double *sums, const float *rm, const float *rv, float *out, bn_shape b,
+                                        bool training, bool dbias, double eps)
 {
-    __shared__ double sh[32];
-    for (int64_t c = blockIdx.x; c < b.C; c += gridDim.x) {
-        double mean = 0.0, invstd = 1.0, sdy, sdyx;
-        if (!dbias)
-            bn_stats(x, b, c, training, rm, rv, eps, sh, &mean, &invstd);
-        bn_dy_sums(dy, x, b, c, mean, sh, &sdy, &sdyx);
-        if (threadIdx.x == 0)
-            out[c] = (float)(dbias ? sdy : sdyx * invstd);
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < b.C; c += (int64_t)gridDim.x * blockDim.x) {
+        if (dbias) {
+            out[c] = (float)sums[c * 4 + 2];
+            continue;
+        }
+        double mean, invstd;
+        bn_moments(sums, b, c, training, rm, rv, eps, &mean, &invstd);
+        out[c] = (float)((sums[c * 4 + 3] - mean * sums[c * 4 + 2]) * invstd);
     }
 }
 
 /* running = (1 - m) running + m batch (unbiased variance); m = momentum, or for momentum
  * NAN with a count, 1 / (count + 1): the count as it will be after this step's increment
  * (bn_count_kernel, launched after this kernel, performs it). */
-static __global__ void bn_stats_kernel(const float *x, float *rm, float *rv, const long long *nbt, bn_shape b,
+static __global__ void bn_stats_kernel(const double *sums, float *rm, float *rv, const long long *nbt, bn_shape b,
                                        double momentum)
 {
-    __shared__ double sh[32];
     double m = momentum;
     if (nbt && isnan(m))
         m = 1.0 / (double)(*nbt + 1);
     float mf = (float)m, keep = __fsub_rn(1.0f, mf);
-    for (int64_t c = blockIdx.x; c < b.C; c += gridDim.x) {
-        double mean, var;
-        bn_moments(x, b, c, sh, &mean, &var);
-        if (threadIdx.x == 0) {
-            float unbiased = (float)(var * (double)b.M / (double)(b.M - 1));
-            rm[c] = __fadd_rn(__fmul_rn(keep, rm[c]), __fmul_rn(mf, (float)mean));
-            rv[c] = __fadd_rn(__fmul_rn(keep, rv[c]), __fmul_rn(mf, unbiased));
-        }
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < b.C; c += (int64_t)gridDim.x * blockDim.x) {
+        double mean, invstd, var;
+        bn_moments(sums, b, c, true, NULL, NULL, 0.0, &mean, &invstd);
+        var = sums[c * 4 + 1] / (double)b.M - mean * mean;
+        var = var > 0.0 ? var : 0.0;
+        float unbiased = (float)(var * (double)b.M / (double)(b.M - 1));
+        rm[c] = __fadd_rn(__fmul_rn(keep, rm[c]), __fmul_rn(mf, (float)mean));
+        rv[c] = __fadd_rn(__fmul_rn(keep, rv[c]), __fmul_rn(mf, unbiased));
     }
 }
 
@@ -178,9 +145,31 @@ static __global__ void bn_count_kernel(long long *nbt)
         *nbt += 1;
 }
 
-static unsigned int bn_grid(int64_t C)
+#define BN_CHAN_THREADS 128
+
+/* coefficients (after the sums in the scratch), then the elementwise pass */
+static anvil_status bn_elementwise(anvil_cuda_ctx *c, const anvil_step *s, bn_shape b, const double *sums,
+                                   const float *x, const float *dy, const float *w, const float *bias, bool training,
+                                   bool bwd, double eps, const char *op)
 {
-    return (unsigned int)(C < 1 ? 1 : C > (int64_t)BN_MAX_GRID ? BN_MAX_GRID : C);
+    float4 *coef = (float4 *)(sums ? (void *)(sums + b.C * 4) : (void *)c->scratch);
+    if ((size_t)((char *)(coef + b.C) - (char *)c->scratch) > ANVIL_CUDA_SCRATCH_FLOATS * sizeof(float))
+        return anvil_fail(ANVIL_ERR_UNSUPPORTED, "%s: %lld channels exceed the CUDA reduction scratch", op,
+                          (long long)b.C);
+    bn_coef_kernel<<<anvil_cuda_blocks(b.C, BN_CHAN_THREADS), BN_CHAN_THREADS, 0, c->stream>>>(
+        sums, (const float *)s->in[bwd ? 2 : 1], (const float *)s->in[bwd ? 3 : 2], w, bias, coef, b, training, bwd,
+        eps);
+    ANVIL_TRY(anvil_cuda_launched(c, op));
+    int64_t total = b.N * b.C * b.S;
+    int mode = !bwd ? 0 : training ? 1 : 2;
+    unsigned int nb = anvil_cuda_blocks(total, BN_THREADS, 65535u * 16);
+    if (total < ((int64_t)1 << 31))
+        bn_apply_kernel<uint32_t><<<nb, BN_THREADS, 0, c->stream>>>(x, dy, coef, (float *)s->out, (uint32_t)b.C,
+                                                                    (uint32_t)b.S, (uint32_t)total, mode);
+    else
+        bn_apply_kernel<uint64_t><<<nb, BN_THREADS, 0, c->stream>>>(x, dy, coef, (float *)s->out, (uint64_t)b.C,
+                                                                    (uint64_t)b.S, (uint64_t)total, mode);
+    return anvil_cuda_launched(c, op);
 }
 
 /* in (x, running_mean, running_var[, weight][, bias]) */
@@ -193,12 +182,13 @@ ANVIL_CUDA_KERNEL(batchnorm)
     ANVIL_TRY(bn_check_batch(training, b));
     if (b.N * b.C * b.S == 0)
         return ANVIL_OK;
+    const float *x = (const float *)s->in[0];
     const float *w = nd->ia[1] ? (const float *)s->in[3] : NULL;
     const float *bias = nd->ia[2] ? (const float *)s->in[3 + nd->ia[1]] : NULL;
-    bn_fwd_kernel<<<bn_grid(b.C), BN_THREADS, 0, c->stream>>>((const float *)s->in[0], (const float *)s->in[1],
-                                                              (const float *)s->in[2], w, bias, (float *)s->out,
-                                                              b, training, (double)nd->fa[0]);
-    return anvil_cuda_launched(c, "batchnorm");
+    double *sums = NULL;
+    if (training)
+        ANVIL_TRY(anvil_cuda_chan_sums(c, x, NULL, b.N, b.C, b.S, ANVIL_CHAN_X, "batchnorm", &sums));
+    return bn_elementwise(c, s, b, sums, x, NULL, w, bias, training, false, (double)nd->fa[0], "batchnorm");
 }
 
 /* in (dy, x, running_mean, running_var[, weight]) -> dx */
@@ -211,11 +201,12 @@ ANVIL_CUDA_KERNEL(batchnorm_bwd)
     ANVIL_TRY(bn_check_batch(training, b));
     if (b.N * b.C * b.S == 0)
         return ANVIL_OK;
+    const float *dy = (const float *)s->in[0], *x = (const float *)s->in[1];
     const float *w = nd->ia[1] ? (const float *)s->in[4] : NULL;
-    bn_bwd_kernel<<<bn_grid(b.C), BN_THREADS, 0, c->stream>>>(
-        (const float *)s->in[0], (const float *)s->in[1], (const float *)s->in[2], (const float *)s->in[3], w,
-        (float *)s->out, b, training, (double)nd->fa[0]);
-    return anvil_cuda_launched(c, "batchnorm_bwd");
+    double *sums = NULL;
+    if (training)
+        ANVIL_TRY(anvil_cuda_chan_sums(c, x, dy, b.N, b.C, b.S, ANVIL_CHAN_X | ANVIL_CHAN_DY, "batchnorm_bwd", &sums));
+    return bn_elementwise(c, s, b, sums, x, dy, w, NULL, training, true, (double)nd->fa[0], "batchnorm_bwd");
 }
 
 /* in (dy, x, running_mean, running_var) -> [C]: ia[3] 0 dweight, 1 dbias */
@@ -224,13 +215,21 @@ ANVIL_CUDA_KERNEL(batchnorm_bwd_affine)
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
     const anvil_node *nd = s->node;
     bn_shape b = bn_shape_of(s->in_node[1]);
-    bool training = nd->ia[0] != 0;
+    bool training = nd->ia[0] != 0, dbias = nd->ia[3] != 0;
     ANVIL_TRY(bn_check_batch(training, b));
     if (b.C <= 0)
         return ANVIL_OK;
-    bn_bwd_affine_kernel<<<bn_grid(b.C), BN_THREADS, 0, c->stream>>>(
-        (const float *)s->in[0], (const float *)s->in[1], (const float *)s->in[2], (const float *)s->in[3],
-        (float *)s->out, b, training, nd->ia[3] != 0, (double)nd->fa[0]);
+    if (b.N * b.S == 0) {
+        ANVIL_CUDA_CHECK(cudaMemsetAsync(s->out, 0, (size_t)b.C * sizeof(float), c->stream),
+                         "batchnorm_bwd_affine: cudaMemsetAsync");
+        return ANVIL_OK;
+    }
+    double *sums;
+    ANVIL_TRY(anvil_cuda_chan_sums(c, (const float *)s->in[1], (const float *)s->in[0], b.N, b.C, b.S,
+                                   dbias ? ANVIL_CHAN_DY : ANVIL_CHAN_X | ANVIL_CHAN_DY, "batchnorm_bwd_affine", &sums));
+    bn_affine_kernel<<<anvil_cuda_blocks(b.C, BN_CHAN_THREADS), BN_CHAN_THREADS, 0, c->stream>>>(
+        sums, (const float *)s->in[2], (const float *)s->in[3], (float *)s->out, b, training, dbias,
+        (double)nd->fa[0]);
     return anvil_cuda_launched(c, "batchnorm_bwd_affine");
 }
 
@@ -243,8 +242,11 @@ ANVIL_CUDA_KERNEL(batchnorm_stats)
     ANVIL_TRY(bn_check_batch(true, b));
     long long *nbt = nd->n_in == 4 ? (long long *)s->in[3] : NULL;
     if (b.C > 0) {
-        bn_stats_kernel<<<bn_grid(b.C), BN_THREADS, 0, c->stream>>>(
-            (const float *)s->in[0], (float *)s->in[1], (float *)s->in[2], nbt, b, (double)nd->fa[1]);
+        double *sums;
+        ANVIL_TRY(anvil_cuda_chan_sums(c, (const float *)s->in[0], NULL, b.N, b.C, b.S, ANVIL_CHAN_X,
+                                       "batchnorm_stats", &sums));
+        bn_stats_kernel<<<anvil_cuda_blocks(b.C, BN_CHAN_THREADS), BN_CHAN_THREADS, 0, c->stream>>>(
+            sums, (float *)s->in[1], (float *)s->in[2], nbt, b, (double)nd->fa[1]);
         ANVIL_TRY(anvil_cuda_launched(c, "batchnorm_stats"));
     }
     if (nbt) {

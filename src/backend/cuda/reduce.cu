@@ -161,6 +161,12 @@ static __global__ void sum_to_general(const float *__restrict__ in, float *out, 
     }
 }
 
+static __global__ void chan_sum_out(const double *sums, int64_t C, float *out)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < C; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = (float)sums[i * 4 + 2];
+}
+
 ANVIL_CUDA_KERNEL(sum_to)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
@@ -209,6 +215,13 @@ ANVIL_CUDA_KERNEL(sum_to)
             }
         }
         return reduce_ori(c, in, out, outer, R, inner, 1.0, "sum_to");
+    }
+    if (p.ng == 3 && p.gred[0] && !p.gred[1] && p.gred[2] && p.gsz[1] <= 4096) {
+        /* [N, C, S] -> [C], a convolution's bias gradient: the parallel channel sums */
+        double *sums;
+        ANVIL_TRY(anvil_cuda_chan_sums(c, NULL, in, p.gsz[0], p.gsz[1], p.gsz[2], ANVIL_CHAN_DY, "sum_to", &sums));
+        chan_sum_out<<<anvil_cuda_blocks(on, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(sums, on, out);
+        return anvil_cuda_launched(c, "sum_to");
     }
     int64_t st = 1;
     p.rtot = 1;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# profile_gpu.sh — per-kernel GPU time of one training step, Anvil (ncu, resident data)
+# next to PyTorch eager (torch.profiler), for the bench models.
+#   bench/profile_gpu.sh [BUILD_DIR (build-gpu)] [MODELS ("mlp cnn resnet18")]
+# Anvil's kernels are timed by Nsight Compute (serialized, clocks left alone) in two runs
+# that differ by 5 steps; the difference removes the setup kernels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build="${1:-build-gpu}"
+models="${2:-mlp cnn resnet18}"
+ncu="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)"
+[ -n "$ncu" ] || { echo "profile_gpu: ncu not found" >&2; exit 1; }
+[ -f "$build/libanvil.so" ] || { cmake -S . -B "$build" -DANVIL_CUDA=ON >/dev/null && cmake --build "$build" -j"$(nproc)" >/dev/null; }
+cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Iinclude bench/anvil_train_bench.c \
+  -L"$build" -lanvil -Wl,-rpath,"$(pwd)/$build" -lm -o "$build/bench_anvil_train"
+tmp="$(mktemp -d)"
+for model in $models; do
+  for s in 1 2; do
+    "$ncu" --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+      "$build/bench_anvil_train" "$model" cuda resident "$s" 1 >"$tmp/$model-$s.csv" 2>"$tmp/$model-$s.err" ||
+      { tail -5 "$tmp/$model-$s.err"; continue 2; }
+  done
+  python3 bench/kernel_profile.py anvil "$tmp/$model-1.csv" "$tmp/$model-2.csv" 5
+  python3 bench/kernel_profile.py torch "$model" || echo "torch profile of $model failed"
+done
+rm -rf "$tmp"
