@@ -64,8 +64,29 @@ static void dnn_destroy(dnn_conv *d)
 
 /* Makes the descriptors (and the bias's when bias) and binds the handle to the lane's
  * stream.  On failure the caller still calls dnn_destroy. */
+static anvil_status dnn_setup_dims(anvil_cuda_ctx *c, dnn_conv *d, const char *op, const int *xd, const int *wd,
+                                   const int *yd, const int *ia, bool bias);
+
 static anvil_status dnn_setup(anvil_cuda_ctx *c, dnn_conv *d, const char *op, const anvil_node *x,
                               const anvil_node *w, const anvil_node *y, const int *ia, bool bias)
+{
+    memset(d, 0, sizeof *d);
+    d->op = op;
+    if (!fits_int(x) || !fits_int(w) || !fits_int(y))
+        return anvil_fail(ANVIL_ERR_UNSUPPORTED, "%s: tensors of 2^31 or more elements are not supported on CUDA", op);
+    int xd[4], wd[4], yd[4];
+    for (int i = 0; i < 4; i++) {
+        xd[i] = (int)x->shape[i];
+        wd[i] = (int)w->shape[i];
+        yd[i] = (int)y->shape[i];
+    }
+    return dnn_setup_dims(c, d, op, xd, wd, yd, ia, bias);
+}
+
+/* The same from dims: x [N,C,H,W], w [O,C/G,kh,kw], y [N,O,OH,OW] and the node's ia
+ * (stride, padding, dilation). */
+static anvil_status dnn_setup_dims(anvil_cuda_ctx *c, dnn_conv *d, const char *op, const int *xd, const int *wd,
+                                   const int *yd, const int *ia, bool bias)
 {
     anvil_status rc = ANVIL_OK;
     memset(d, 0, sizeof *d);
@@ -73,11 +94,9 @@ static anvil_status dnn_setup(anvil_cuda_ctx *c, dnn_conv *d, const char *op, co
     if (!c->cudnn)
         return anvil_fail(ANVIL_ERR_DEVICE, "%s: no cuDNN handle (cudnnCreate: %s)", op,
                           cudnnGetErrorString((cudnnStatus_t)c->cudnn_status));
-    if (!fits_int(x) || !fits_int(w) || !fits_int(y))
-        return anvil_fail(ANVIL_ERR_UNSUPPORTED, "%s: tensors of 2^31 or more elements are not supported on CUDA", op);
-    int N = (int)x->shape[0], C = (int)x->shape[1], H = (int)x->shape[2], W = (int)x->shape[3];
-    int O = (int)w->shape[0], cg = (int)w->shape[1], kh = (int)w->shape[2], kw = (int)w->shape[3];
-    int OH = (int)y->shape[2], OW = (int)y->shape[3];
+    int N = xd[0], C = xd[1], H = xd[2], W = xd[3];
+    int O = wd[0], cg = wd[1], kh = wd[2], kw = wd[3];
+    int OH = yd[2], OW = yd[3];
     cudnnHandle_t h = (cudnnHandle_t)c->cudnn;
     DNN_CHECK(cudnnSetStream(h, c->stream), "cudnnSetStream");
     DNN_CHECK(cudnnCreateTensorDescriptor(&d->x), "cudnnCreateTensorDescriptor (x)");
@@ -218,6 +237,64 @@ done:
     return rc;
 }
 
+/* wt [C, O, kh, kw] = w [O, C, kh, kw] with each kernel rotated by 180 degrees */
+static __global__ void flip_weights(const float *__restrict__ w, float *wt, int64_t O, int64_t C, int64_t kh, int64_t kw)
+{
+    int64_t total = O * C * kh * kw, kk = kh * kw;
+    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t t = e % kk, oc = e / kk, o = oc / C, ch = oc - o * C;
+        wt[(ch * O + o) * kk + (kk - 1 - t)] = w[e];
+    }
+}
+
+/* The data gradient of a stride-1, undilated, ungrouped convolution is itself a forward
+ * convolution: dx = conv(dy, flip(w)^T) with padding k - 1 - p.  cuDNN's deterministic
+ * fp32 data-gradient kernels ran at under half the speed of its forward ones on the
+ * ResNet-18 layers (H200), so such layers take this path: one small kernel flips w
+ * into the lane's convolution workspace, then the forward algorithm choice of conv2d.
+ * Returns ANVIL_ERR_UNSUPPORTED (nothing launched) for other geometries. */
+static anvil_status dgrad_as_fprop(anvil_cuda_ctx *c, const anvil_step *s)
+{
+    const anvil_node *dy = s->in_node[0], *w = s->in_node[1], *x = s->node;
+    const int *a = s->node->ia;
+    int64_t O = w->shape[0], C = x->shape[1], kh = w->shape[2], kw = w->shape[3];
+    if (a[0] != 1 || a[1] != 1 || a[4] != 1 || a[5] != 1 || w->shape[1] != C || a[2] > kh - 1 || a[3] > kw - 1 ||
+        (size_t)(O * C * kh * kw) * sizeof(float) > ANVIL_CUDA_CONV_WORKSPACE || !fits_int(dy) || !fits_int(x))
+        return ANVIL_ERR_UNSUPPORTED;
+    float *wt = c->conv_ws;
+    flip_weights<<<anvil_cuda_blocks(O * C * kh * kw, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+        (const float *)s->in[1], wt, O, C, kh, kw);
+    ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_data (flip)"));
+    int xd[4] = {(int)dy->shape[0], (int)O, (int)dy->shape[2], (int)dy->shape[3]};
+    int wd[4] = {(int)C, (int)O, (int)kh, (int)kw};
+    int yd[4] = {(int)x->shape[0], (int)C, (int)x->shape[2], (int)x->shape[3]};
+    int ia[6] = {1, 1, (int)kh - 1 - a[2], (int)kw - 1 - a[3], 1, 1};
+    dnn_conv dd, *d = &dd;
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int n = 0;
+    const float one = 1.0f, zero = 0.0f;
+    anvil_status rc = dnn_setup_dims(c, d, "conv2d_bwd_data", xd, wd, yd, ia, false);
+    if (rc != ANVIL_OK)
+        goto done;
+    {
+        cudnnHandle_t h = (cudnnHandle_t)c->cudnn;
+        DNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d->x, d->w, d->conv, d->y,
+                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf),
+                  "cudnnGetConvolutionForwardAlgorithm_v7");
+        auto ws_of = [&](cudnnConvolutionFwdAlgo_t alg, size_t *ws) {
+            return cudnnGetConvolutionForwardWorkspaceSize(h, d->x, d->w, d->conv, d->y, alg, ws);
+        };
+        auto exec = [&](cudnnConvolutionFwdAlgo_t alg) {
+            return cudnnConvolutionForward(h, &one, d->x, s->in[0], d->w, wt, d->conv, alg, c->lt_workspace,
+                                           ANVIL_CUDA_LT_WORKSPACE, &zero, d->y, s->out);
+        };
+        rc = dnn_run(d, perf, n, fwd_rank, ws_of, exec, "cudnnConvolutionForward", x, w);
+    }
+done:
+    dnn_destroy(d);
+    return rc;
+}
+
 /* dx = conv2d's adjoint in x of dy: in (dy, w), the node is x's shape */
 ANVIL_CUDA_KERNEL(conv2d_bwd_data)
 {
@@ -225,6 +302,9 @@ ANVIL_CUDA_KERNEL(conv2d_bwd_data)
     const anvil_node *dy = s->in_node[0], *w = s->in_node[1], *x = s->node;
     if (x->shape[0] == 0)
         return ANVIL_OK;
+    anvil_status fs = dgrad_as_fprop(c, s);
+    if (fs != ANVIL_ERR_UNSUPPORTED)
+        return fs;
     dnn_conv dd, *d = &dd;
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int n = 0;
