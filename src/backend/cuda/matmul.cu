@@ -18,44 +18,7 @@ typedef struct {
     const float *bias; /* NULL: none */
     bool relu;         /* fused relu epilogue (graph/fuse.c) */
     float beta;
-    bool deep_split;   /* may force split-K on a deep product (k >> m, n) */
 } lt_gemm;
-
-/* A deep product (a convolution's weight gradient: m, n in the hundreds, k = batch x
- * positions in the hundreds of thousands) gets few output tiles, and cuBLASLt's first
- * heuristic pick often does not split k: a handful of CTAs on 132 SMs.  Such products
- * are split into about 2 waves of tiles, the parts added in the compute type through
- * the workspace (REDUCTION_SCHEME_COMPUTE_TYPE: a fixed order, deterministic). */
-static void deep_split_k(cublasLtHandle_t lt, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t la,
-                         cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t ld, const lt_gemm *g, int sm_count,
-                         cublasLtMatmulAlgo_t *algo)
-{
-    int64_t mn = g->m > g->n ? g->m : g->n;
-    if (!g->deep_split || g->k < 16 * mn)
-        return;
-    int32_t cap = 0;
-    size_t got = 0;
-    if (cublasLtMatmulAlgoCapGetAttribute(algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &cap, sizeof cap, &got) !=
-            CUBLAS_STATUS_SUCCESS || !cap)
-        return;
-    int64_t tiles = ((g->m + 127) / 128) * ((g->n + 127) / 128), splits = (2 * sm_count + tiles - 1) / tiles;
-    if (splits > g->k / 1024)
-        splits = g->k / 1024;
-    if (splits > 64)
-        splits = 64;
-    if (splits < 2)
-        return;
-    cublasLtMatmulAlgo_t a2 = *algo;
-    uint32_t num = (uint32_t)splits, scheme = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
-    cublasLtMatmulHeuristicResult_t chk;
-    if (cublasLtMatmulAlgoConfigSetAttribute(&a2, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &num, sizeof num) ==
-            CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulAlgoConfigSetAttribute(&a2, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof scheme) ==
-            CUBLAS_STATUS_SUCCESS &&
-        cublasLtMatmulAlgoCheck(lt, op, la, lb, ld, ld, &a2, &chk) == CUBLAS_STATUS_SUCCESS &&
-        chk.workspaceSize <= ANVIL_CUDA_LT_WORKSPACE)
-        *algo = a2;
-}
 
 static uint32_t ptr_align(const void *p)
 {
@@ -141,7 +104,6 @@ static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogu
             goto done;
         }
         LT_CHECK(st, "cublasLtMatmulAlgoGetHeuristic");
-        deep_split_k(c->lt, op, la, lb, ld, g, c->sm_count > 0 ? c->sm_count : 132, &res.algo);
     }
     LT_CHECK(cublasLtMatmul(c->lt, op, &alpha, g->A, la, g->B, lb, &beta, g->D, ld, g->D, ld,
                             &res.algo, c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE, c->stream),
@@ -306,6 +268,5 @@ extern "C" anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb,
     g.bias = NULL;
     g.relu = false;
     g.beta = beta;
-    g.deep_split = true;
     return gemm(c, &g, what);
 }
