@@ -48,6 +48,16 @@ typedef enum {
 const char *anvil_last_error(void);
 const char *anvil_status_name(anvil_status s);
 
+/* The CPU backend's matrix products go through OpenBLAS, which picks its kernels from the
+ * CPU model when it is loaded.  On a CPU it does not recognize (common in virtual
+ * machines) it falls back to generic SSE3 kernels, 2-3x slower.  This returns the
+ * OPENBLAS_CORETYPE value that selects the right kernels ("SkylakeX" with AVX-512,
+ * "Haswell" with AVX2 + FMA) in that case, and NULL when OpenBLAS already uses suitable
+ * kernels or OPENBLAS_CORETYPE is set.  The variable must be in the environment before
+ * the process starts: set it in the launching shell, or re-execute (the anvil tool
+ * does).  A CPU trainer also notes it once on stderr. */
+const char *anvil_blas_coretype_advice(void);
+
 /* ---------------------------------------------------------------- dtypes */
 
 typedef enum {

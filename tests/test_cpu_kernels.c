@@ -1378,6 +1378,34 @@ static void test_determinism(void **state)
     free_all(3, a, b, lab);
 }
 
+/* anvil_blas_coretype_advice: NULL once the user chose a core type; otherwise advice
+ * only when OpenBLAS really runs its generic Prescott kernels, and then a family the CPU
+ * has the instructions for. */
+char *openblas_get_corename(void);
+static void test_blas_coretype_advice(void **state)
+{
+    (void)state;
+    const char *saved = getenv("OPENBLAS_CORETYPE");
+    char keep[64] = "";
+    if (saved)
+        snprintf(keep, sizeof keep, "%s", saved);
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    assert_null(anvil_blas_coretype_advice());
+    unsetenv("OPENBLAS_CORETYPE");
+    const char *ct = anvil_blas_coretype_advice();
+    if (ct) {
+        assert_string_equal(openblas_get_corename(), "Prescott");
+        __builtin_cpu_init();
+        if (strcmp(ct, "SkylakeX") == 0)
+            assert_true(__builtin_cpu_supports("avx512f"));
+        else
+            assert_true(strcmp(ct, "Haswell") == 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+    }
+    print_message("OpenBLAS core: %s, advice: %s\n", openblas_get_corename(), ct ? ct : "none");
+    if (saved)
+        setenv("OPENBLAS_CORETYPE", keep, 1);
+}
+
 int main(void)
 {
     find_omp();
@@ -1400,6 +1428,7 @@ int main(void)
         cmocka_unit_test_setup(test_adam, setup),
         cmocka_unit_test_setup(test_metrics, setup),
         cmocka_unit_test_setup(test_determinism, setup),
+        cmocka_unit_test(test_blas_coretype_advice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

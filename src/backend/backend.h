@@ -71,6 +71,9 @@ anvil_status anvil_backend_open(anvil_device dev, int verbose, anvil_backend **o
 void anvil_backend_close(anvil_backend *be);
 
 anvil_status anvil_cpu_backend_open(anvil_backend **out);
+/* cpu/blas_arch.c: a one-time note on stderr when OpenBLAS runs generic kernels on a CPU
+ * it did not recognize (see anvil_blas_coretype_advice). */
+void anvil_blas_note_once(void);
 /* The backends' vec members (src/backend/cpu/vec.c, src/backend/cuda/vec.cu). */
 anvil_status anvil_cpu_vec(anvil_backend *be, const anvil_vec_op *op);
 anvil_status anvil_cuda_vec(anvil_backend *be, const anvil_vec_op *op);

@@ -84,6 +84,7 @@ anvil_status anvil_cpu_backend_open(anvil_backend **out)
     be->program_release = NULL;
     be->destroy = cpu_destroy;
     be->vec = anvil_cpu_vec;
+    anvil_blas_note_once();
     *out = be;
     return ANVIL_OK;
 }

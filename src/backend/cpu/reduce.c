@@ -115,6 +115,19 @@ anvil_status anvil_cpu_sum_to(const anvil_exec *ex, const anvil_step *s)
         reduce_ori(in, out, outer, R, inner, 1.0);
         return ANVIL_OK;
     }
+    if (ng == 3 && gred[0] && !gred[1] && gred[2]) {
+        /* [N, C, S] -> [C] (a convolution's bias gradient): per channel, the N contiguous
+         * runs of S values in order */
+        int64_t N = gsz[0], C = gsz[1], S = gsz[2];
+#pragma omp parallel for if (N * C * S >= CPU_PAR_MIN) schedule(static)
+        for (int64_t c = 0; c < C; c++) {
+            double acc = 0.0;
+            for (int64_t n = 0; n < N; n++)
+                acc += cpu_sum_f32(in + (n * C + c) * S, S, false);
+            out[c] = (float)acc;
+        }
+        return ANVIL_OK;
+    }
     /* Several reduced runs (e.g. [A,B,C] -> [1,B,1]): each output element walks its
      * reduced indices in order. */
     int64_t gst[ANVIL_MAX_DIMS], rtot = 1, st = 1;
