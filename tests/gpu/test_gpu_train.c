@@ -177,14 +177,52 @@ static anvil_model *dropout_model(void)
     return m;
 }
 
-static void test_determinism(void **state)
+/* conv (bias and none, stride 1 and 2) + BatchNorm + max pool + linear: the CUDA
+ * backend's convolution, per-channel sum and batch-norm kernels */
+static anvil_model *conv_bn_model(void)
 {
-    (void)state;
-    NEED_GPU();
+    int64_t in[3] = {1, 28, 28};
+    anvil_model *m;
+    CHECK_OK(anvil_model_create(&m, "conv-bn", 3, in));
+    anvil_layer_desc l = anvil_layer_default(ANVIL_LAYER_CONV2D);
+    l.out_channels = 16;
+    l.kernel_size[0] = l.kernel_size[1] = 3;
+    l.padding[0] = l.padding[1] = 1;
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_BATCHNORM2D);
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_RELU);
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_CONV2D);
+    l.out_channels = 32;
+    l.kernel_size[0] = l.kernel_size[1] = 3;
+    l.padding[0] = l.padding[1] = 1;
+    l.stride[0] = l.stride[1] = 2;
+    l.bias = false;
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_BATCHNORM2D);
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_RELU);
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_MAXPOOL2D);
+    l.kernel_size[0] = l.kernel_size[1] = 2;
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_FLATTEN);
+    CHECK_OK(anvil_model_add(m, &l));
+    l = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    l.out_features = 10;
+    CHECK_OK(anvil_model_add(m, &l));
+    return m;
+}
+
+/* Two trainers with the same seed and batches end bit-identical: the last loss, every
+ * parameter and every buffer (batch norm's running statistics and count). */
+static void check_deterministic(anvil_model *(*make)(void), const char *what)
+{
     anvil_model *m[2];
     anvil_trainer *t[2];
     for (int k = 0; k < 2; k++) {
-        m[k] = dropout_model();
+        m[k] = make();
         anvil_trainer_config cfg = anvil_trainer_default_config();
         cfg.device = ANVIL_DEVICE_CUDA;
         cfg.seed = 1234;
@@ -198,13 +236,13 @@ static void test_determinism(void **state)
     assert_memory_equal(&l0, &l1, sizeof l0);
     anvil_graph *g = anvil_model_graph(m[0]);
     for (int v = 0; v < g->n; v++) {
-        if (g->nodes[v].op != OP_PARAM)
+        if (g->nodes[v].op != OP_PARAM && g->nodes[v].op != OP_BUFFER)
             continue;
         anvil_tensor *a, *b;
         CHECK_OK(anvil_trainer_get_param(t[0], g->nodes[v].name, &a));
         CHECK_OK(anvil_trainer_get_param(t[1], g->nodes[v].name, &b));
         if (memcmp(anvil_tensor_cdata(a), anvil_tensor_cdata(b), anvil_tensor_nbytes(a)) != 0)
-            fail_msg("parameter %s differs between two runs with the same seed", g->nodes[v].name);
+            fail_msg("%s: %s differs between two runs with the same seed", what, g->nodes[v].name);
         anvil_tensor_release(a);
         anvil_tensor_release(b);
     }
@@ -212,6 +250,14 @@ static void test_determinism(void **state)
         anvil_trainer_free(t[k]);
         anvil_model_free(m[k]);
     }
+}
+
+static void test_determinism(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    check_deterministic(dropout_model, "dropout mlp");
+    check_deterministic(conv_bn_model, "conv + batch norm");
 }
 
 /* One epoch of the built-in mlp on the GPU from PyTorch's initial weights, dataset order,
