@@ -254,16 +254,93 @@ static void test_thread_count_independent(void **state)
     dlclose(self);
 }
 
+/* torch's max pooling rule on ties, NaN, -inf and signed zeros (take v when v > max or
+ * v is NaN, in scan order; so the first of equal maxima and the last NaN), forward and
+ * backward, bit for bit, for the 2x2 stride-2 pool (the CPU's vectorized path) and a
+ * 3x2 stride-(2,1) pool (the general path), against a direct implementation here.  The
+ * PyTorch goldens above use random data, which has no ties. */
+static void ref_maxpool(const float *x, const float *dy, float *y, float *dx, int64_t planes, int64_t H, int64_t W,
+                        int kh, int kw, int sh, int sw)
+{
+    int64_t OH = (H - kh) / sh + 1, OW = (W - kw) / sw + 1;
+    for (int64_t i = 0; i < planes * H * W; i++)
+        dx[i] = 0.0f;
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t i = 0; i < OH; i++)
+            for (int64_t j = 0; j < OW; j++) {
+                int64_t best = pl * H * W + i * sh * W + j * sw;
+                float m = -INFINITY;
+                for (int a = 0; a < kh; a++)
+                    for (int b = 0; b < kw; b++) {
+                        int64_t k = pl * H * W + (i * sh + a) * W + j * sw + b;
+                        if (x[k] > m || isnan(x[k])) {
+                            m = x[k];
+                            best = k;
+                        }
+                    }
+                y[(pl * OH + i) * OW + j] = x[best];
+                dx[best] += dy[(pl * OH + i) * OW + j];
+            }
+}
+
+static void test_maxpool_ties_nan(void **state)
+{
+    (void)state;
+    enum { N = 2, C = 3, H = 6, W = 8 };
+    static const int shapes[2][4] = {{2, 2, 2, 2}, {3, 2, 2, 1}};
+    float x[N * C * H * W];
+    uint32_t r = 12345;
+    for (int i = 0; i < N * C * H * W; i++) {
+        r = r * 1664525u + 1013904223u;
+        uint32_t k = r >> 28;
+        x[i] = k < 2 ? NAN : k == 2 ? -INFINITY : k == 3 ? -0.0f : k == 4 ? 0.0f : (float)(k % 3); /* many ties */
+    }
+    for (int sc = 0; sc < 2; sc++) {
+        int kh = shapes[sc][0], kw = shapes[sc][1], sh = shapes[sc][2], sw = shapes[sc][3];
+        int64_t OH = (H - kh) / sh + 1, OW = (W - kw) / sw + 1, ny = N * C * OH * OW;
+        float dy[N * C * H * W], y_ref[N * C * H * W], dx_ref[N * C * H * W];
+        for (int64_t i = 0; i < ny; i++)
+            dy[i] = i % 5 == 0 ? -0.0f : (float)(i + 1) * 0.25f;
+        ref_maxpool(x, dy, y_ref, dx_ref, N * C, H, W, kh, kw, sh, sw);
+        anvil_graph *g = NULL;
+        CHECK_OK(anvil_graph_create(&g));
+        int64_t xs[4] = {N, C, H, W}, ys[4] = {N, C, OH, OW};
+        anvil_value xv = anvil_input(g, "x", ANVIL_F32, 4, xs);
+        anvil_value dv = anvil_input(g, "dy", ANVIL_F32, 4, ys);
+        anvil_value yv = anvil_maxpool2d(g, xv, kh, kw, sh, sw, 0, 0);
+        anvil_value loss = anvil_sum(g, anvil_mul(g, yv, dv), ANVIL_ALL_DIMS, false);
+        anvil_value fetch[2] = {yv, anvil_gradient(g, loss, xv)};
+        CHECK_OK(anvil_graph_status(g));
+        anvil_tensor *tx, *td, *out[2] = {0};
+        CHECK_OK(anvil_tensor_create(&tx, ANVIL_F32, 4, xs, x));
+        CHECK_OK(anvil_tensor_create(&td, ANVIL_F32, 4, ys, dy));
+        anvil_run_options o = anvil_run_default_options();
+        o.device = ANVIL_DEVICE_CPU;
+        anvil_value in[2] = {xv, dv};
+        anvil_tensor *feeds[2] = {tx, td};
+        CHECK_OK(anvil_graph_run(g, &o, 2, in, feeds, 2, fetch, out));
+        assert_memory_equal(anvil_tensor_cdata(out[0]), y_ref, (size_t)ny * sizeof(float));
+        assert_memory_equal(anvil_tensor_cdata(out[1]), dx_ref, sizeof x);
+        anvil_tensor_release(tx);
+        anvil_tensor_release(td);
+        anvil_tensor_release(out[0]);
+        anvil_tensor_release(out[1]);
+        anvil_graph_free(g);
+    }
+}
+
 int main(void)
 {
-    struct CMUnitTest tests[N_CASES + 2];
+    struct CMUnitTest tests[N_CASES + 3];
     for (size_t i = 0; i < N_CASES; i++) {
         struct CMUnitTest t = {CASES[i].key, test_case, NULL, NULL, (void *)&CASES[i]};
         tests[i] = t;
     }
     struct CMUnitTest e = cmocka_unit_test(test_shape_errors);
     struct CMUnitTest d = cmocka_unit_test(test_thread_count_independent);
+    struct CMUnitTest m = cmocka_unit_test(test_maxpool_ties_nan);
     tests[N_CASES] = e;
     tests[N_CASES + 1] = d;
-    return _cmocka_run_group_tests("conv", tests, N_CASES + 2, load, unload);
+    tests[N_CASES + 2] = m;
+    return _cmocka_run_group_tests("conv", tests, N_CASES + 3, load, unload);
 }

@@ -72,18 +72,6 @@ static inline int64_t argmax_inside(const pool_geom *p, const float *x, int64_t 
 {
     int64_t h0 = i * p->sh, w0 = j * p->sw, best = h0 * p->W + w0;
     float m = -INFINITY;
-    if (p->kh == 2 && p->kw == 2) {
-        /* 2x2, unrolled with selects: on real data each comparison is a coin toss */
-        int32_t o[4] = {0, 1, (int32_t)p->W, (int32_t)p->W + 1}, k = 0;
-        const float *q = x + best;
-        for (int t = 0; t < 4; t++) {
-            float v = q[o[t]];
-            int take = (v > m) | (v != v);
-            m = take ? v : m;
-            k = take ? o[t] : k;
-        }
-        return best + k;
-    }
     for (int64_t h = h0; h < h0 + p->kh; h++)
         for (int64_t w = w0; w < w0 + p->kw; w++) {
             float v = x[h * p->W + w];
@@ -93,6 +81,53 @@ static inline int64_t argmax_inside(const pool_geom *p, const float *x, int64_t 
             }
         }
     return best;
+}
+
+/* The 2x2 stride-2 pool (a CNN's usual one) a row of windows at a time, with selects
+ * instead of branches so that the compiler vectorizes it: on real data each comparison
+ * is a coin toss.  The rule is argmax's (take v when v > max or v is NaN, in scan order),
+ * starting from the window's first value. */
+static bool is_2x2(const pool_geom *p)
+{
+    return inside(p) && p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2;
+}
+
+static void max2x2_row(const float *restrict r0, const float *restrict r1, float *restrict y, int64_t OW)
+{
+    for (int64_t j = 0; j < OW; j++) {
+        float m = r0[2 * j], v = r0[2 * j + 1];
+        m = (v > m) | (v != v) ? v : m;
+        v = r1[2 * j];
+        m = (v > m) | (v != v) ? v : m;
+        v = r1[2 * j + 1];
+        m = (v > m) | (v != v) ? v : m;
+        y[j] = m;
+    }
+}
+
+/* dy to each window's argmax, the other three get 0 (+ 0.0f: the generic path adds
+ * onto zeros, which turns -0 into +0) */
+static void max2x2_row_bwd(const float *restrict r0, const float *restrict r1, const float *restrict dy,
+                           float *restrict d0, float *restrict d1, int64_t OW)
+{
+    for (int64_t j = 0; j < OW; j++) {
+        float m = r0[2 * j], v = r0[2 * j + 1];
+        int k = 0, t = (v > m) | (v != v);
+        m = t ? v : m;
+        k = t ? 1 : k;
+        v = r1[2 * j];
+        t = (v > m) | (v != v);
+        m = t ? v : m;
+        k = t ? 2 : k;
+        v = r1[2 * j + 1];
+        t = (v > m) | (v != v);
+        k = t ? 3 : k;
+        float g = dy[j];
+        d0[2 * j] = (k == 0 ? g : 0.0f) + 0.0f;
+        d0[2 * j + 1] = (k == 1 ? g : 0.0f) + 0.0f;
+        d1[2 * j] = (k == 2 ? g : 0.0f) + 0.0f;
+        d1[2 * j + 1] = (k == 3 ? g : 0.0f) + 0.0f;
+    }
 }
 
 static bool par(const pool_geom *p)
@@ -106,13 +141,19 @@ anvil_status anvil_cpu_maxpool2d(const anvil_exec *ex, const anvil_step *s)
     pool_geom p = geom(s->in_node[0], s->node, s->node);
     const float *x = s->in[0];
     float *y = s->out;
-    bool fast = inside(&p);
+    bool fast = inside(&p), two = is_2x2(&p);
 #pragma omp parallel for if (par(&p)) schedule(static)
     for (int64_t pl = 0; pl < p.planes; pl++) {
         const float *xp = x + pl * p.H * p.W;
-        for (int64_t i = 0; i < p.OH; i++)
+        for (int64_t i = 0; i < p.OH; i++) {
+            float *yr = y + (pl * p.OH + i) * p.OW;
+            if (two) {
+                max2x2_row(xp + 2 * i * p.W, xp + (2 * i + 1) * p.W, yr, p.OW);
+                continue;
+            }
             for (int64_t j = 0; j < p.OW; j++)
-                y[(pl * p.OH + i) * p.OW + j] = xp[fast ? argmax_inside(&p, xp, i, j) : argmax(&p, xp, i, j)];
+                yr[j] = xp[fast ? argmax_inside(&p, xp, i, j) : argmax(&p, xp, i, j)];
+        }
     }
     return ANVIL_OK;
 }
@@ -124,12 +165,18 @@ anvil_status anvil_cpu_maxpool2d_bwd(const anvil_exec *ex, const anvil_step *s)
     pool_geom p = geom(s->node, s->in_node[0], s->node);
     const float *dy = s->in[0], *x = s->in[1];
     float *dx = s->out;
-    bool fast = inside(&p);
+    bool fast = inside(&p), two = is_2x2(&p);
 #pragma omp parallel for if (par(&p)) schedule(static)
     for (int64_t pl = 0; pl < p.planes; pl++) {
         const float *xp = x + pl * p.H * p.W;
         float *dxp = dx + pl * p.H * p.W;
         memset(dxp, 0, (size_t)(p.H * p.W) * sizeof(float));
+        if (two) {
+            for (int64_t i = 0; i < p.OH; i++)
+                max2x2_row_bwd(xp + 2 * i * p.W, xp + (2 * i + 1) * p.W, dy + (pl * p.OH + i) * p.OW,
+                               dxp + 2 * i * p.W, dxp + (2 * i + 1) * p.W, p.OW);
+            continue;
+        }
         for (int64_t i = 0; i < p.OH; i++)
             for (int64_t j = 0; j < p.OW; j++)
                 dxp[fast ? argmax_inside(&p, xp, i, j) : argmax(&p, xp, i, j)] += dy[(pl * p.OH + i) * p.OW + j];
