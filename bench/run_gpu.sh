@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # WORKLOADS.md on one GPU: Anvil (resident data and host batches) and every PyTorch mode,
 # same GPU, same run; prints a table per workload with ratios (Anvil / best PyTorch).
-#   bench/run_gpu.sh [BUILD_DIR (build-gpu)] [STEPS (200)] [WARMUP (50)] [MODELS ("mlp cnn resnet18")]
+#   bench/run_gpu.sh [BUILD_DIR (build-gpu)] [STEPS (auto)] [WARMUP (auto)] [MODELS ("mlp cnn resnet18")]
+# auto: 200 steps after 50 for mlp and cnn, 20 after 3 for resnet18 (a step there takes
+# ~40 ms: 200 steps x 5 repetitions x 6 modes would take minutes).
 # Models: mlp (mlp-small), cnn (cnn-fmnist), resnet18 (resnet18-cifar).  Before timing a
 # model, PyTorch's network is checked against Anvil's (parameter count, state_dict names,
 # shapes, dtypes).  A mode that fails (an error, or a PyTorch process that dies) is a
@@ -9,8 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build-gpu}"
-steps="${2:-200}"
-warmup="${3:-50}"
+steps_arg="${2:-auto}"
+warmup_arg="${3:-auto}"
 models="${4:-mlp cnn resnet18}"
 torch_modes_all="eager,compile,reduce-overhead,whole-step-graph"
 [ -f "$build/libanvil.so" ] || { cmake -S . -B "$build" -DANVIL_CUDA=ON >/dev/null && cmake --build "$build" -j"$(nproc)" >/dev/null; }
@@ -35,6 +37,9 @@ anvil_run() {
 }
 
 for model in $models; do
+  steps="$steps_arg" warmup="$warmup_arg"
+  [ "$steps" = auto ] && { [ "$model" = resnet18 ] && steps=20 || steps=200; }
+  [ "$warmup" = auto ] && { [ "$model" = resnet18 ] && warmup=3 || warmup=50; }
   out="$(mktemp)"
   names="$(mktemp)"
   if ! { "$build/bench_anvil_train" "$model" cpu names >"$names" && python3 bench/torch_train_bench.py "$model" --check "$names"; }; then
