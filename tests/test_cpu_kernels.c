@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "backend/backend.h"
+#include "train/train.h"
 #include "core/philox.h"
 
 #define RTOL 1e-5
@@ -1378,6 +1379,59 @@ static void test_determinism(void **state)
     free_all(3, a, b, lab);
 }
 
+/* The planner gives each convolution step the workspace the CPU kernel asks for, inside
+ * the transient arena and overlapping none of the step's inputs and output; no other
+ * step gets one. */
+size_t anvil_cpu_conv_workspace(const anvil_graph *g, const anvil_node *n); /* backend/cpu/cpu.h */
+
+static bool overlaps(const void *a, size_t na, const void *b, size_t nb)
+{
+    const char *x = a, *y = b;
+    return x < y + nb && y < x + na;
+}
+
+static void test_planned_workspace(void **state)
+{
+    (void)state;
+    anvil_graph *g = NULL;
+    assert_int_equal(anvil_graph_create(&g), ANVIL_OK);
+    anvil_value x = anvil_input(g, "x", ANVIL_F32, 4, (const int64_t[]){ANVIL_BATCH, 3, 10, 10});
+    anvil_value w = anvil_input(g, "w", ANVIL_F32, 4, (const int64_t[]){8, 3, 3, 3});
+    anvil_conv_params cp = anvil_conv_default_params();
+    cp.pad_h = cp.pad_w = 1;
+    anvil_value y = anvil_conv2d(g, x, w, ANVIL_NO_VALUE, &cp);
+    anvil_value loss = anvil_sum(g, anvil_mul(g, y, y), ANVIL_ALL_DIMS, false);
+    anvil_value fetch[3] = {y, anvil_gradient(g, loss, x), anvil_gradient(g, loss, w)};
+    assert_int_equal(anvil_graph_status(g), ANVIL_OK);
+    anvil_backend *be;
+    assert_int_equal(anvil_cpu_backend_open(&be), ANVIL_OK);
+    anvil_persist_map pm = {NULL, NULL, 0, 0, NULL, NULL};
+    anvil_program *p;
+    assert_int_equal(anvil_program_compile(be, g, 16, false, 0, NULL, 3, fetch, &pm, &p), ANVIL_OK);
+    int convs = 0;
+    for (int i = 0; i < p->n_steps; i++) {
+        const anvil_step *s = &p->steps[i];
+        anvil_op op = s->node->op;
+        if (op != OP_CONV2D && op != OP_CONV2D_BWD_DATA && op != OP_CONV2D_BWD_FILTER) {
+            assert_null(s->ws);
+            continue;
+        }
+        convs++;
+        size_t want = anvil_cpu_conv_workspace(p->g, s->node);
+        assert_true(want > 0);
+        assert_non_null(s->ws);
+        assert_true(s->ws_bytes >= want);
+        assert_true((char *)s->ws >= p->transient && (char *)s->ws + s->ws_bytes <= p->transient + p->transient_bytes);
+        assert_false(overlaps(s->ws, s->ws_bytes, s->out, anvil_node_bytes(s->node)));
+        for (int k = 0; k < s->node->n_in; k++)
+            assert_false(overlaps(s->ws, s->ws_bytes, s->in[k], anvil_node_bytes(s->in_node[k])));
+    }
+    assert_int_equal(convs, 3);
+    anvil_program_free(be, p);
+    anvil_backend_close(be);
+    anvil_graph_free(g);
+}
+
 /* anvil_blas_coretype_advice: NULL once the user chose a core type; otherwise advice
  * only when OpenBLAS really runs its generic Prescott kernels, and then a family the CPU
  * has the instructions for. */
@@ -1429,6 +1483,7 @@ int main(void)
         cmocka_unit_test_setup(test_metrics, setup),
         cmocka_unit_test_setup(test_determinism, setup),
         cmocka_unit_test(test_blas_coretype_advice),
+        cmocka_unit_test(test_planned_workspace),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -63,6 +63,9 @@ struct anvil_backend {
     void (*destroy)(anvil_backend *be);
     /* One vector operation (above); NULL where a backend has none. */
     anvil_status (*vec)(anvil_backend *be, const anvil_vec_op *op);
+    /* Scratch bytes a node's kernel wants in the planned arena (anvil_step.ws), asked
+     * once when a program is planned; NULL: no kernel of this backend wants any. */
+    anvil_workspace_fn workspace;
 };
 
 /* Opens the backend for a device; AUTO picks CUDA when a GPU is usable, else the CPU

@@ -243,6 +243,8 @@ typedef struct {
     void *out;
     void *in[ANVIL_MAX_IN];
     int id; /* node id */
+    void *ws;        /* the step's own scratch in the transient arena (the backend asked */
+    size_t ws_bytes; /* for it when planning; live during this step only), or NULL / 0 */
 } anvil_step;
 
 typedef struct {
@@ -276,6 +278,8 @@ struct anvil_program {
     size_t transient_bytes;
     anvil_plan_stats stats;
     size_t *offset;          /* per node: byte offset of its storage in its arena */
+    size_t *ws_offset;       /* per node: its workspace's offset in the transient arena */
+    size_t *ws_bytes;        /* per node: workspace bytes (0: none) */
     signed char *where;      /* per node: 0 none, 1 transient, 2 persistent */
     int64_t batch;
     bool training;
@@ -287,9 +291,14 @@ struct anvil_program {
 /* The fusion pass on a concrete graph (fuse.c); returns the number of fusions made. */
 int anvil_fuse(anvil_graph *g, int n_keep, const anvil_value *keep);
 
-/* Plans memory for the nodes reachable from roots, in node order. */
+/* A backend's scratch need for a node's kernel (0: none), asked when planning. */
+typedef size_t (*anvil_workspace_fn)(const void *ctx, const anvil_graph *g, const anvil_node *n);
+
+/* Plans memory for the nodes reachable from roots, in node order; with ws_fn, each node
+ * also gets the workspace it asks for, live during that node only. */
 anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
-                        const anvil_persist_map *pm, const anvil_value *keep, int n_keep);
+                        const anvil_persist_map *pm, const anvil_value *keep, int n_keep,
+                        anvil_workspace_fn ws_fn, const void *ws_ctx);
 void *anvil_program_ptr(const anvil_program *p, const anvil_persist_map *pm, anvil_value v);
 
 #ifdef __cplusplus

@@ -88,8 +88,65 @@ static bool arena_release(arena *a, size_t off, size_t size)
 
 enum { WHERE_NONE = 0, WHERE_TRANSIENT = 1, WHERE_PERSISTENT = 2 };
 
+/* Step 4 for one node v: its storage (a view's, in place over its first input, or a
+ * new slice), then the release of the storages whose last use it is. */
+static anvil_status place(anvil_program *p, const anvil_graph *g, arena *a, int v, int *storage, const int *last,
+                          int *slast)
+{
+    const anvil_node *nd = &g->nodes[v];
+    const anvil_opdef *def = anvil_opdef_of(nd->op);
+    if (def->flags & OPF_EFFECT)
+        return ANVIL_OK;
+    if (storage[v] != v) { /* a view */
+        int r = storage[v];
+        p->where[v] = p->where[r];
+        p->offset[v] = p->offset[r];
+        return ANVIL_OK;
+    }
+    if (p->where[v] == WHERE_PERSISTENT)
+        return ANVIL_OK;
+    size_t bytes = anvil_align_up(anvil_node_bytes(nd));
+    p->stats.values++;
+    p->stats.unplanned_bytes += bytes;
+    int r0 = nd->n_in > 0 ? storage[nd->in[0]] : -1;
+    bool inplace = (def->flags & OPF_INPLACE) && r0 >= 0 && p->where[r0] == WHERE_TRANSIENT &&
+                   slast[r0] == v && g->nodes[r0].op != OP_INPUT && g->nodes[r0].op != OP_FILL &&
+                   anvil_node_bytes(&g->nodes[nd->in[0]]) == anvil_node_bytes(nd);
+    for (int i = 1; i < nd->n_in && inplace; i++)
+        if (storage[nd->in[i]] == r0 && anvil_node_bytes(&g->nodes[nd->in[i]]) != anvil_node_bytes(nd))
+            inplace = false;
+    if (inplace) {
+        storage[v] = r0;
+        p->where[v] = WHERE_TRANSIENT;
+        p->offset[v] = p->offset[r0];
+        slast[r0] = last[v];
+        p->stats.inplace++;
+    } else {
+        p->where[v] = WHERE_TRANSIENT;
+        p->offset[v] = arena_alloc(a, bytes);
+        slast[v] = last[v];
+    }
+    /* release storages whose last use is this node (never the one just computed) */
+    for (int i = 0; i < nd->n_in; i++) {
+        int r = storage[nd->in[i]];
+        if (r != storage[v] && p->where[r] == WHERE_TRANSIENT && slast[r] == v) {
+            slast[r] = -2; /* released */
+            if (!arena_release(a, p->offset[r], anvil_align_up(anvil_node_bytes(&g->nodes[r]))))
+                return ANVIL_ERR_OOM;
+        }
+    }
+    /* a value nobody reads (and not kept) dies at once */
+    if (slast[storage[v]] == -1 && storage[v] == v) {
+        slast[v] = -2;
+        if (!arena_release(a, p->offset[v], bytes))
+            return ANVIL_ERR_OOM;
+    }
+    return ANVIL_OK;
+}
+
 anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
-                        const anvil_persist_map *pm, const anvil_value *keep, int n_keep)
+                        const anvil_persist_map *pm, const anvil_value *keep, int n_keep,
+                        anvil_workspace_fn ws_fn, const void *ws_ctx)
 {
     anvil_graph *g = p->g;
     int n = g->n;
@@ -99,9 +156,11 @@ anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
     int *slast = anvil_xmalloc((size_t)n * sizeof *slast, "plan");     /* storage root -> last use */
     p->offset = anvil_xcalloc((size_t)n, sizeof *p->offset, "plan");
     p->where = anvil_xcalloc((size_t)n, sizeof *p->where, "plan");
+    p->ws_offset = anvil_xcalloc((size_t)n, sizeof *p->ws_offset, "plan");
+    p->ws_bytes = anvil_xcalloc((size_t)n, sizeof *p->ws_bytes, "plan");
     arena a = {0};
     anvil_status st = ANVIL_OK;
-    if (!needed || !last || !storage || !slast || !p->offset || !p->where) {
+    if (!needed || !last || !storage || !slast || !p->offset || !p->where || !p->ws_offset || !p->ws_bytes) {
         st = ANVIL_ERR_OOM;
         goto out;
     }
@@ -174,58 +233,18 @@ anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
     for (int v = 0; v < n; v++) {
         if (!needed[v] || ((g->nodes[v].op == OP_INPUT || g->nodes[v].op == OP_FILL) && p->where[v] != WHERE_PERSISTENT))
             continue;
-        const anvil_node *nd = &g->nodes[v];
-        const anvil_opdef *def = anvil_opdef_of(nd->op);
-        if (def->flags & OPF_EFFECT)
-            continue;
-        if (storage[v] != v) { /* a view */
-            int r = storage[v];
-            p->where[v] = p->where[r];
-            p->offset[v] = p->offset[r];
-            continue;
+        /* the node's workspace: taken before its output, given back after it, so that it
+         * overlaps neither its inputs nor its output, and later nodes reuse it */
+        size_t ws = ws_fn ? anvil_align_up(ws_fn(ws_ctx, g, &g->nodes[v])) : 0;
+        if (ws) {
+            p->ws_offset[v] = arena_alloc(&a, ws);
+            p->ws_bytes[v] = ws;
         }
-        if (p->where[v] == WHERE_PERSISTENT)
-            continue;
-        size_t bytes = anvil_align_up(anvil_node_bytes(nd));
-        p->stats.values++;
-        p->stats.unplanned_bytes += bytes;
-        int r0 = nd->n_in > 0 ? storage[nd->in[0]] : -1;
-        bool inplace = (def->flags & OPF_INPLACE) && r0 >= 0 && p->where[r0] == WHERE_TRANSIENT &&
-                       slast[r0] == v && g->nodes[r0].op != OP_INPUT && g->nodes[r0].op != OP_FILL &&
-                       anvil_node_bytes(&g->nodes[nd->in[0]]) == anvil_node_bytes(nd);
-        for (int i = 1; i < nd->n_in && inplace; i++)
-            if (storage[nd->in[i]] == r0 && anvil_node_bytes(&g->nodes[nd->in[i]]) != anvil_node_bytes(nd))
-                inplace = false;
-        if (inplace) {
-            storage[v] = r0;
-            p->where[v] = WHERE_TRANSIENT;
-            p->offset[v] = p->offset[r0];
-            slast[r0] = last[v];
-            p->stats.inplace++;
-        } else {
-            p->where[v] = WHERE_TRANSIENT;
-            p->offset[v] = arena_alloc(&a, bytes);
-            slast[v] = last[v];
-        }
-        /* release storages whose last use is this node (never the one just computed) */
-        for (int i = 0; i < nd->n_in; i++) {
-            int r = storage[nd->in[i]];
-            if (r != storage[v] && p->where[r] == WHERE_TRANSIENT && slast[r] == v) {
-                slast[r] = -2; /* released */
-                if (!arena_release(&a, p->offset[r], anvil_align_up(anvil_node_bytes(&g->nodes[r])))) {
-                    st = ANVIL_ERR_OOM;
-                    goto out;
-                }
-            }
-        }
-        /* a value nobody reads (and not kept) dies at once */
-        if (slast[storage[v]] == -1 && storage[v] == v) {
-            slast[v] = -2;
-            if (!arena_release(&a, p->offset[v], bytes)) {
-                st = ANVIL_ERR_OOM;
-                goto out;
-            }
-        }
+        st = place(p, g, &a, v, storage, last, slast);
+        if (st == ANVIL_OK && ws && !arena_release(&a, p->ws_offset[v], ws))
+            st = ANVIL_ERR_OOM;
+        if (st != ANVIL_OK)
+            goto out;
     }
     p->transient_bytes = a.end;
     p->stats.transient_bytes = a.end;

@@ -13,6 +13,8 @@ void anvil_program_free(anvil_backend *be, anvil_program *p)
     free(p->steps);
     free(p->offset);
     free(p->where);
+    free(p->ws_offset);
+    free(p->ws_bytes);
     free(p);
 }
 
@@ -30,7 +32,7 @@ anvil_status anvil_program_compile(anvil_backend *be, const anvil_graph *sym, in
     anvil_status st = anvil_graph_instantiate(sym, batch, training, &p->g);
     int fused = st == ANVIL_OK ? anvil_fuse(p->g, n_keep, keep) : 0;
     if (st == ANVIL_OK)
-        st = anvil_plan(p, n_roots, roots, pm, keep, n_keep);
+        st = anvil_plan(p, n_roots, roots, pm, keep, n_keep, be->workspace, be);
     if (st == ANVIL_OK && p->transient_bytes > 0)
         st = be->alloc(be, p->transient_bytes, (void **)&p->transient);
     if (st != ANVIL_OK) {
@@ -65,6 +67,10 @@ anvil_status anvil_program_compile(anvil_backend *be, const anvil_graph *sym, in
             for (int i = 0; i < nd->n_in; i++) {
                 s->in_node[i] = &g->nodes[nd->in[i]];
                 s->in[i] = anvil_program_ptr(p, pm, nd->in[i]);
+            }
+            if (p->ws_bytes[v]) {
+                s->ws = p->transient + p->ws_offset[v];
+                s->ws_bytes = p->ws_bytes[v];
             }
         }
         if (pass == 0)

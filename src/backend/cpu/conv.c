@@ -3,8 +3,10 @@
  * threads; backward-filter sums over samples in fixed chunks (set by N alone) whose
  * partials are added in order, so every result is the same whatever the thread count.
  *
- * Known cost: the column buffers are malloc'd once per kernel call (the CPU backend may
- * allocate on the host); they move to a planned workspace when steps get one. */
+ * The column buffers (and backward-filter's partial sums) live in the step's planned
+ * workspace (anvil_cpu_workspace sizes it when the program is planned), so a training
+ * step allocates nothing; should the thread count have grown since, a kernel falls back
+ * to a malloc'd buffer. */
 #include "backend/cpu/cpu.h"
 
 #include <cblas.h>
@@ -110,15 +112,49 @@ static int conv_threads(const conv_geom *c, int64_t items)
     return (int)cpu_min64(t, items);
 }
 
-static float *col_buffers(const conv_geom *c, int nt)
+/* Floats of the column buffers for nt threads (none for a direct 1x1 convolution). */
+static size_t col_floats(const conv_geom *c, int nt)
 {
-    if (c->direct)
+    return c->direct ? 0 : (size_t)nt * (size_t)(c->K * c->P);
+}
+
+/* n floats of scratch: the step's planned workspace when it holds them, else malloc'd
+ * (*owned, for the caller to free). */
+static float *scratch(const anvil_step *s, size_t n, float **owned)
+{
+    *owned = NULL;
+    if (n == 0)
         return NULL;
-    float *b = malloc((size_t)nt * (size_t)(c->K * c->P) * sizeof(float));
-    if (!b)
-        anvil_fail(ANVIL_ERR_OOM, "conv2d: no memory for %d column buffers of %lld floats", nt,
-                   (long long)(c->K * c->P));
-    return b;
+    if (s->ws && s->ws_bytes >= n * sizeof(float))
+        return s->ws;
+    *owned = malloc(n * sizeof(float));
+    if (!*owned)
+        anvil_fail(ANVIL_ERR_OOM, "%s: no memory for %zu floats of scratch", anvil_op_name(s->node->op), n);
+    return *owned;
+}
+
+/* What each kernel below takes from scratch(), for the planner. */
+size_t anvil_cpu_conv_workspace(const anvil_graph *g, const anvil_node *n)
+{
+    const anvil_node *in0 = &g->nodes[n->in[0]], *in1 = &g->nodes[n->in[1]];
+    switch (n->op) {
+    case OP_CONV2D: {
+        conv_geom c = geom(in0, in1, n, n->ia);
+        return col_floats(&c, conv_threads(&c, c.N)) * sizeof(float);
+    }
+    case OP_CONV2D_BWD_DATA: {
+        conv_geom c = geom(n, in1, in0, n->ia);
+        return col_floats(&c, conv_threads(&c, c.N)) * sizeof(float);
+    }
+    case OP_CONV2D_BWD_FILTER: {
+        conv_geom c = geom(in1, n, in0, n->ia);
+        int64_t nch = cpu_min64(c.N, CONV_DW_CHUNKS);
+        size_t part = nch > 1 ? (size_t)((nch - 1) * c.O * c.K) : 0;
+        return (col_floats(&c, conv_threads(&c, nch)) + part) * sizeof(float);
+    }
+    default:
+        return 0;
+    }
 }
 
 /* y = conv(x, w) + b */
@@ -132,7 +168,7 @@ anvil_status anvil_cpu_conv2d(const anvil_exec *ex, const anvil_step *s)
     if (c.N == 0)
         return ANVIL_OK;
     int nt = conv_threads(&c, c.N);
-    float *cols = col_buffers(&c, nt);
+    float *owned, *cols = scratch(s, col_floats(&c, nt), &owned);
     if (!c.direct && !cols)
         return ANVIL_ERR_OOM;
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -151,7 +187,7 @@ anvil_status anvil_cpu_conv2d(const anvil_exec *ex, const anvil_step *s)
                         c.direct ? xg : col, (blasint)c.P, 1.0f, yn + g * c.og * c.P, (blasint)c.P);
         }
     }
-    free(cols);
+    free(owned);
     return ANVIL_OK;
 }
 
@@ -165,7 +201,7 @@ anvil_status anvil_cpu_conv2d_bwd_data(const anvil_exec *ex, const anvil_step *s
     if (c.N == 0)
         return ANVIL_OK;
     int nt = conv_threads(&c, c.N);
-    float *cols = col_buffers(&c, nt);
+    float *owned, *cols = scratch(s, col_floats(&c, nt), &owned);
     if (!c.direct && !cols)
         return ANVIL_ERR_OOM;
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
@@ -183,7 +219,7 @@ anvil_status anvil_cpu_conv2d_bwd_data(const anvil_exec *ex, const anvil_step *s
                 col2im(&c, col, dxn + g * c.cg * c.H * c.W);
         }
     }
-    free(cols);
+    free(owned);
     return ANVIL_OK;
 }
 
@@ -201,13 +237,11 @@ anvil_status anvil_cpu_conv2d_bwd_filter(const anvil_exec *ex, const anvil_step 
     }
     int64_t nch = cpu_min64(c.N, CONV_DW_CHUNKS);
     int nt = conv_threads(&c, nch);
-    float *cols = col_buffers(&c, nt);
-    float *part = nch > 1 ? malloc((size_t)((nch - 1) * wn) * sizeof(float)) : NULL;
-    if ((!c.direct && !cols) || (nch > 1 && !part)) {
-        free(cols);
-        free(part);
-        return anvil_fail(ANVIL_ERR_OOM, "conv2d_bwd_filter: no memory for its buffers");
-    }
+    size_t ncol = col_floats(&c, nt), npart = nch > 1 ? (size_t)((nch - 1) * wn) : 0;
+    float *owned, *buf = scratch(s, ncol + npart, &owned);
+    if (ncol + npart > 0 && !buf)
+        return ANVIL_ERR_OOM;
+    float *cols = ncol ? buf : NULL, *part = npart ? buf + ncol : NULL;
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t ch = 0; ch < nch; ch++) {
         float *col = c.direct ? NULL : cols + (size_t)omp_get_thread_num() * (size_t)(c.K * c.P);
@@ -229,7 +263,6 @@ anvil_status anvil_cpu_conv2d_bwd_filter(const anvil_exec *ex, const anvil_step 
         for (int64_t i = 0; i < wn; i++)
             dw[i] += p[i];
     }
-    free(part);
-    free(cols);
+    free(owned);
     return ANVIL_OK;
 }

@@ -1,5 +1,5 @@
 /* cpu.c — the CPU backend: host memory and a loop over the program's steps. */
-#include "backend/backend.h"
+#include "backend/cpu/cpu.h"
 
 static anvil_status cpu_alloc(anvil_backend *be, size_t bytes, void **out)
 {
@@ -66,6 +66,13 @@ static anvil_status cpu_sync(anvil_backend *be)
 
 static void cpu_destroy(anvil_backend *be) { free(be); }
 
+/* Planned scratch: the convolutions' column buffers (conv.c). */
+static size_t cpu_workspace(const void *be, const anvil_graph *g, const anvil_node *n)
+{
+    (void)be;
+    return anvil_cpu_conv_workspace(g, n);
+}
+
 anvil_status anvil_cpu_backend_open(anvil_backend **out)
 {
     anvil_backend *be = anvil_xcalloc(1, sizeof *be, "the CPU backend");
@@ -84,6 +91,7 @@ anvil_status anvil_cpu_backend_open(anvil_backend **out)
     be->program_release = NULL;
     be->destroy = cpu_destroy;
     be->vec = anvil_cpu_vec;
+    be->workspace = cpu_workspace;
     anvil_blas_note_once();
     *out = be;
     return ANVIL_OK;

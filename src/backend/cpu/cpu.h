@@ -22,6 +22,9 @@
  * chunk size depends only on the length, never on the thread count. */
 #define CPU_MAX_CHUNKS 1024
 
+/* conv.c: the planned workspace a convolution kernel takes (column buffers, partials). */
+size_t anvil_cpu_conv_workspace(const anvil_graph *g, const anvil_node *n);
+
 static inline int64_t cpu_numel(const anvil_node *n)
 {
     int64_t k = 1;
