@@ -60,32 +60,17 @@ static int64_t argmax(const pool_geom *p, const float *x, int64_t i, int64_t j)
     return best;
 }
 
-/* The same for a max pool whose windows all lie inside the input (no padding; the
- * usual 2x2 stride 2): no clipping, and inlined, as the hot loops of a CNN's pooling. */
+/* A max pool whose windows all lie inside the input (no padding). */
 static bool inside(const pool_geom *p)
 {
     return !p->adaptive && p->ph == 0 && p->pw == 0 && (p->OH - 1) * p->sh + p->kh <= p->H &&
            (p->OW - 1) * p->sw + p->kw <= p->W;
 }
 
-static inline int64_t argmax_inside(const pool_geom *p, const float *x, int64_t i, int64_t j)
-{
-    int64_t h0 = i * p->sh, w0 = j * p->sw, best = h0 * p->W + w0;
-    float m = -INFINITY;
-    for (int64_t h = h0; h < h0 + p->kh; h++)
-        for (int64_t w = w0; w < w0 + p->kw; w++) {
-            float v = x[h * p->W + w];
-            if (v > m || isnan(v)) {
-                m = v;
-                best = h * p->W + w;
-            }
-        }
-    return best;
-}
-
 /* The 2x2 stride-2 pool (a CNN's usual one) a row of windows at a time, with selects
- * instead of branches so that the compiler vectorizes it: on real data each comparison
- * is a coin toss.  The rule is argmax's (take v when v > max or v is NaN, in scan order),
+ * instead of branches: on real data each comparison is a coin toss, and the mispredicted
+ * branches of argmax() cost more than the arithmetic (cnn on the CPU: 47 -> 39 ms a
+ * step).  The rule is argmax's (take v when v > max or v is NaN, in scan order),
  * starting from the window's first value. */
 static bool is_2x2(const pool_geom *p)
 {
@@ -105,7 +90,7 @@ static void max2x2_row(const float *restrict r0, const float *restrict r1, float
     }
 }
 
-/* dy to each window's argmax, the other three get 0 (+ 0.0f: the generic path adds
+/* dy to each window's argmax, the other three get 0 (+ 0.0f: the general path adds
  * onto zeros, which turns -0 into +0) */
 static void max2x2_row_bwd(const float *restrict r0, const float *restrict r1, const float *restrict dy,
                            float *restrict d0, float *restrict d1, int64_t OW)
@@ -141,7 +126,7 @@ anvil_status anvil_cpu_maxpool2d(const anvil_exec *ex, const anvil_step *s)
     pool_geom p = geom(s->in_node[0], s->node, s->node);
     const float *x = s->in[0];
     float *y = s->out;
-    bool fast = inside(&p), two = is_2x2(&p);
+    bool two = is_2x2(&p);
 #pragma omp parallel for if (par(&p)) schedule(static)
     for (int64_t pl = 0; pl < p.planes; pl++) {
         const float *xp = x + pl * p.H * p.W;
@@ -152,7 +137,7 @@ anvil_status anvil_cpu_maxpool2d(const anvil_exec *ex, const anvil_step *s)
                 continue;
             }
             for (int64_t j = 0; j < p.OW; j++)
-                yr[j] = xp[fast ? argmax_inside(&p, xp, i, j) : argmax(&p, xp, i, j)];
+                yr[j] = xp[argmax(&p, xp, i, j)];
         }
     }
     return ANVIL_OK;
@@ -165,7 +150,7 @@ anvil_status anvil_cpu_maxpool2d_bwd(const anvil_exec *ex, const anvil_step *s)
     pool_geom p = geom(s->node, s->in_node[0], s->node);
     const float *dy = s->in[0], *x = s->in[1];
     float *dx = s->out;
-    bool fast = inside(&p), two = is_2x2(&p);
+    bool two = is_2x2(&p);
 #pragma omp parallel for if (par(&p)) schedule(static)
     for (int64_t pl = 0; pl < p.planes; pl++) {
         const float *xp = x + pl * p.H * p.W;
@@ -179,7 +164,7 @@ anvil_status anvil_cpu_maxpool2d_bwd(const anvil_exec *ex, const anvil_step *s)
         }
         for (int64_t i = 0; i < p.OH; i++)
             for (int64_t j = 0; j < p.OW; j++)
-                dxp[fast ? argmax_inside(&p, xp, i, j) : argmax(&p, xp, i, j)] += dy[(pl * p.OH + i) * p.OW + j];
+                dxp[argmax(&p, xp, i, j)] += dy[(pl * p.OH + i) * p.OW + j];
     }
     return ANVIL_OK;
 }

@@ -62,29 +62,9 @@ static void dnn_destroy(dnn_conv *d)
         cudnnDestroyTensorDescriptor(d->x);
 }
 
-/* Makes the descriptors (and the bias's when bias) and binds the handle to the lane's
- * stream.  On failure the caller still calls dnn_destroy. */
-static anvil_status dnn_setup_dims(anvil_cuda_ctx *c, dnn_conv *d, const char *op, const int *xd, const int *wd,
-                                   const int *yd, const int *ia, bool bias);
-
-static anvil_status dnn_setup(anvil_cuda_ctx *c, dnn_conv *d, const char *op, const anvil_node *x,
-                              const anvil_node *w, const anvil_node *y, const int *ia, bool bias)
-{
-    memset(d, 0, sizeof *d);
-    d->op = op;
-    if (!fits_int(x) || !fits_int(w) || !fits_int(y))
-        return anvil_fail(ANVIL_ERR_UNSUPPORTED, "%s: tensors of 2^31 or more elements are not supported on CUDA", op);
-    int xd[4], wd[4], yd[4];
-    for (int i = 0; i < 4; i++) {
-        xd[i] = (int)x->shape[i];
-        wd[i] = (int)w->shape[i];
-        yd[i] = (int)y->shape[i];
-    }
-    return dnn_setup_dims(c, d, op, xd, wd, yd, ia, bias);
-}
-
-/* The same from dims: x [N,C,H,W], w [O,C/G,kh,kw], y [N,O,OH,OW] and the node's ia
- * (stride, padding, dilation). */
+/* Makes the descriptors (and the bias's when bias) for x [N,C,H,W], w [O,C/G,kh,kw],
+ * y [N,O,OH,OW] and a node's ia (stride, padding, dilation), and binds the handle to the
+ * lane's stream.  On failure the caller still calls dnn_destroy. */
 static anvil_status dnn_setup_dims(anvil_cuda_ctx *c, dnn_conv *d, const char *op, const int *xd, const int *wd,
                                    const int *yd, const int *ia, bool bias)
 {
@@ -131,6 +111,23 @@ static anvil_status dnn_setup_dims(anvil_cuda_ctx *c, dnn_conv *d, const char *o
     }
 done:
     return rc;
+}
+
+/* The same from the nodes' shapes (checked to fit cuDNN's int dims). */
+static anvil_status dnn_setup(anvil_cuda_ctx *c, dnn_conv *d, const char *op, const anvil_node *x,
+                              const anvil_node *w, const anvil_node *y, const int *ia, bool bias)
+{
+    memset(d, 0, sizeof *d);
+    d->op = op;
+    if (!fits_int(x) || !fits_int(w) || !fits_int(y))
+        return anvil_fail(ANVIL_ERR_UNSUPPORTED, "%s: tensors of 2^31 or more elements are not supported on CUDA", op);
+    int xd[4], wd[4], yd[4];
+    for (int i = 0; i < 4; i++) {
+        xd[i] = (int)x->shape[i];
+        wd[i] = (int)w->shape[i];
+        yd[i] = (int)y->shape[i];
+    }
+    return dnn_setup_dims(c, d, op, xd, wd, yd, ia, bias);
 }
 
 /* Ranks an algorithm: 0 for direct/GEMM-like ones, 1 for FFT or Winograd transforms. */
@@ -199,6 +196,33 @@ static anvil_status dnn_run(const dnn_conv *d, const Perf *perf, int n, Rank ran
     return no_algo(d, x, w);
 }
 
+/* y = conv(xp, wp) with the descriptors d, by the first usable algorithm of cuDNN's
+ * forward heuristics (dnn_run); xn, wn name the shapes in errors. */
+static anvil_status dnn_forward(anvil_cuda_ctx *c, const dnn_conv *d, const void *xp, const void *wp, void *yp,
+                                const anvil_node *xn, const anvil_node *wn)
+{
+    anvil_status rc = ANVIL_OK;
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int n = 0;
+    const float one = 1.0f, zero = 0.0f;
+    cudnnHandle_t h = (cudnnHandle_t)c->cudnn;
+    DNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d->x, d->w, d->conv, d->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                     &n, perf),
+              "cudnnGetConvolutionForwardAlgorithm_v7");
+    {
+        auto ws_of = [&](cudnnConvolutionFwdAlgo_t a, size_t *ws) {
+            return cudnnGetConvolutionForwardWorkspaceSize(h, d->x, d->w, d->conv, d->y, a, ws);
+        };
+        auto exec = [&](cudnnConvolutionFwdAlgo_t a) {
+            return cudnnConvolutionForward(h, &one, d->x, xp, d->w, wp, d->conv, a, c->lt_workspace,
+                                           ANVIL_CUDA_LT_WORKSPACE, &zero, d->y, yp);
+        };
+        rc = dnn_run(d, perf, n, fwd_rank, ws_of, exec, "cudnnConvolutionForward", xn, wn);
+    }
+done:
+    return rc;
+}
+
 /* y = conv(x, w) (+ b) */
 ANVIL_CUDA_KERNEL(conv2d)
 {
@@ -208,30 +232,16 @@ ANVIL_CUDA_KERNEL(conv2d)
     if (x->shape[0] == 0)
         return ANVIL_OK;
     dnn_conv dd, *d = &dd;
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    int n = 0;
-    const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f;
     anvil_status rc = dnn_setup(c, d, "conv2d", x, w, y, s->node->ia, bias);
     if (rc != ANVIL_OK)
         goto done;
-    {
-        cudnnHandle_t h = (cudnnHandle_t)c->cudnn;
-        DNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d->x, d->w, d->conv, d->y,
-                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf),
-                  "cudnnGetConvolutionForwardAlgorithm_v7");
-        auto ws_of = [&](cudnnConvolutionFwdAlgo_t a, size_t *ws) {
-            return cudnnGetConvolutionForwardWorkspaceSize(h, d->x, d->w, d->conv, d->y, a, ws);
-        };
-        auto exec = [&](cudnnConvolutionFwdAlgo_t a) {
-            return cudnnConvolutionForward(h, &one, d->x, s->in[0], d->w, s->in[1], d->conv, a, c->lt_workspace,
-                                           ANVIL_CUDA_LT_WORKSPACE, &zero, d->y, s->out);
-        };
-        rc = dnn_run(d, perf, n, fwd_rank, ws_of, exec, "cudnnConvolutionForward", x, w);
-        if (rc != ANVIL_OK)
-            goto done;
-        if (bias)
-            DNN_CHECK(cudnnAddTensor(h, &one, d->b, s->in[2], &one, d->y, s->out), "cudnnAddTensor (bias)");
-    }
+    rc = dnn_forward(c, d, s->in[0], s->in[1], s->out, x, w);
+    if (rc != ANVIL_OK)
+        goto done;
+    if (bias)
+        DNN_CHECK(cudnnAddTensor((cudnnHandle_t)c->cudnn, &one, d->b, s->in[2], &one, d->y, s->out),
+                  "cudnnAddTensor (bias)");
 done:
     dnn_destroy(d);
     return rc;
@@ -270,27 +280,9 @@ static anvil_status dgrad_as_fprop(anvil_cuda_ctx *c, const anvil_step *s)
     int yd[4] = {(int)x->shape[0], (int)C, (int)x->shape[2], (int)x->shape[3]};
     int ia[6] = {1, 1, (int)kh - 1 - a[2], (int)kw - 1 - a[3], 1, 1};
     dnn_conv dd, *d = &dd;
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    int n = 0;
-    const float one = 1.0f, zero = 0.0f;
     anvil_status rc = dnn_setup_dims(c, d, "conv2d_bwd_data", xd, wd, yd, ia, false);
-    if (rc != ANVIL_OK)
-        goto done;
-    {
-        cudnnHandle_t h = (cudnnHandle_t)c->cudnn;
-        DNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d->x, d->w, d->conv, d->y,
-                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf),
-                  "cudnnGetConvolutionForwardAlgorithm_v7");
-        auto ws_of = [&](cudnnConvolutionFwdAlgo_t alg, size_t *ws) {
-            return cudnnGetConvolutionForwardWorkspaceSize(h, d->x, d->w, d->conv, d->y, alg, ws);
-        };
-        auto exec = [&](cudnnConvolutionFwdAlgo_t alg) {
-            return cudnnConvolutionForward(h, &one, d->x, s->in[0], d->w, wt, d->conv, alg, c->lt_workspace,
-                                           ANVIL_CUDA_LT_WORKSPACE, &zero, d->y, s->out);
-        };
-        rc = dnn_run(d, perf, n, fwd_rank, ws_of, exec, "cudnnConvolutionForward", x, w);
-    }
-done:
+    if (rc == ANVIL_OK)
+        rc = dnn_forward(c, d, s->in[0], wt, s->out, x, w);
     dnn_destroy(d);
     return rc;
 }
