@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "anvil.h" /* anvil_blas_coretype_advice */
+
 extern char **environ;
 
 #define TOOL_TIMEOUT_S 600
@@ -979,6 +981,32 @@ static void test_human_output(void **state)
     run_free(&r);
 }
 
+/* Where OpenBLAS fell back to its generic kernels (anvil_blas_coretype_advice), the tool
+ * re-executes itself with OPENBLAS_CORETYPE set: it then trains without the library's
+ * note about it.  A machine whose CPU OpenBLAS recognizes has nothing to check. */
+static void test_blas_reexec(void **state)
+{
+    (void)state;
+    const char *set = getenv("OPENBLAS_CORETYPE");
+    char keep[64] = "";
+    if (set)
+        snprintf(keep, sizeof keep, "%s", set);
+    unsetenv("OPENBLAS_CORETYPE");
+    const char *advice = anvil_blas_coretype_advice();
+    if (advice) {
+        run_result r;
+        run_tool(&r, "train", "--steps", "2", "--device", "cpu", "--data", g_data);
+        expect_exit(&r, 0);
+        if (contains(r.err, "OPENBLAS_CORETYPE"))
+            fail_msg("`%s` ran with OpenBLAS's generic kernels (advice: %s):\n%s", r.cmd, advice, r.err);
+        run_free(&r);
+    } else {
+        print_message("OpenBLAS uses kernels made for this CPU: no re-execution to check\n");
+    }
+    if (set)
+        setenv("OPENBLAS_CORETYPE", keep, 1);
+}
+
 static void test_device_cuda_without_gpu_is_not_a_crash(void **state)
 {
     (void)state;
@@ -1012,6 +1040,7 @@ int main(void)
         cmocka_unit_test(test_checkpoint_resume),
         cmocka_unit_test(test_save_and_init_weights),
         cmocka_unit_test(test_human_output),
+        cmocka_unit_test(test_blas_reexec),
         cmocka_unit_test(test_device_cuda_without_gpu_is_not_a_crash),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
