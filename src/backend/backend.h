@@ -54,6 +54,10 @@ struct anvil_backend {
     anvil_status (*alloc)(anvil_backend *be, size_t bytes, void **out);
     void (*free)(anvil_backend *be, void *p);
     anvil_status (*upload)(anvil_backend *be, void *dst, const void *src, size_t bytes);
+    /* A batch's upload: like upload, but the copy overlaps the device's earlier work (CUDA:
+     * a copy stream into a device landing buffer, then an on-device copy into dst after
+     * the earlier work).  NULL: the backend has only upload. */
+    anvil_status (*upload_batch)(anvil_backend *be, void *dst, const void *src, size_t bytes);
     anvil_status (*download)(anvil_backend *be, void *dst, const void *src, size_t bytes);
     anvil_status (*zero)(anvil_backend *be, void *dst, size_t bytes);
     /* Runs a program: every step's kernel, in order. */

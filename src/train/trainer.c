@@ -525,14 +525,16 @@ static anvil_status run_step(anvil_trainer *t, anvil_program *p, int64_t data_ba
 }
 
 /* Copies x and y into the program's input slots and runs it (a training step when
- * `train`). */
+ * `train`).  The copies overlap the previous step where the backend can (upload_batch). */
 static anvil_status feed_and_run(anvil_trainer *t, anvil_program *p, anvil_value yv, const anvil_tensor *x,
                                  const anvil_tensor *y, bool train)
 {
     anvil_persist_map pm = persist_map(t, false);
-    ANVIL_TRY(t->be->upload(t->be, anvil_program_ptr(p, &pm, t->model->input), x->data, anvil_tensor_nbytes(x)));
+    anvil_backend *be = t->be;
+    anvil_status (*put)(anvil_backend *, void *, const void *, size_t) = be->upload_batch ? be->upload_batch : be->upload;
+    ANVIL_TRY(put(be, anvil_program_ptr(p, &pm, t->model->input), x->data, anvil_tensor_nbytes(x)));
     if (y)
-        ANVIL_TRY(t->be->upload(t->be, anvil_program_ptr(p, &pm, yv), y->data, anvil_tensor_nbytes(y)));
+        ANVIL_TRY(put(be, anvil_program_ptr(p, &pm, yv), y->data, anvil_tensor_nbytes(y)));
     return train ? run_step(t, p, 0) : t->be->run(t->be, p, &t->ex);
 }
 

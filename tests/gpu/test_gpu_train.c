@@ -7,6 +7,8 @@
  *    learning-rate change reaches the captured graph (it is read on the device);
  *  - determinism: two CUDA trainers with the same seed (dropout included) hold the same
  *    parameters bit for bit after a few steps;
+ *  - the copy stream: host batches uploaded overlapped with the previous step give the
+ *    same parameters, bit for bit, as plain uploads;
  *  - Fashion-MNIST: the built-in "mlp" from PyTorch's initial weights, one epoch in
  *    dataset order on device-resident data, matches PyTorch's test accuracy and losses
  *    from the same start (tests/golden/mlp_fmnist.safetensors); a resident step makes no
@@ -260,6 +262,61 @@ static void test_determinism(void **state)
     check_deterministic(conv_bn_model, "conv + batch norm");
 }
 
+/* Host batches go through the copy stream and device landing buffers (cuda.cu's
+ * upload_batch), overlapped with the previous step.  20 steps queued back to back with
+ * no host synchronization, batches of 128 (one chunk) and 1400 (4.4 MB: two chunks, so
+ * the landing slots wrap around), must leave the same parameters, bit for bit, as the
+ * same steps through plain uploads on the compute stream (ANVIL_CUDA_COPY_STREAM=0): a
+ * batch read before its copy landed, or overwritten while a step still read it, would
+ * differ.  A step still makes 2 host-to-device copies and 1 graph launch. */
+static void test_copy_stream(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    enum { STEPS = 20 };
+    anvil_tensor *xs[STEPS], *ys[STEPS];
+    for (int k = 0; k < STEPS; k++)
+        mnist_like_batch(k % 3 == 2 ? 1400 : 128, 900 + 2 * (uint64_t)k, &xs[k], &ys[k]);
+    anvil_model *m;
+    CHECK_OK(anvil_model_builtin(&m, "mlp"));
+    anvil_trainer *t[2];
+    for (int v = 0; v < 2; v++) {
+        anvil_trainer_config cfg = anvil_trainer_default_config();
+        cfg.device = ANVIL_DEVICE_CUDA;
+        cfg.seed = 5;
+        if (v == 1)
+            setenv("ANVIL_CUDA_COPY_STREAM", "0", 1);
+        CHECK_OK(anvil_trainer_create(&t[v], m, &cfg));
+        unsetenv("ANVIL_CUDA_COPY_STREAM");
+        for (int k = 0; k < STEPS; k++)
+            CHECK_OK(anvil_train_step(t[v], xs[k], ys[k]));
+        if (v == 0)
+            assert_one_launch_step(t[v], "host-batch step through the copy stream");
+    }
+    anvil_counters total, last;
+    CHECK_OK(anvil_trainer_counters(t[0], &total, &last));
+    assert_int_equal(last.h2d_copies, 2);
+    anvil_graph *g = anvil_model_graph(m);
+    for (int v = 0; v < g->n; v++) {
+        if (g->nodes[v].op != OP_PARAM)
+            continue;
+        anvil_tensor *a, *b;
+        CHECK_OK(anvil_trainer_get_param(t[0], g->nodes[v].name, &a));
+        CHECK_OK(anvil_trainer_get_param(t[1], g->nodes[v].name, &b));
+        if (memcmp(anvil_tensor_cdata(a), anvil_tensor_cdata(b), anvil_tensor_nbytes(a)) != 0)
+            fail_msg("copy stream: %s differs from the plain-upload run", g->nodes[v].name);
+        anvil_tensor_release(a);
+        anvil_tensor_release(b);
+    }
+    for (int k = 0; k < STEPS; k++) {
+        anvil_tensor_release(xs[k]);
+        anvil_tensor_release(ys[k]);
+    }
+    anvil_trainer_free(t[0]);
+    anvil_trainer_free(t[1]);
+    anvil_model_free(m);
+}
+
 /* One epoch of the built-in mlp on the GPU from PyTorch's initial weights, dataset order,
  * device-resident data: accuracy and losses must match PyTorch's from the same start
  * (tests/golden/make_mlp_fmnist.py), as the CPU test does; and a resident step in the
@@ -380,6 +437,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_counters),
         cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_copy_stream),
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_fashion_mnist),
         cmocka_unit_test(test_fashion_mnist_cnn),

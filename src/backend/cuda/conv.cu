@@ -3,11 +3,16 @@
  *
  * Algorithms are chosen without timing, from cuDNN's heuristics (the _v7 queries): the
  * first candidate that is supported, deterministic, not a tensor-op one (the descriptor
- * stays CUDNN_FMA_MATH whatever the heuristic reports) and whose workspace fits the
- * lane's ANVIL_CUDA_LT_WORKSPACE bytes (the lane's cuBLASLt workspace doubles as cuDNN's:
- * the steps of one lane run in order).  Candidates that compute through FFTs or Winograd
- * transforms are taken only when nothing else fits, as their rounding differs most from
- * a direct sum; a candidate cuDNN refuses when run (NOT_SUPPORTED) gives way to the next.
+ * stays CUDNN_FMA_MATH whatever the heuristic reports) and whose workspace is at most
+ * DNN_WS_MAX bytes.  Candidates that compute through FFTs or Winograd transforms are
+ * taken only when nothing else fits, as their rounding differs most from a direct sum; a
+ * candidate cuDNN refuses when run (NOT_SUPPORTED) gives way to the next.
+ *
+ * Workspace: every kernel here works in its step's planned workspace (anvil_step.ws, in
+ * the transient arena, live during that step only).  anvil_cuda_conv_workspace sizes it
+ * when the program is planned by making the same choice the kernel makes when captured
+ * (the heuristics answer the same for the same shapes), so no convolution memory is
+ * allocated per lane or per step.
  * Descriptors are made and destroyed per call: the kernel functions run
  * only while a program is captured, and the CUDA graph replays what they recorded.
  *
@@ -17,6 +22,11 @@
 #include "backend/cuda/cuda_internal.h"
 
 #ifdef ANVIL_HAVE_CUDNN
+
+#define DNN_WS_MAX ((size_t)256 << 20)     /* the most workspace one cuDNN call may take */
+#define IM2COL_WS_MAX ((size_t)256 << 20)  /* weight-gradient staging per chunk of samples */
+
+static size_t ws_align(size_t b) { return (b + 255) & ~(size_t)255; }
 
 static anvil_status dnn_fail(cudnnStatus_t st, const char *op, const char *what)
 {
@@ -150,12 +160,12 @@ static int bwd_filter_rank(cudnnConvolutionBwdFilterAlgo_t a)
            a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
 }
 
-static anvil_status no_algo(const dnn_conv *d, const anvil_node *x, const anvil_node *w)
+static anvil_status no_algo(const dnn_conv *d, size_t limit, const anvil_node *x, const anvil_node *w)
 {
     char sx[96], sw[96];
     return anvil_fail(ANVIL_ERR_UNSUPPORTED,
                       "%s: cuDNN offers no deterministic fp32 (FMA) algorithm within a %zu-byte workspace for input %s, weight %s",
-                      d->op, (size_t)ANVIL_CUDA_LT_WORKSPACE, anvil_shape_str(sx, sizeof sx, x->ndim, x->shape),
+                      d->op, limit, anvil_shape_str(sx, sizeof sx, x->ndim, x->shape),
                       anvil_shape_str(sw, sizeof sw, w->ndim, w->shape));
 }
 
@@ -167,39 +177,49 @@ static bool fma_ok(cudnnMathType_t m)
 }
 
 /* Runs the first usable algorithm of the heuristic's list perf[0..n): supported,
- * deterministic, not tensor-op, its workspace (asked again through ws_of) within the
- * lane's; pass 0 takes rank-0 algorithms only, pass 1 any.  A candidate that cuDNN
+ * deterministic, not tensor-op, its workspace (asked again through ws_of) within limit
+ * bytes; pass 0 takes rank-0 algorithms only, pass 1 any.  A candidate that cuDNN
  * refuses when run (a NOT_SUPPORTED status, decided on the host before any launch) gives
- * way to the next; any other failure is reported. */
+ * way to the next; any other failure is reported.  With plan, runs nothing: *plan is the
+ * workspace of the candidate it would try first (0 when none is usable). */
 template <typename Perf, typename Rank, typename WsOf, typename Exec>
-static anvil_status dnn_run(const dnn_conv *d, const Perf *perf, int n, Rank rank, WsOf ws_of, Exec exec,
-                            const char *exec_name, const anvil_node *x, const anvil_node *w)
+static anvil_status dnn_run(const dnn_conv *d, const Perf *perf, int n, Rank rank, WsOf ws_of, size_t limit,
+                            size_t *plan, Exec exec, const char *exec_name, const anvil_node *x, const anvil_node *w)
 {
     cudnnStatus_t refused = CUDNN_STATUS_SUCCESS;
+    if (plan)
+        *plan = 0;
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < n; i++) {
             if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].determinism != CUDNN_DETERMINISTIC ||
                 !fma_ok(perf[i].mathType) || (pass == 0) != (rank(perf[i].algo) == 0))
                 continue;
             size_t ws = 0;
-            if (ws_of(perf[i].algo, &ws) != CUDNN_STATUS_SUCCESS || ws > ANVIL_CUDA_LT_WORKSPACE)
+            if (ws_of(perf[i].algo, &ws) != CUDNN_STATUS_SUCCESS || ws > limit)
                 continue;
-            cudnnStatus_t st = exec(perf[i].algo);
+            if (plan) {
+                *plan = ws;
+                return ANVIL_OK;
+            }
+            cudnnStatus_t st = exec(perf[i].algo, ws);
             if (st == CUDNN_STATUS_SUCCESS)
                 return ANVIL_OK;
             if (CUDNN_STATUS_CATEGORY(st) != CUDNN_STATUS_NOT_SUPPORTED)
                 return dnn_fail(st, d->op, exec_name);
             refused = st;
         }
+    if (plan)
+        return ANVIL_OK;
     if (refused != CUDNN_STATUS_SUCCESS)
         return dnn_fail(refused, d->op, exec_name);
-    return no_algo(d, x, w);
+    return no_algo(d, limit, x, w);
 }
 
 /* y = conv(xp, wp) with the descriptors d, by the first usable algorithm of cuDNN's
- * forward heuristics (dnn_run); xn, wn name the shapes in errors. */
+ * forward heuristics (dnn_run) within ws [limit bytes]; xn, wn name the shapes in errors.
+ * With plan: only its workspace (dnn_run). */
 static anvil_status dnn_forward(anvil_cuda_ctx *c, const dnn_conv *d, const void *xp, const void *wp, void *yp,
-                                const anvil_node *xn, const anvil_node *wn)
+                                void *ws, size_t limit, size_t *plan, const anvil_node *xn, const anvil_node *wn)
 {
     anvil_status rc = ANVIL_OK;
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
@@ -213,38 +233,56 @@ static anvil_status dnn_forward(anvil_cuda_ctx *c, const dnn_conv *d, const void
         auto ws_of = [&](cudnnConvolutionFwdAlgo_t a, size_t *ws) {
             return cudnnGetConvolutionForwardWorkspaceSize(h, d->x, d->w, d->conv, d->y, a, ws);
         };
-        auto exec = [&](cudnnConvolutionFwdAlgo_t a) {
-            return cudnnConvolutionForward(h, &one, d->x, xp, d->w, wp, d->conv, a, c->lt_workspace,
-                                           ANVIL_CUDA_LT_WORKSPACE, &zero, d->y, yp);
+        auto exec = [&](cudnnConvolutionFwdAlgo_t a, size_t need) {
+            return cudnnConvolutionForward(h, &one, d->x, xp, d->w, wp, d->conv, a, need ? ws : NULL, need, &zero,
+                                           d->y, yp);
         };
-        rc = dnn_run(d, perf, n, fwd_rank, ws_of, exec, "cudnnConvolutionForward", xn, wn);
+        rc = dnn_run(d, perf, n, fwd_rank, ws_of, limit, plan, exec, "cudnnConvolutionForward", xn, wn);
     }
 done:
     return rc;
 }
 
-/* y = conv(x, w) (+ b) */
-ANVIL_CUDA_KERNEL(conv2d)
+/* A kernel's view of its workspace: where (NULL while planning) and how many bytes; when
+ * plan is set the kernel launches nothing and adds the bytes it needs to *plan. */
+typedef struct {
+    char *p;
+    size_t bytes;
+    size_t *plan;
+} conv_ws;
+
+static conv_ws step_ws(const anvil_step *s)
 {
-    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
-    const anvil_node *x = s->in_node[0], *w = s->in_node[1], *y = s->node;
-    bool bias = s->node->n_in >= 3;
-    if (x->shape[0] == 0)
-        return ANVIL_OK;
+    conv_ws w = {(char *)s->ws, s->ws ? s->ws_bytes : 0, NULL};
+    return w;
+}
+
+/* y = conv(x, w) (+ b) */
+static anvil_status conv2d_run(anvil_cuda_ctx *c, const anvil_node *x, const anvil_node *w, const anvil_node *y,
+                               const int *ia, bool bias, const void *const *in, void *out, conv_ws ws)
+{
     dnn_conv dd, *d = &dd;
     const float one = 1.0f;
-    anvil_status rc = dnn_setup(c, d, "conv2d", x, w, y, s->node->ia, bias);
+    anvil_status rc = dnn_setup(c, d, "conv2d", x, w, y, ia, bias);
     if (rc != ANVIL_OK)
         goto done;
-    rc = dnn_forward(c, d, s->in[0], s->in[1], s->out, x, w);
-    if (rc != ANVIL_OK)
+    rc = dnn_forward(c, d, in ? in[0] : NULL, in ? in[1] : NULL, out, ws.p, ws.plan ? DNN_WS_MAX : ws.bytes,
+                     ws.plan, x, w);
+    if (rc != ANVIL_OK || ws.plan)
         goto done;
     if (bias)
-        DNN_CHECK(cudnnAddTensor((cudnnHandle_t)c->cudnn, &one, d->b, s->in[2], &one, d->y, s->out),
-                  "cudnnAddTensor (bias)");
+        DNN_CHECK(cudnnAddTensor((cudnnHandle_t)c->cudnn, &one, d->b, in[2], &one, d->y, out), "cudnnAddTensor (bias)");
 done:
     dnn_destroy(d);
     return rc;
+}
+
+ANVIL_CUDA_KERNEL(conv2d)
+{
+    if (s->in_node[0]->shape[0] == 0)
+        return ANVIL_OK;
+    return conv2d_run(anvil_cuda_ctx_of(ex), s->in_node[0], s->in_node[1], s->node, s->node->ia, s->node->n_in >= 3,
+                      s->in, s->out, step_ws(s));
 }
 
 /* wt [C, O, kh, kw] = w [O, C, kh, kw] with each kernel rotated by 180 degrees */
@@ -260,48 +298,55 @@ static __global__ void flip_weights(const float *__restrict__ w, float *wt, int6
 /* The data gradient of a stride-1, undilated, ungrouped convolution is itself a forward
  * convolution: dx = conv(dy, flip(w)^T) with padding k - 1 - p.  cuDNN's deterministic
  * fp32 data-gradient kernels ran at under half the speed of its forward ones on the
- * ResNet-18 layers (H200), so such layers take this path: one small kernel flips w
- * into the lane's convolution workspace, then the forward algorithm choice of conv2d.
+ * ResNet-18 layers (H200), so such layers take this path: one small kernel flips w into
+ * the start of the workspace, then the forward algorithm choice of conv2d in the rest.
  * Returns ANVIL_ERR_UNSUPPORTED (nothing launched) for other geometries. */
-static anvil_status dgrad_as_fprop(anvil_cuda_ctx *c, const anvil_step *s)
+static anvil_status dgrad_as_fprop(anvil_cuda_ctx *c, const anvil_node *dy, const anvil_node *w, const anvil_node *x,
+                                   const int *a, const void *const *in, void *out, conv_ws ws)
 {
-    const anvil_node *dy = s->in_node[0], *w = s->in_node[1], *x = s->node;
-    const int *a = s->node->ia;
     int64_t O = w->shape[0], C = x->shape[1], kh = w->shape[2], kw = w->shape[3];
+    size_t flip_bytes = ws_align((size_t)(O * C * kh * kw) * sizeof(float));
     if (a[0] != 1 || a[1] != 1 || a[4] != 1 || a[5] != 1 || w->shape[1] != C || a[2] > kh - 1 || a[3] > kw - 1 ||
-        (size_t)(O * C * kh * kw) * sizeof(float) > ANVIL_CUDA_CONV_WORKSPACE || !fits_int(dy) || !fits_int(x))
+        flip_bytes > DNN_WS_MAX || !fits_int(dy) || !fits_int(x))
         return ANVIL_ERR_UNSUPPORTED;
-    float *wt = c->conv_ws;
-    flip_weights<<<anvil_cuda_blocks(O * C * kh * kw, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
-        (const float *)s->in[1], wt, O, C, kh, kw);
-    ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_data (flip)"));
+    if (!ws.plan && ws.bytes < flip_bytes)
+        return anvil_fail(ANVIL_ERR_STATE, "conv2d_bwd_data: the step has %zu bytes of workspace, not the %zu planned",
+                          ws.bytes, flip_bytes);
+    float *wt = (float *)ws.p;
+    if (!ws.plan) {
+        flip_weights<<<anvil_cuda_blocks(O * C * kh * kw, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+            (const float *)in[1], wt, O, C, kh, kw);
+        ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_data (flip)"));
+    }
     int xd[4] = {(int)dy->shape[0], (int)O, (int)dy->shape[2], (int)dy->shape[3]};
     int wd[4] = {(int)C, (int)O, (int)kh, (int)kw};
     int yd[4] = {(int)x->shape[0], (int)C, (int)x->shape[2], (int)x->shape[3]};
     int ia[6] = {1, 1, (int)kh - 1 - a[2], (int)kw - 1 - a[3], 1, 1};
     dnn_conv dd, *d = &dd;
+    size_t fwd = 0;
     anvil_status rc = dnn_setup_dims(c, d, "conv2d_bwd_data", xd, wd, yd, ia, false);
     if (rc == ANVIL_OK)
-        rc = dnn_forward(c, d, s->in[0], wt, s->out, x, w);
+        rc = dnn_forward(c, d, in ? in[0] : NULL, wt, out, ws.p ? ws.p + flip_bytes : NULL,
+                         ws.plan ? DNN_WS_MAX : ws.bytes - flip_bytes, ws.plan ? &fwd : NULL, x, w);
+    if (ws.plan)
+        *ws.plan += flip_bytes + fwd;
     dnn_destroy(d);
     return rc;
 }
 
 /* dx = conv2d's adjoint in x of dy: in (dy, w), the node is x's shape */
-ANVIL_CUDA_KERNEL(conv2d_bwd_data)
+static anvil_status conv2d_bwd_data_run(anvil_cuda_ctx *c, const anvil_node *dy, const anvil_node *w,
+                                        const anvil_node *x, const int *ia, const void *const *in, void *out,
+                                        conv_ws ws)
 {
-    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
-    const anvil_node *dy = s->in_node[0], *w = s->in_node[1], *x = s->node;
-    if (x->shape[0] == 0)
-        return ANVIL_OK;
-    anvil_status fs = dgrad_as_fprop(c, s);
+    anvil_status fs = dgrad_as_fprop(c, dy, w, x, ia, in, out, ws);
     if (fs != ANVIL_ERR_UNSUPPORTED)
         return fs;
     dnn_conv dd, *d = &dd;
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int n = 0;
     const float one = 1.0f, zero = 0.0f;
-    anvil_status rc = dnn_setup(c, d, "conv2d_bwd_data", x, w, dy, s->node->ia, false);
+    anvil_status rc = dnn_setup(c, d, "conv2d_bwd_data", x, w, dy, ia, false);
     if (rc != ANVIL_OK)
         goto done;
     {
@@ -309,18 +354,27 @@ ANVIL_CUDA_KERNEL(conv2d_bwd_data)
         DNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d->w, d->y, d->conv, d->x,
                                                               CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf),
                   "cudnnGetConvolutionBackwardDataAlgorithm_v7");
-        auto ws_of = [&](cudnnConvolutionBwdDataAlgo_t a, size_t *ws) {
-            return cudnnGetConvolutionBackwardDataWorkspaceSize(h, d->w, d->y, d->conv, d->x, a, ws);
+        auto ws_of = [&](cudnnConvolutionBwdDataAlgo_t a, size_t *b) {
+            return cudnnGetConvolutionBackwardDataWorkspaceSize(h, d->w, d->y, d->conv, d->x, a, b);
         };
-        auto exec = [&](cudnnConvolutionBwdDataAlgo_t a) {
-            return cudnnConvolutionBackwardData(h, &one, d->w, s->in[1], d->y, s->in[0], d->conv, a,
-                                                c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE, &zero, d->x, s->out);
+        auto exec = [&](cudnnConvolutionBwdDataAlgo_t a, size_t need) {
+            return cudnnConvolutionBackwardData(h, &one, d->w, in[1], d->y, in[0], d->conv, a, need ? ws.p : NULL,
+                                                need, &zero, d->x, out);
         };
-        rc = dnn_run(d, perf, n, bwd_data_rank, ws_of, exec, "cudnnConvolutionBackwardData", x, w);
+        rc = dnn_run(d, perf, n, bwd_data_rank, ws_of, ws.plan ? DNN_WS_MAX : ws.bytes, ws.plan, exec,
+                     "cudnnConvolutionBackwardData", x, w);
     }
 done:
     dnn_destroy(d);
     return rc;
+}
+
+ANVIL_CUDA_KERNEL(conv2d_bwd_data)
+{
+    if (s->node->shape[0] == 0)
+        return ANVIL_OK;
+    return conv2d_bwd_data_run(anvil_cuda_ctx_of(ex), s->in_node[0], s->in_node[1], s->node, s->node->ia, s->in,
+                               s->out, step_ws(s));
 }
 
 /* dw = conv2d's adjoint in w of dy: in (dy, x), the node is w's shape */
@@ -371,13 +425,12 @@ static dim3 wgrad_grid(int64_t K, int64_t rows)
     return dim3(anvil_cuda_blocks(K, ANVIL_CUDA_THREADS, 1024), (unsigned int)(rows < 65535 ? rows : 65535));
 }
 
-/* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) when not even one sample fits the
- * workspace.  Larger batches go through it in chunks of samples, each chunk's product
- * added onto the last (beta 1): a fixed order, so still deterministic. */
-static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_step *s)
+/* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) when one sample's staging exceeds
+ * IM2COL_WS_MAX.  Larger batches go through the workspace in equal chunks of samples,
+ * each chunk's product added onto the last (beta 1): a fixed order, so deterministic. */
+static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const anvil_node *x, const anvil_node *w,
+                               const int *a, const void *const *in, void *out, conv_ws ws)
 {
-    const anvil_node *dy = s->in_node[0], *x = s->in_node[1], *w = s->node;
-    const int *a = s->node->ia;
     wgrad_geom q;
     q.N = x->shape[0], q.C = x->shape[1], q.H = x->shape[2], q.W = x->shape[3];
     q.O = w->shape[0], q.kh = w->shape[2], q.kw = w->shape[3], q.OH = dy->shape[2], q.OW = dy->shape[3];
@@ -387,19 +440,27 @@ static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_step *s)
     q.Og = q.O / groups;
     int64_t ck = q.Cg * q.kh * q.kw;
     size_t per_sample = (size_t)(q.OH * q.OW) * (size_t)(ck + q.Og) * sizeof(float);
-    int64_t chunk = (int64_t)(ANVIL_CUDA_CONV_WORKSPACE / per_sample);
+    int64_t chunk = (int64_t)(IM2COL_WS_MAX / per_sample);
     if (chunk < 1)
         return ANVIL_ERR_UNSUPPORTED;
     chunk = chunk < batch ? chunk : batch;
     /* equal chunks, so that every chunk's product has the same shape */
     int64_t n_chunks = (batch + chunk - 1) / chunk;
     chunk = (batch + n_chunks - 1) / n_chunks;
+    size_t need = (size_t)chunk * per_sample;
+    if (ws.plan) {
+        *ws.plan = need;
+        return ANVIL_OK;
+    }
+    if (ws.bytes < need)
+        return anvil_fail(ANVIL_ERR_STATE, "conv2d_bwd_filter: the step has %zu bytes of workspace, not the %zu planned",
+                          ws.bytes, need);
     for (int64_t n0 = 0; n0 < batch; n0 += chunk) {
         q.N = batch - n0 < chunk ? batch - n0 : chunk;
         int64_t K = q.N * q.OH * q.OW;
-        const float *xs = (const float *)s->in[1] + n0 * q.C * q.H * q.W;
-        const float *dys = (const float *)s->in[0] + n0 * q.O * q.OH * q.OW;
-        float *col = c->conv_ws, *dyt = c->conv_ws + K * ck;
+        const float *xs = (const float *)in[1] + n0 * q.C * q.H * q.W;
+        const float *dys = (const float *)in[0] + n0 * q.O * q.OH * q.OW;
+        float *col = (float *)ws.p, *dyt = col + K * ck;
         for (int64_t g = 0; g < groups; g++) {
             wgrad_im2col<<<wgrad_grid(K, ck), ANVIL_CUDA_THREADS, 0, c->stream>>>(q, g, xs, col);
             ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (im2col)"));
@@ -408,29 +469,25 @@ static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_step *s)
             /* row-major dW_g [Og, ck] = dyT colT^T, i.e. column-major [ck, Og] = A^T B with
              * A = colT as column-major [K, ck] and B = dyT as column-major [K, Og] */
             ANVIL_TRY(anvil_cuda_gemm_f32(c, true, false, ck, q.Og, K, col, K, dyt, K, n0 == 0 ? 0.0f : 1.0f,
-                                          (float *)s->out + g * q.Og * ck, ck, "conv2d_bwd_filter"));
+                                          (float *)out + g * q.Og * ck, ck, "conv2d_bwd_filter"));
         }
     }
     return ANVIL_OK;
 }
 
-ANVIL_CUDA_KERNEL(conv2d_bwd_filter)
+/* dw = conv2d's adjoint in w of dy: in (dy, x), the node is w's shape */
+static anvil_status conv2d_bwd_filter_run(anvil_cuda_ctx *c, const anvil_node *dy, const anvil_node *x,
+                                          const anvil_node *w, const int *ia, const void *const *in, void *out,
+                                          conv_ws ws)
 {
-    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
-    const anvil_node *dy = s->in_node[0], *x = s->in_node[1], *w = s->node;
-    if (x->shape[0] == 0) {
-        ANVIL_CUDA_CHECK(cudaMemsetAsync(s->out, 0, (size_t)anvil_node_numel(w) * sizeof(float), c->stream),
-                         "conv2d_bwd_filter: cudaMemsetAsync");
-        return ANVIL_OK;
-    }
-    anvil_status gs = wgrad_gemm(c, s);
+    anvil_status gs = wgrad_gemm(c, dy, x, w, ia, in, out, ws);
     if (gs != ANVIL_ERR_UNSUPPORTED)
         return gs;
     dnn_conv dd, *d = &dd;
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int n = 0;
     const float one = 1.0f, zero = 0.0f;
-    anvil_status rc = dnn_setup(c, d, "conv2d_bwd_filter", x, w, dy, s->node->ia, false);
+    anvil_status rc = dnn_setup(c, d, "conv2d_bwd_filter", x, w, dy, ia, false);
     if (rc != ANVIL_OK)
         goto done;
     {
@@ -438,18 +495,51 @@ ANVIL_CUDA_KERNEL(conv2d_bwd_filter)
         DNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d->x, d->y, d->conv, d->w,
                                                                 CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf),
                   "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
-        auto ws_of = [&](cudnnConvolutionBwdFilterAlgo_t a, size_t *ws) {
-            return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d->x, d->y, d->conv, d->w, a, ws);
+        auto ws_of = [&](cudnnConvolutionBwdFilterAlgo_t a, size_t *b) {
+            return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d->x, d->y, d->conv, d->w, a, b);
         };
-        auto exec = [&](cudnnConvolutionBwdFilterAlgo_t a) {
-            return cudnnConvolutionBackwardFilter(h, &one, d->x, s->in[1], d->y, s->in[0], d->conv, a,
-                                                  c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE, &zero, d->w, s->out);
+        auto exec = [&](cudnnConvolutionBwdFilterAlgo_t a, size_t need) {
+            return cudnnConvolutionBackwardFilter(h, &one, d->x, in[1], d->y, in[0], d->conv, a, need ? ws.p : NULL,
+                                                  need, &zero, d->w, out);
         };
-        rc = dnn_run(d, perf, n, bwd_filter_rank, ws_of, exec, "cudnnConvolutionBackwardFilter", x, w);
+        rc = dnn_run(d, perf, n, bwd_filter_rank, ws_of, ws.plan ? DNN_WS_MAX : ws.bytes, ws.plan, exec,
+                     "cudnnConvolutionBackwardFilter", x, w);
     }
 done:
     dnn_destroy(d);
     return rc;
+}
+
+ANVIL_CUDA_KERNEL(conv2d_bwd_filter)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    if (s->in_node[1]->shape[0] == 0) {
+        ANVIL_CUDA_CHECK(cudaMemsetAsync(s->out, 0, (size_t)anvil_node_numel(s->node) * sizeof(float), c->stream),
+                         "conv2d_bwd_filter: cudaMemsetAsync");
+        return ANVIL_OK;
+    }
+    return conv2d_bwd_filter_run(c, s->in_node[0], s->in_node[1], s->node, s->node->ia, s->in, s->out, step_ws(s));
+}
+
+/* The workspace each kernel above takes, for the planner: the same choices, nothing run.
+ * A failure here (e.g. no cuDNN handle) plans none; the kernel then reports it. */
+extern "C" size_t anvil_cuda_conv_workspace(anvil_cuda_ctx *c, const anvil_graph *g, const anvil_node *n)
+{
+    if (n->op != OP_CONV2D && n->op != OP_CONV2D_BWD_DATA && n->op != OP_CONV2D_BWD_FILTER)
+        return 0;
+    const anvil_node *in0 = &g->nodes[n->in[0]], *in1 = &g->nodes[n->in[1]];
+    size_t need = 0;
+    conv_ws ws = {NULL, 0, &need};
+    anvil_status rc = ANVIL_OK;
+    if (n->op == OP_CONV2D && in0->shape[0] > 0)
+        rc = conv2d_run(c, in0, in1, n, n->ia, n->n_in >= 3, NULL, NULL, ws);
+    else if (n->op == OP_CONV2D_BWD_DATA && n->shape[0] > 0)
+        rc = conv2d_bwd_data_run(c, in0, in1, n, n->ia, NULL, NULL, ws);
+    else if (n->op == OP_CONV2D_BWD_FILTER && in1->shape[0] > 0)
+        rc = conv2d_bwd_filter_run(c, in0, in1, n, n->ia, NULL, NULL, ws);
+    if (rc != ANVIL_OK)
+        anvil_clear_error();
+    return rc == ANVIL_OK ? need : 0;
 }
 
 #endif /* ANVIL_HAVE_CUDNN */

@@ -157,6 +157,45 @@ static anvil_status cuda_upload(anvil_backend *be, void *dst, const void *src, s
     return ANVIL_OK;
 }
 
+/* A batch: each chunk goes host -> pinned staging slot k (by the host) -> device landing
+ * buffer k (on the copy stream, so it runs while the earlier graph launches compute) ->
+ * dst (an on-device copy on the compute stream, which waits for the chunk's arrival and
+ * comes after the earlier launches that read dst).  The copy stream first waits until
+ * landing k's previous contents were copied out.  Later work on the compute stream,
+ * downloads included, is ordered after these copies. */
+static anvil_status cuda_upload_batch(anvil_backend *be, void *dst, const void *src, size_t bytes)
+{
+    anvil_cuda_ctx *c = ctx_of(be);
+    if (c->capturing)
+        return anvil_fail(ANVIL_ERR_STATE, "cuda upload: called during graph capture");
+    if (!c->copy_stream)
+        return cuda_upload(be, dst, src, bytes);
+    size_t done = 0;
+    while (done < bytes) {
+        size_t n = bytes - done;
+        if (n > ANVIL_CUDA_STAGING_BYTES)
+            n = ANVIL_CUDA_STAGING_BYTES;
+        int k = 0;
+        ANVIL_TRY(staging_slot(c, &k));
+        char *stage = c->staging + (size_t)k * ANVIL_CUDA_STAGING_BYTES;
+        char *land = c->landing + (size_t)k * ANVIL_CUDA_STAGING_BYTES;
+        memcpy(stage, (const char *)src + done, n);
+        ANVIL_CUDA_CHECK(cudaStreamWaitEvent(c->copy_stream, c->landing_free[k], 0), "cudaStreamWaitEvent (landing)");
+        ANVIL_CUDA_CHECK(cudaMemcpyAsync(land, stage, n, cudaMemcpyHostToDevice, c->copy_stream),
+                         "cudaMemcpyAsync (host to device)");
+        ANVIL_CUDA_CHECK(cudaEventRecord(c->staging_done[k], c->copy_stream), "cudaEventRecord (staging)");
+        c->staging_used[k] = true;
+        ANVIL_CUDA_CHECK(cudaStreamWaitEvent(c->stream, c->staging_done[k], 0), "cudaStreamWaitEvent (arrival)");
+        ANVIL_CUDA_CHECK(cudaMemcpyAsync((char *)dst + done, land, n, cudaMemcpyDeviceToDevice, c->stream),
+                         "cudaMemcpyAsync (landing buffer to input)");
+        ANVIL_CUDA_CHECK(cudaEventRecord(c->landing_free[k], c->stream), "cudaEventRecord (landing)");
+        done += n;
+    }
+    be->counters.h2d_copies++;
+    be->counters.h2d_bytes += (int64_t)bytes;
+    return ANVIL_OK;
+}
+
 static anvil_status cuda_download(anvil_backend *be, void *dst, const void *src, size_t bytes)
 {
     anvil_cuda_ctx *c = ctx_of(be);
@@ -251,16 +290,29 @@ static bool is_barrier(const anvil_step *s)
     return (anvil_opdef_of(op)->flags & OPF_EFFECT) && op != OP_ACCUM_LOSS && op != OP_ACCUM_EVAL;
 }
 
+/* A step's planned workspace counts as memory it writes. */
+static byte_range ws_range(const anvil_step *s)
+{
+    byte_range r;
+    r.lo = (const char *)s->ws;
+    r.hi = r.lo + (s->ws ? s->ws_bytes : 0);
+    return r;
+}
+
+static bool writes_into(const anvil_step *w, byte_range r)
+{
+    return overlaps(range_of(w->out, w->node), r) || overlaps(ws_range(w), r);
+}
+
 static bool depends(const anvil_step *a, const anvil_step *b) /* does a (later) need b? */
 {
-    byte_range aw = range_of(a->out, a->node), bw = range_of(b->out, b->node);
-    if (overlaps(aw, bw))
+    if (writes_into(a, range_of(b->out, b->node)) || writes_into(a, ws_range(b)))
         return true;
     for (int i = 0; i < b->node->n_in; i++)
-        if (overlaps(aw, range_of(b->in[i], b->in_node[i])))
+        if (writes_into(a, range_of(b->in[i], b->in_node[i])))
             return true;
     for (int i = 0; i < a->node->n_in; i++)
-        if (overlaps(range_of(a->in[i], a->in_node[i]), bw))
+        if (writes_into(b, range_of(a->in[i], a->in_node[i])))
             return true;
     return false;
 }
@@ -329,7 +381,6 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         c->stream = c->lane_stream[L];
         c->lt_workspace = c->lane_ws[L];
         c->scratch = c->lane_scratch[L];
-        c->conv_ws = c->lane_conv_ws[L];
         s = anvil_cuda_kernels[st->node->op](ex, st);
         cudaEventRecord(ev[i], c->stream);
         lane[i] = L;
@@ -345,7 +396,6 @@ out:
     c->stream = main_stream;
     c->lt_workspace = main_ws;
     c->scratch = main_scratch;
-    c->conv_ws = c->lane_conv_ws[0];
     for (int k = 0; k < made; k++)
         cudaEventDestroy(ev[k]);
     free(ev);
@@ -442,22 +492,36 @@ static void cuda_program_release(anvil_backend *be, anvil_program *p)
 
 /* ---------------------------------------------------------------- open / destroy */
 
+#ifdef ANVIL_HAVE_CUDNN
+/* The convolutions' scratch lives in the planned arena (conv.cu); nothing else asks. */
+static size_t cuda_workspace(const void *be, const anvil_graph *g, const anvil_node *n)
+{
+    return anvil_cuda_conv_workspace((anvil_cuda_ctx *)((const anvil_backend *)be)->ctx, g, n);
+}
+#endif
+
 static void ctx_free(anvil_cuda_ctx *c)
 {
     if (!c)
         return;
     if (c->stream)
         cudaStreamSynchronize(c->stream);
-    for (int k = 0; k < ANVIL_CUDA_STAGING_SLOTS; k++)
+    if (c->copy_stream)
+        cudaStreamSynchronize(c->copy_stream);
+    for (int k = 0; k < ANVIL_CUDA_STAGING_SLOTS; k++) {
         if (c->staging_done[k])
             cudaEventDestroy(c->staging_done[k]);
+        if (c->landing_free[k])
+            cudaEventDestroy(c->landing_free[k]);
+    }
+    if (c->landing)
+        cudaFree(c->landing);
+    if (c->copy_stream)
+        cudaStreamDestroy(c->copy_stream);
     if (c->staging)
         cudaFreeHost(c->staging);
     if (c->err_host)
         cudaFreeHost(c->err_host);
-    for (int l = 0; l < ANVIL_CUDA_LANES; l++)
-        if (c->lane_conv_ws[l])
-            cudaFree(c->lane_conv_ws[l]);
     for (int l = 1; l < ANVIL_CUDA_LANES; l++) {
         if (c->lane_ws[l])
             cudaFree(c->lane_ws[l]);
@@ -526,10 +590,6 @@ static anvil_status ctx_open(anvil_cuda_ctx *c)
     c->lane_stream[0] = c->stream;
     c->lane_ws[0] = c->lt_workspace;
     c->lane_scratch[0] = c->scratch;
-    for (int l = 0; l < ANVIL_CUDA_LANES; l++)
-        ANVIL_CUDA_CHECK(cudaMalloc((void **)&c->lane_conv_ws[l], ANVIL_CUDA_CONV_WORKSPACE),
-                         "cudaMalloc (convolution workspace)");
-    c->conv_ws = c->lane_conv_ws[0];
     for (int l = 1; l < ANVIL_CUDA_LANES; l++) {
         ANVIL_CUDA_CHECK(cudaStreamCreateWithFlags(&c->lane_stream[l], cudaStreamNonBlocking),
                          "cudaStreamCreate (capture lane)");
@@ -549,6 +609,18 @@ static anvil_status ctx_open(anvil_cuda_ctx *c)
             c->staging_done[k] = NULL;
             return anvil_cuda_fail(e, "cudaEventCreate (staging)");
         }
+    }
+    const char *cs = getenv("ANVIL_CUDA_COPY_STREAM");
+    if (!cs || strcmp(cs, "0") != 0) {
+        ANVIL_CUDA_CHECK(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking), "cudaStreamCreate (copies)");
+        e = cudaMalloc((void **)&c->landing, ANVIL_CUDA_STAGING_SLOTS * ANVIL_CUDA_STAGING_BYTES);
+        if (e != cudaSuccess) {
+            c->landing = NULL;
+            return anvil_cuda_fail(e, "cudaMalloc (landing buffers)");
+        }
+        for (int k = 0; k < ANVIL_CUDA_STAGING_SLOTS; k++)
+            ANVIL_CUDA_CHECK(cudaEventCreateWithFlags(&c->landing_free[k], cudaEventDisableTiming),
+                             "cudaEventCreate (landing)");
     }
     e = cudaHostAlloc((void **)&c->err_host, sizeof(unsigned int), cudaHostAllocMapped);
     if (e != cudaSuccess) {
@@ -586,6 +658,7 @@ extern "C" anvil_status anvil_cuda_backend_open(anvil_backend **out)
     be->alloc = cuda_alloc;
     be->free = cuda_free;
     be->upload = cuda_upload;
+    be->upload_batch = cuda_upload_batch;
     be->download = cuda_download;
     be->zero = cuda_zero;
     be->run = cuda_run;
@@ -593,6 +666,9 @@ extern "C" anvil_status anvil_cuda_backend_open(anvil_backend **out)
     be->program_release = cuda_program_release;
     be->destroy = cuda_destroy;
     be->vec = anvil_cuda_vec;
+#ifdef ANVIL_HAVE_CUDNN
+    be->workspace = cuda_workspace;
+#endif
     *out = be;
     return ANVIL_OK;
 }

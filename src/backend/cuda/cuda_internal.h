@@ -36,7 +36,6 @@ enum {
 #define ANVIL_CUDA_LT_WORKSPACE ((size_t)32 << 20)     /* cuBLASLt workspace */
 #define ANVIL_CUDA_SCRATCH_FLOATS (1 << 18)            /* per-block partial sums, per lane */
 #define ANVIL_CUDA_LANES 4                             /* concurrent streams in a graph */
-#define ANVIL_CUDA_CONV_WORKSPACE ((size_t)96 << 20)   /* im2col for weight gradients */
 #define ANVIL_CUDA_MAX_PARTIALS 1024                   /* blocks of a split reduction */
 
 typedef struct {
@@ -52,6 +51,12 @@ typedef struct {
     cudaEvent_t staging_done[ANVIL_CUDA_STAGING_SLOTS];
     bool staging_used[ANVIL_CUDA_STAGING_SLOTS];
     int staging_next;
+    /* batch uploads (upload_batch): slot k's device landing buffer, the event of the
+     * on-device copy out of it, and the copy stream; copy_stream NULL when turned off
+     * (ANVIL_CUDA_COPY_STREAM=0) */
+    char *landing;          /* ANVIL_CUDA_STAGING_SLOTS * ANVIL_CUDA_STAGING_BYTES, device */
+    cudaEvent_t landing_free[ANVIL_CUDA_STAGING_SLOTS];
+    cudaStream_t copy_stream;
     /* the error word: mapped pinned host memory the device writes (no copy to read it) */
     unsigned int *err_host;
     unsigned int *err_dev;
@@ -63,15 +68,16 @@ typedef struct {
     cudaStream_t lane_stream[ANVIL_CUDA_LANES];
     void *lane_ws[ANVIL_CUDA_LANES];
     float *lane_scratch[ANVIL_CUDA_LANES];
-    float *conv_ws;                 /* the current lane's im2col workspace (conv.cu) */
-    float *lane_conv_ws[ANVIL_CUDA_LANES]; /* ANVIL_CUDA_CONV_WORKSPACE bytes each */
     /* cuDNN (conv.cu), when built with it: the handle (a cudnnHandle_t), or NULL with
      * cudnn_status holding why cudnnCreate failed (the conv ops then report it; nothing
      * else needs cuDNN).  One handle serves every lane: a kernel sets its stream to the
-     * current lane's before each call, and uses the lane's lt_workspace as workspace. */
+     * current lane's before each call; its workspace is the step's planned one. */
     void *cudnn;
     int cudnn_status;
 } anvil_cuda_ctx;
+
+/* conv.cu: the planned workspace bytes a convolution node's kernel takes (0 for others). */
+size_t anvil_cuda_conv_workspace(anvil_cuda_ctx *c, const anvil_graph *g, const anvil_node *n);
 
 /* matmul.cu: column-major D[m,n] = op(A)[m,k] op(B)[k,n] + beta D in fp32 through
  * cuBLASLt, on the current lane (for other kernels that reduce to a matrix product). */
