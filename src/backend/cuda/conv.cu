@@ -45,6 +45,7 @@ static anvil_status dnn_fail(cudnnStatus_t st, const char *op, const char *what)
 /* A convolution's descriptors: x [N,C,H,W], w [O,C/G,kh,kw], y [N,O,OH,OW]. */
 typedef struct {
     const char *op;
+    int cg, O, kh, kw, stride_h, stride_w, dil_h, dil_w, groups; /* for the algorithm rule */
     cudnnTensorDescriptor_t x, y, b;
     cudnnFilterDescriptor_t w;
     cudnnConvolutionDescriptor_t conv;
@@ -87,6 +88,8 @@ static anvil_status dnn_setup_dims(anvil_cuda_ctx *c, dnn_conv *d, const char *o
     int N = xd[0], C = xd[1], H = xd[2], W = xd[3];
     int O = wd[0], cg = wd[1], kh = wd[2], kw = wd[3];
     int OH = yd[2], OW = yd[3];
+    d->cg = cg, d->O = O, d->kh = kh, d->kw = kw, d->groups = C / cg;
+    d->stride_h = ia[0], d->stride_w = ia[1], d->dil_h = ia[4], d->dil_w = ia[5];
     cudnnHandle_t h = (cudnnHandle_t)c->cudnn;
     DNN_CHECK(cudnnSetStream(h, c->stream), "cudnnSetStream");
     DNN_CHECK(cudnnCreateTensorDescriptor(&d->x), "cudnnCreateTensorDescriptor (x)");
@@ -176,23 +179,54 @@ static bool fma_ok(cudnnMathType_t m)
     return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
 }
 
-/* Runs the first usable algorithm of the heuristic's list perf[0..n): supported,
- * deterministic, not tensor-op, its workspace (asked again through ws_of) within limit
- * bytes; pass 0 takes rank-0 algorithms only, pass 1 any.  A candidate that cuDNN
- * refuses when run (a NOT_SUPPORTED status, decided on the host before any launch) gives
- * way to the next; any other failure is reported.  With plan, runs nothing: *plan is the
- * workspace of the candidate it would try first (0 when none is usable). */
+/* ---- the algorithm rule, from bench/conv_algos.cu's survey of every algorithm on the
+ * ResNet-18 and cnn layers (H200, cuDNN 9, fp32 FMA; docs/benchmarks.md has the table):
+ *  - 3x3, stride 1, undilated, ungrouped layers with >= 128 input and output channels:
+ *    the non-fused Winograd algorithms, 2-4x faster than the direct ones in all three
+ *    passes (e.g. 512x4x4 forward 0.32 vs 1.15 ms).  Deterministic; their rounding
+ *    differs from a direct sum by less than the GPU suite's conv tolerance (which tests
+ *    such a layer), and cuDNN's heuristics give PyTorch transforms for these layers too;
+ *  - forward with a short reduction (C/groups * kh * kw <= 288: the stem, the cnn, the
+ *    1x1 shortcuts): IMPLICIT_GEMM, up to 1.8x faster than the heuristic's first pick
+ *    (IMPLICIT_PRECOMP_GEMM), which wins on the deeper ones.
+ * Anything else, or a preferred algorithm that is not usable: the heuristic's order. */
+static bool winograd_layer(const dnn_conv *d)
+{
+    return d->kh == 3 && d->kw == 3 && d->stride_h == 1 && d->stride_w == 1 && d->dil_h == 1 && d->dil_w == 1 &&
+           d->groups == 1 && d->cg >= 128 && d->O >= 128;
+}
+
+static int fwd_prefer(const dnn_conv *d)
+{
+    if (winograd_layer(d))
+        return CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+    if ((int64_t)d->cg * d->kh * d->kw <= 288)
+        return CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+    return -1;
+}
+
+/* Runs the first usable algorithm: supported, deterministic, not tensor-op, its workspace
+ * (asked again through ws_of) within limit bytes; first `prefer` (-1: none), then the
+ * heuristic's list perf[0..n) in order, rank-0 algorithms before the others.  With
+ * only_prefer nothing else is tried: ANVIL_ERR_UNSUPPORTED (no message) when it is not
+ * usable.  A candidate that cuDNN refuses when run (a NOT_SUPPORTED status, decided on
+ * the host before any launch) gives way to the next; any other failure is reported.
+ * With plan, runs nothing: *plan is the workspace of the candidate it would try first (0
+ * when none is usable). */
 template <typename Perf, typename Rank, typename WsOf, typename Exec>
-static anvil_status dnn_run(const dnn_conv *d, const Perf *perf, int n, Rank rank, WsOf ws_of, size_t limit,
-                            size_t *plan, Exec exec, const char *exec_name, const anvil_node *x, const anvil_node *w)
+static anvil_status dnn_run(const dnn_conv *d, const Perf *perf, int n, int prefer, bool only_prefer, Rank rank,
+                            WsOf ws_of, size_t limit, size_t *plan, Exec exec, const char *exec_name,
+                            const anvil_node *x, const anvil_node *w)
 {
     cudnnStatus_t refused = CUDNN_STATUS_SUCCESS;
     if (plan)
         *plan = 0;
-    for (int pass = 0; pass < 2; pass++)
+    for (int pass = prefer >= 0 ? -1 : 0; pass < (only_prefer ? 0 : 2); pass++)
         for (int i = 0; i < n; i++) {
             if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].determinism != CUDNN_DETERMINISTIC ||
-                !fma_ok(perf[i].mathType) || (pass == 0) != (rank(perf[i].algo) == 0))
+                !fma_ok(perf[i].mathType))
+                continue;
+            if (pass < 0 ? (int)perf[i].algo != prefer : (pass == 0) != (rank(perf[i].algo) == 0))
                 continue;
             size_t ws = 0;
             if (ws_of(perf[i].algo, &ws) != CUDNN_STATUS_SUCCESS || ws > limit)
@@ -208,6 +242,8 @@ static anvil_status dnn_run(const dnn_conv *d, const Perf *perf, int n, Rank ran
                 return dnn_fail(st, d->op, exec_name);
             refused = st;
         }
+    if (only_prefer)
+        return ANVIL_ERR_UNSUPPORTED;
     if (plan)
         return ANVIL_OK;
     if (refused != CUDNN_STATUS_SUCCESS)
@@ -237,7 +273,8 @@ static anvil_status dnn_forward(anvil_cuda_ctx *c, const dnn_conv *d, const void
             return cudnnConvolutionForward(h, &one, d->x, xp, d->w, wp, d->conv, a, need ? ws : NULL, need, &zero,
                                            d->y, yp);
         };
-        rc = dnn_run(d, perf, n, fwd_rank, ws_of, limit, plan, exec, "cudnnConvolutionForward", xn, wn);
+        rc = dnn_run(d, perf, n, fwd_prefer(d), false, fwd_rank, ws_of, limit, plan, exec, "cudnnConvolutionForward",
+                     xn, wn);
     }
 done:
     return rc;
@@ -334,12 +371,19 @@ static anvil_status dgrad_as_fprop(anvil_cuda_ctx *c, const anvil_node *dy, cons
     return rc;
 }
 
-/* dx = conv2d's adjoint in x of dy: in (dy, w), the node is x's shape */
+static anvil_status dgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const anvil_node *w, const anvil_node *x,
+                               const int *a, const void *const *in, void *out, conv_ws ws);
+
+/* dx = conv2d's adjoint in x of dy: in (dy, w), the node is x's shape.  Stride-1 layers as
+ * forward convolutions (dgrad_as_fprop), other ungrouped ones as a product and a gather
+ * (dgrad_gemm), the rest through cuDNN's heuristic order. */
 static anvil_status conv2d_bwd_data_run(anvil_cuda_ctx *c, const anvil_node *dy, const anvil_node *w,
                                         const anvil_node *x, const int *ia, const void *const *in, void *out,
                                         conv_ws ws)
 {
     anvil_status fs = dgrad_as_fprop(c, dy, w, x, ia, in, out, ws);
+    if (fs == ANVIL_ERR_UNSUPPORTED)
+        fs = dgrad_gemm(c, dy, w, x, ia, in, out, ws);
     if (fs != ANVIL_ERR_UNSUPPORTED)
         return fs;
     dnn_conv dd, *d = &dd;
@@ -361,7 +405,7 @@ static anvil_status conv2d_bwd_data_run(anvil_cuda_ctx *c, const anvil_node *dy,
             return cudnnConvolutionBackwardData(h, &one, d->w, in[1], d->y, in[0], d->conv, a, need ? ws.p : NULL,
                                                 need, &zero, d->x, out);
         };
-        rc = dnn_run(d, perf, n, bwd_data_rank, ws_of, ws.plan ? DNN_WS_MAX : ws.bytes, ws.plan, exec,
+        rc = dnn_run(d, perf, n, -1, false, bwd_data_rank, ws_of, ws.plan ? DNN_WS_MAX : ws.bytes, ws.plan, exec,
                      "cudnnConvolutionBackwardData", x, w);
     }
 done:
@@ -475,14 +519,92 @@ static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const an
     return ANVIL_OK;
 }
 
-/* dw = conv2d's adjoint in w of dy: in (dy, x), the node is w's shape */
+/* ---- the data gradient of strided (or dilated) ungrouped convolutions as a product and
+ * a gather.  cuDNN's deterministic fp32 data-gradient kernel took 2.4 ms on ResNet-18's
+ * 256->512 stride-2 layer (its forward: 0.41 ms).  Instead, per chunk of samples with
+ * K = n*OH*OW positions: dyT [O, K] (wgrad_dy_rows), cols [ck, K] = W^T dyT through
+ * cuBLASLt, then every dx element sums the cols entries that its taps hit, in tap order
+ * (a gather, no atomics: deterministic). */
+static __global__ void dgrad_col2im(wgrad_geom q, const float *__restrict__ cols, float *dx)
+{
+    uint32_t K = (uint32_t)(q.N * q.OH * q.OW), hw = (uint32_t)(q.OH * q.OW);
+    int64_t total = q.N * q.C * q.H * q.W;
+    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        int64_t wq = e % q.W, t = e / q.W, h = t % q.H;
+        t /= q.H;
+        int64_t ch = t % q.C, n = t / q.C;
+        float acc = 0.0f;
+        for (int64_t i = 0; i < q.kh; i++) {
+            int64_t oh = h + q.ph - i * q.dh;
+            if (oh < 0 || oh % q.sh != 0 || oh / q.sh >= q.OH)
+                continue;
+            oh /= q.sh;
+            for (int64_t j = 0; j < q.kw; j++) {
+                int64_t ow = wq + q.pw - j * q.dw;
+                if (ow < 0 || ow % q.sw != 0 || ow / q.sw >= q.OW)
+                    continue;
+                ow /= q.sw;
+                acc += cols[(size_t)((ch * q.kh + i) * q.kw + j) * K + (uint32_t)n * hw + (uint32_t)(oh * q.OW + ow)];
+            }
+        }
+        dx[e] = acc;
+    }
+}
+
+/* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) for grouped convolutions, and when one
+ * sample's staging exceeds IM2COL_WS_MAX. */
+static anvil_status dgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const anvil_node *w, const anvil_node *x,
+                               const int *a, const void *const *in, void *out, conv_ws ws)
+{
+    wgrad_geom q;
+    q.N = x->shape[0], q.C = x->shape[1], q.H = x->shape[2], q.W = x->shape[3];
+    q.O = w->shape[0], q.kh = w->shape[2], q.kw = w->shape[3], q.OH = dy->shape[2], q.OW = dy->shape[3];
+    q.sh = a[0], q.sw = a[1], q.ph = a[2], q.pw = a[3], q.dh = a[4], q.dw = a[5];
+    q.Cg = w->shape[1], q.Og = q.O;
+    if (q.Cg != q.C)
+        return ANVIL_ERR_UNSUPPORTED;
+    int64_t batch = q.N, ck = q.C * q.kh * q.kw;
+    size_t per_sample = (size_t)(q.OH * q.OW) * (size_t)(ck + q.O) * sizeof(float);
+    int64_t chunk = (int64_t)(IM2COL_WS_MAX / per_sample);
+    if (chunk < 1)
+        return ANVIL_ERR_UNSUPPORTED;
+    chunk = chunk < batch ? chunk : batch;
+    int64_t n_chunks = (batch + chunk - 1) / chunk;
+    chunk = (batch + n_chunks - 1) / n_chunks;
+    size_t need = (size_t)chunk * per_sample;
+    if (ws.plan) {
+        *ws.plan = need;
+        return ANVIL_OK;
+    }
+    if (ws.bytes < need)
+        return anvil_fail(ANVIL_ERR_STATE, "conv2d_bwd_data: the step has %zu bytes of workspace, not the %zu planned",
+                          ws.bytes, need);
+    for (int64_t n0 = 0; n0 < batch; n0 += chunk) {
+        q.N = batch - n0 < chunk ? batch - n0 : chunk;
+        int64_t K = q.N * q.OH * q.OW;
+        const float *dys = (const float *)in[0] + n0 * q.O * q.OH * q.OW;
+        float *dxs = (float *)out + n0 * q.C * q.H * q.W;
+        float *dyt = (float *)ws.p, *cols = dyt + K * q.O;
+        wgrad_dy_rows<<<wgrad_grid(K, q.O), ANVIL_CUDA_THREADS, 0, c->stream>>>(q, 0, dys, dyt);
+        ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_data (dy rows)"));
+        /* row-major cols [ck, K] = W^T dyT, i.e. column-major [K, ck] = dyT_cm [K, O] x
+         * (W_cm [ck, O])^T */
+        ANVIL_TRY(anvil_cuda_gemm_f32(c, false, true, K, ck, q.O, dyt, K, (const float *)in[1], ck, 0.0f, cols, K,
+                                      "conv2d_bwd_data"));
+        int64_t total = q.N * q.C * q.H * q.W;
+        dgrad_col2im<<<anvil_cuda_blocks(total, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(q, cols, dxs);
+        ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_data (col2im)"));
+    }
+    return ANVIL_OK;
+}
+
+/* dw = conv2d's adjoint in w of dy: in (dy, x), the node is w's shape.  Winograd layers
+ * (the rule above) through cuDNN's non-fused Winograd; others through wgrad_gemm; what
+ * neither takes, through cuDNN's heuristic order. */
 static anvil_status conv2d_bwd_filter_run(anvil_cuda_ctx *c, const anvil_node *dy, const anvil_node *x,
                                           const anvil_node *w, const int *ia, const void *const *in, void *out,
                                           conv_ws ws)
 {
-    anvil_status gs = wgrad_gemm(c, dy, x, w, ia, in, out, ws);
-    if (gs != ANVIL_ERR_UNSUPPORTED)
-        return gs;
     dnn_conv dd, *d = &dd;
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int n = 0;
@@ -502,7 +624,17 @@ static anvil_status conv2d_bwd_filter_run(anvil_cuda_ctx *c, const anvil_node *d
             return cudnnConvolutionBackwardFilter(h, &one, d->x, in[1], d->y, in[0], d->conv, a, need ? ws.p : NULL,
                                                   need, &zero, d->w, out);
         };
-        rc = dnn_run(d, perf, n, bwd_filter_rank, ws_of, ws.plan ? DNN_WS_MAX : ws.bytes, ws.plan, exec,
+        size_t limit = ws.plan ? DNN_WS_MAX : ws.bytes;
+        if (winograd_layer(d)) {
+            rc = dnn_run(d, perf, n, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED, true, bwd_filter_rank, ws_of,
+                         limit, ws.plan, exec, "cudnnConvolutionBackwardFilter", x, w);
+            if (rc != ANVIL_ERR_UNSUPPORTED)
+                goto done;
+        }
+        rc = wgrad_gemm(c, dy, x, w, ia, in, out, ws);
+        if (rc != ANVIL_ERR_UNSUPPORTED)
+            goto done;
+        rc = dnn_run(d, perf, n, -1, false, bwd_filter_rank, ws_of, limit, ws.plan, exec,
                      "cudnnConvolutionBackwardFilter", x, w);
     }
 done:
