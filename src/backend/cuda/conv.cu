@@ -186,10 +186,10 @@ static bool fma_ok(cudnnMathType_t m)
  *    passes (e.g. 512x4x4 forward 0.32 vs 1.15 ms).  Deterministic; their rounding
  *    differs from a direct sum by less than the GPU suite's conv tolerance (which tests
  *    such a layer), and cuDNN's heuristics give PyTorch transforms for these layers too;
- *  - forward with a short reduction (C/groups * kh * kw <= 288: the stem, the cnn, the
- *    1x1 shortcuts): IMPLICIT_GEMM, up to 1.8x faster than the heuristic's first pick
- *    (IMPLICIT_PRECOMP_GEMM), which wins on the deeper ones.
- * Anything else, or a preferred algorithm that is not usable: the heuristic's order. */
+ * Anything else, or a preferred algorithm that is not usable: the heuristic's order.
+ * (Timed alone, IMPLICIT_GEMM also beat the heuristic's IMPLICIT_PRECOMP_GEMM on forward
+ * passes with short reductions, C/groups * kh * kw <= 288, by up to 1.8x; preferring it
+ * made the cnn's step 30 us slower in the graph, so it is not in the rule.) */
 static bool winograd_layer(const dnn_conv *d)
 {
     return d->kh == 3 && d->kw == 3 && d->stride_h == 1 && d->stride_w == 1 && d->dil_h == 1 && d->dil_w == 1 &&
@@ -198,11 +198,7 @@ static bool winograd_layer(const dnn_conv *d)
 
 static int fwd_prefer(const dnn_conv *d)
 {
-    if (winograd_layer(d))
-        return CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
-    if ((int64_t)d->cg * d->kh * d->kw <= 288)
-        return CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
-    return -1;
+    return winograd_layer(d) ? CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED : -1;
 }
 
 /* Runs the first usable algorithm: supported, deterministic, not tensor-op, its workspace
@@ -421,53 +417,68 @@ ANVIL_CUDA_KERNEL(conv2d_bwd_data)
                                s->out, step_ws(s));
 }
 
-/* dw = conv2d's adjoint in w of dy: in (dy, x), the node is w's shape */
 /* ---- the weight gradient as one matrix product per group.  cuDNN's only deterministic
  * fp32 weight-gradient algorithm was ~0.4 ms per layer of the cnn on an H100; instead,
  * with K = N*OH*OW output positions: colT [Cg*kh*kw, K] (im2col, transposed: a row per
  * kernel tap, the positions along it), dyT [Og, K], and dW_g = dyT colT^T through
  * cuBLASLt (both operands contiguous along K): deterministic.  Both staging kernels walk
  * the positions along the fast index, so that their reads (one input row, one output
- * plane) and writes are coalesced.  Indices fit 32 bits: the workspace holds < 2^31
- * floats. */
+ * plane) and writes are coalesced.  In-row indices fit 32 bits: the workspace holds
+ * < 2^31 floats and x and dy are checked to. */
 typedef struct {
     int64_t N, C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, Cg, Og;
 } wgrad_geom;
 
+/* Both staging kernels: a block per (sample, row) pair (grid x: samples, y: rows, each
+ * looping when there are more than the grid holds); im2col's threads as a 32 x 8 tile over
+ * (ow, oh), so that no thread divides (the flat-index version spent most of its time in
+ * index divisions: 5.2 ms of ResNet-18's step). */
+#define STAGE_TX 32
+#define STAGE_TY 8
+
 static __global__ void wgrad_im2col(wgrad_geom q, int64_t g, const float *__restrict__ x, float *col)
 {
-    uint32_t ck = (uint32_t)(q.Cg * q.kh * q.kw), K = (uint32_t)(q.N * q.OH * q.OW), hw = (uint32_t)(q.OH * q.OW);
-    uint32_t OW = (uint32_t)q.OW;
-    for (uint32_t k = blockIdx.y; k < ck; k += gridDim.y) {
-        uint32_t j = k % (uint32_t)q.kw, i = (k / (uint32_t)q.kw) % (uint32_t)q.kh;
-        int64_t ch = g * q.Cg + k / (uint32_t)(q.kw * q.kh);
-        int64_t dh = i * q.dh - q.ph, dw = j * q.dw - q.pw;
-        float *row = col + (size_t)k * K;
-        for (uint32_t r = blockIdx.x * blockDim.x + threadIdx.x; r < K; r += gridDim.x * blockDim.x) {
-            uint32_t n = r / hw, p = r - n * hw, oh = p / OW, ow = p - oh * OW;
-            int64_t h = oh * q.sh + dh, w = ow * q.sw + dw;
-            row[r] = (h >= 0 && h < q.H && w >= 0 && w < q.W) ? x[((n * q.C + ch) * q.H + h) * q.W + w] : 0.0f;
+    const int ck = (int)(q.Cg * q.kh * q.kw), N = (int)q.N, OH = (int)q.OH, OW = (int)q.OW, H = (int)q.H, W = (int)q.W;
+    const unsigned K = (unsigned)(q.N * q.OH * q.OW), hw = (unsigned)(OH * OW);
+    for (int k = blockIdx.y; k < ck; k += gridDim.y) {
+        int j = k % (int)q.kw, i = (k / (int)q.kw) % (int)q.kh;
+        int ch = (int)(g * q.Cg) + k / (int)(q.kw * q.kh);
+        int dh = i * (int)q.dh - (int)q.ph, dw = j * (int)q.dw - (int)q.pw;
+        for (int n = blockIdx.x; n < N; n += gridDim.x) {
+            const float *plane = x + ((size_t)n * q.C + ch) * (size_t)(H * W);
+            float *row = col + (size_t)k * K + (unsigned)n * hw;
+            for (int oh = threadIdx.y; oh < OH; oh += STAGE_TY) {
+                int h = oh * (int)q.sh + dh;
+                bool hin = h >= 0 && h < H;
+                for (int ow = threadIdx.x; ow < OW; ow += STAGE_TX) {
+                    int w = ow * (int)q.sw + dw;
+                    row[oh * OW + ow] = (hin && w >= 0 && w < W) ? plane[h * W + w] : 0.0f;
+                }
+            }
         }
     }
 }
 
 static __global__ void wgrad_dy_rows(wgrad_geom q, int64_t g, const float *__restrict__ dy, float *dyt)
 {
-    uint32_t K = (uint32_t)(q.N * q.OH * q.OW), hw = (uint32_t)(q.OH * q.OW);
-    for (uint32_t o = blockIdx.y; o < (uint32_t)q.Og; o += gridDim.y) {
-        const float *src = dy + (g * q.Og + o) * (int64_t)hw;
-        float *row = dyt + (size_t)o * K;
-        for (uint32_t r = blockIdx.x * blockDim.x + threadIdx.x; r < K; r += gridDim.x * blockDim.x) {
-            uint32_t n = r / hw, p = r - n * hw;
-            row[r] = src[(int64_t)n * q.O * hw + p];
+    const unsigned K = (unsigned)(q.N * q.OH * q.OW), hw = (unsigned)(q.OH * q.OW);
+    const int N = (int)q.N, Og = (int)q.Og;
+    const unsigned tid = threadIdx.y * STAGE_TX + threadIdx.x;
+    for (int o = blockIdx.y; o < Og; o += gridDim.y)
+        for (int n = blockIdx.x; n < N; n += gridDim.x) {
+            const float *src = dy + ((size_t)n * q.O + g * q.Og + o) * hw;
+            float *row = dyt + (size_t)o * K + (unsigned)n * hw;
+            for (unsigned p = tid; p < hw; p += STAGE_TX * STAGE_TY)
+                row[p] = src[p];
         }
-    }
 }
 
-static dim3 wgrad_grid(int64_t K, int64_t rows)
+static dim3 stage_grid(int64_t samples, int64_t rows)
 {
-    return dim3(anvil_cuda_blocks(K, ANVIL_CUDA_THREADS, 1024), (unsigned int)(rows < 65535 ? rows : 65535));
+    return dim3((unsigned int)(samples < 65535 ? samples : 65535), (unsigned int)(rows < 65535 ? rows : 65535));
 }
+
+static const dim3 stage_block(STAGE_TX, STAGE_TY);
 
 /* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) when one sample's staging exceeds
  * IM2COL_WS_MAX.  Larger batches go through the workspace in equal chunks of samples,
@@ -480,6 +491,8 @@ static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const an
     q.O = w->shape[0], q.kh = w->shape[2], q.kw = w->shape[3], q.OH = dy->shape[2], q.OW = dy->shape[3];
     q.sh = a[0], q.sw = a[1], q.ph = a[2], q.pw = a[3], q.dh = a[4], q.dw = a[5];
     q.Cg = w->shape[1];
+    if (!fits_int(x) || !fits_int(dy))
+        return ANVIL_ERR_UNSUPPORTED;
     int64_t groups = q.C / q.Cg, batch = q.N;
     q.Og = q.O / groups;
     int64_t ck = q.Cg * q.kh * q.kw;
@@ -506,9 +519,9 @@ static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const an
         const float *dys = (const float *)in[0] + n0 * q.O * q.OH * q.OW;
         float *col = (float *)ws.p, *dyt = col + K * ck;
         for (int64_t g = 0; g < groups; g++) {
-            wgrad_im2col<<<wgrad_grid(K, ck), ANVIL_CUDA_THREADS, 0, c->stream>>>(q, g, xs, col);
+            wgrad_im2col<<<stage_grid(q.N, ck), stage_block, 0, c->stream>>>(q, g, xs, col);
             ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (im2col)"));
-            wgrad_dy_rows<<<wgrad_grid(K, q.Og), ANVIL_CUDA_THREADS, 0, c->stream>>>(q, g, dys, dyt);
+            wgrad_dy_rows<<<stage_grid(q.N, q.Og), stage_block, 0, c->stream>>>(q, g, dys, dyt);
             ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (dy rows)"));
             /* row-major dW_g [Og, ck] = dyT colT^T, i.e. column-major [ck, Og] = A^T B with
              * A = colT as column-major [K, ck] and B = dyT as column-major [K, Og] */
@@ -527,24 +540,28 @@ static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const an
  * (a gather, no atomics: deterministic). */
 static __global__ void dgrad_col2im(wgrad_geom q, const float *__restrict__ cols, float *dx)
 {
-    uint32_t K = (uint32_t)(q.N * q.OH * q.OW), hw = (uint32_t)(q.OH * q.OW);
-    int64_t total = q.N * q.C * q.H * q.W;
-    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
-        int64_t wq = e % q.W, t = e / q.W, h = t % q.H;
-        t /= q.H;
-        int64_t ch = t % q.C, n = t / q.C;
+    /* 32-bit index math (the caller checks that it fits): 64-bit divisions made this
+     * kernel 10x slower than its memory traffic */
+    const int W = (int)q.W, H = (int)q.H, C = (int)q.C, OH = (int)q.OH, OW = (int)q.OW, kh = (int)q.kh, kw = (int)q.kw;
+    const int sh = (int)q.sh, sw = (int)q.sw, ph = (int)q.ph, pw = (int)q.pw, dh = (int)q.dh, dw = (int)q.dw;
+    const unsigned K = (unsigned)(q.N * q.OH * q.OW), hw = (unsigned)(OH * OW);
+    const unsigned total = (unsigned)(q.N * q.C * q.H * q.W);
+    for (unsigned e = blockIdx.x * blockDim.x + threadIdx.x; e < total; e += gridDim.x * blockDim.x) {
+        int wq = (int)(e % (unsigned)W), t = (int)(e / (unsigned)W), h = t % H;
+        t /= H;
+        int ch = t % C, n = t / C;
         float acc = 0.0f;
-        for (int64_t i = 0; i < q.kh; i++) {
-            int64_t oh = h + q.ph - i * q.dh;
-            if (oh < 0 || oh % q.sh != 0 || oh / q.sh >= q.OH)
+        for (int i = 0; i < kh; i++) {
+            int oh = h + ph - i * dh;
+            if (oh < 0 || oh % sh != 0 || oh / sh >= OH)
                 continue;
-            oh /= q.sh;
-            for (int64_t j = 0; j < q.kw; j++) {
-                int64_t ow = wq + q.pw - j * q.dw;
-                if (ow < 0 || ow % q.sw != 0 || ow / q.sw >= q.OW)
+            oh /= sh;
+            const float *row = cols + (size_t)((ch * kh + i) * kw) * K + (unsigned)n * hw + (unsigned)(oh * OW);
+            for (int j = 0; j < kw; j++) {
+                int ow = wq + pw - j * dw;
+                if (ow < 0 || ow % sw != 0 || ow / sw >= OW)
                     continue;
-                ow /= q.sw;
-                acc += cols[(size_t)((ch * q.kh + i) * q.kw + j) * K + (uint32_t)n * hw + (uint32_t)(oh * q.OW + ow)];
+                acc += row[(size_t)j * K + (unsigned)(ow / sw)];
             }
         }
         dx[e] = acc;
@@ -561,7 +578,7 @@ static anvil_status dgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const an
     q.O = w->shape[0], q.kh = w->shape[2], q.kw = w->shape[3], q.OH = dy->shape[2], q.OW = dy->shape[3];
     q.sh = a[0], q.sw = a[1], q.ph = a[2], q.pw = a[3], q.dh = a[4], q.dw = a[5];
     q.Cg = w->shape[1], q.Og = q.O;
-    if (q.Cg != q.C)
+    if (q.Cg != q.C || !fits_int(x) || !fits_int(dy))
         return ANVIL_ERR_UNSUPPORTED;
     int64_t batch = q.N, ck = q.C * q.kh * q.kw;
     size_t per_sample = (size_t)(q.OH * q.OW) * (size_t)(ck + q.O) * sizeof(float);
@@ -585,7 +602,7 @@ static anvil_status dgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const an
         const float *dys = (const float *)in[0] + n0 * q.O * q.OH * q.OW;
         float *dxs = (float *)out + n0 * q.C * q.H * q.W;
         float *dyt = (float *)ws.p, *cols = dyt + K * q.O;
-        wgrad_dy_rows<<<wgrad_grid(K, q.O), ANVIL_CUDA_THREADS, 0, c->stream>>>(q, 0, dys, dyt);
+        wgrad_dy_rows<<<stage_grid(q.N, q.O), stage_block, 0, c->stream>>>(q, 0, dys, dyt);
         ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_data (dy rows)"));
         /* row-major cols [ck, K] = W^T dyT, i.e. column-major [K, ck] = dyT_cm [K, O] x
          * (W_cm [ck, O])^T */
