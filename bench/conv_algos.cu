@@ -1,7 +1,7 @@
 /* conv_algos.cu — what each of cuDNN's convolution algorithms costs on the layers of the
  * benchmark networks (resnet18-cifar at batch 256, cnn-fmnist at batch 128), fp32 FMA
  * math as Anvil runs them: cudnnFind*AlgorithmEx times every algorithm of the forward,
- * data-gradient and weight-gradient passes with up to 256 MB of workspace.  One line per
+ * data-gradient and weight-gradient passes with up to 1 GiB of workspace.  One line per
  * (layer, pass, algorithm): milliseconds, workspace, deterministic or not, and "pick" on
  * the one Anvil's rule takes (conv.cu: the heuristic's first deterministic FMA candidate,
  * non-FFT/Winograd first; for weight gradients Anvil runs its own im2col + GEMM instead,
@@ -71,7 +71,7 @@ static int heuristic_pick(const Perf *perf, int n, IsTransform is_transform, WsO
 int main(int argc, char **argv)
 {
     int repeat = argc > 1 ? atoi(argv[1]) : 1;
-    const size_t WS = (size_t)256 << 20;
+    const size_t WS = (size_t)1 << 30;
     cudnnHandle_t h;
     CK(cudnnCreate(&h));
     void *ws = NULL, *x = NULL, *w = NULL, *y = NULL;

@@ -829,10 +829,11 @@ static void test_conv2d(void **state)
         {2, 3, 17, 15, 4, 5, 5, 3, 3, 2, 1, 1, 1, 1, true},     /* 5x5, stride 3 */
         {8, 16, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},   /* the cnn's sizes */
         {16, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},
-        /* im2col of 112 samples (2.6 MB each) exceeds conv.cu's 256 MB staging: the
-         * weight gradient goes in 2 chunks of 56 samples */
-        {112, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, false},
-        /* 3x3 stride 1 with >= 128 channels: cuDNN's Winograd algorithms in all passes */
+        /* im2col of 96 samples (3.4 MB each) exceeds conv.cu's 256 MB staging: the
+         * weight gradient goes in 2 chunks of 48 samples */
+        {96, 32, 32, 32, 32, 5, 5, 1, 1, 2, 2, 1, 1, 1, false},
+        /* 3x3 stride 1 with >= 64 channels: cuDNN's Winograd algorithms in all passes */
+        {4, 64, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, false},
         {4, 128, 8, 8, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},
         {2, 256, 4, 4, 256, 3, 3, 1, 1, 1, 1, 1, 1, 1, false},
         /* stride 2, ungrouped: the data gradient as a product and a gather */

@@ -23,8 +23,12 @@
 
 #ifdef ANVIL_HAVE_CUDNN
 
-#define DNN_WS_MAX ((size_t)256 << 20)     /* the most workspace one cuDNN call may take */
+/* The most workspace one cuDNN call may take: 1 GiB, or 1/16 of the device's memory when
+ * that is less (the largest one raises the planned arena's peak; the Winograd algorithms
+ * of ResNet-18's 64-channel 32x32 layers ask ~600 MB at batch 256). */
+#define DNN_WS_MAX (c->dnn_ws_max)
 #define IM2COL_WS_MAX ((size_t)256 << 20)  /* weight-gradient staging per chunk of samples */
+#define WINOGRAD_MIN_CHANNELS 64
 
 static size_t ws_align(size_t b) { return (b + 255) & ~(size_t)255; }
 
@@ -181,7 +185,8 @@ static bool fma_ok(cudnnMathType_t m)
 
 /* ---- the algorithm rule, from bench/conv_algos.cu's survey of every algorithm on the
  * ResNet-18 and cnn layers (H200, cuDNN 9, fp32 FMA; docs/benchmarks.md has the table):
- *  - 3x3, stride 1, undilated, ungrouped layers with >= 128 input and output channels:
+ *  - 3x3, stride 1, undilated, ungrouped layers with >= WINOGRAD_MIN_CHANNELS input and
+ *    output channels:
  *    the non-fused Winograd algorithms, 2-4x faster than the direct ones in all three
  *    passes (e.g. 512x4x4 forward 0.32 vs 1.15 ms).  Deterministic; their rounding
  *    differs from a direct sum by less than the GPU suite's conv tolerance (which tests
@@ -193,7 +198,7 @@ static bool fma_ok(cudnnMathType_t m)
 static bool winograd_layer(const dnn_conv *d)
 {
     return d->kh == 3 && d->kw == 3 && d->stride_h == 1 && d->stride_w == 1 && d->dil_h == 1 && d->dil_w == 1 &&
-           d->groups == 1 && d->cg >= 128 && d->O >= 128;
+           d->groups == 1 && d->cg >= WINOGRAD_MIN_CHANNELS && d->O >= WINOGRAD_MIN_CHANNELS;
 }
 
 static int fwd_prefer(const dnn_conv *d)
@@ -429,12 +434,13 @@ typedef struct {
     int64_t N, C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, Cg, Og;
 } wgrad_geom;
 
-/* Both staging kernels: a block per (sample, row) pair (grid x: samples, y: rows, each
- * looping when there are more than the grid holds); im2col's threads as a 32 x 8 tile over
- * (ow, oh), so that no thread divides (the flat-index version spent most of its time in
- * index divisions: 5.2 ms of ResNet-18's step). */
-#define STAGE_TX 32
-#define STAGE_TY 8
+/* Both staging kernels: a block per (samples, row) pair (grid x: groups of samples, y:
+ * rows, each looping when there are more than the grid holds); the threads as a tile of
+ * min(OW, 32) x (256 / that) over (ow, oh), so that no thread divides (the flat-index
+ * version spent most of its time in index divisions: 5.2 ms of ResNet-18's step), and a
+ * block takes enough samples for ~1024 positions (the cnn's 14x14 planes were slower
+ * one sample per block). */
+#define STAGE_THREADS 256
 
 static __global__ void wgrad_im2col(wgrad_geom q, int64_t g, const float *__restrict__ x, float *col)
 {
@@ -447,10 +453,10 @@ static __global__ void wgrad_im2col(wgrad_geom q, int64_t g, const float *__rest
         for (int n = blockIdx.x; n < N; n += gridDim.x) {
             const float *plane = x + ((size_t)n * q.C + ch) * (size_t)(H * W);
             float *row = col + (size_t)k * K + (unsigned)n * hw;
-            for (int oh = threadIdx.y; oh < OH; oh += STAGE_TY) {
+            for (int oh = threadIdx.y; oh < OH; oh += blockDim.y) {
                 int h = oh * (int)q.sh + dh;
                 bool hin = h >= 0 && h < H;
-                for (int ow = threadIdx.x; ow < OW; ow += STAGE_TX) {
+                for (int ow = threadIdx.x; ow < OW; ow += blockDim.x) {
                     int w = ow * (int)q.sw + dw;
                     row[oh * OW + ow] = (hin && w >= 0 && w < W) ? plane[h * W + w] : 0.0f;
                 }
@@ -463,22 +469,28 @@ static __global__ void wgrad_dy_rows(wgrad_geom q, int64_t g, const float *__res
 {
     const unsigned K = (unsigned)(q.N * q.OH * q.OW), hw = (unsigned)(q.OH * q.OW);
     const int N = (int)q.N, Og = (int)q.Og;
-    const unsigned tid = threadIdx.y * STAGE_TX + threadIdx.x;
+    const unsigned tid = threadIdx.y * blockDim.x + threadIdx.x, nt = blockDim.x * blockDim.y;
     for (int o = blockIdx.y; o < Og; o += gridDim.y)
         for (int n = blockIdx.x; n < N; n += gridDim.x) {
             const float *src = dy + ((size_t)n * q.O + g * q.Og + o) * hw;
             float *row = dyt + (size_t)o * K + (unsigned)n * hw;
-            for (unsigned p = tid; p < hw; p += STAGE_TX * STAGE_TY)
+            for (unsigned p = tid; p < hw; p += nt)
                 row[p] = src[p];
         }
 }
 
-static dim3 stage_grid(int64_t samples, int64_t rows)
+static dim3 stage_grid(const wgrad_geom *q, int64_t rows)
 {
-    return dim3((unsigned int)(samples < 65535 ? samples : 65535), (unsigned int)(rows < 65535 ? rows : 65535));
+    int64_t hw = q->OH * q->OW, per = hw >= 1024 ? 1 : 1024 / (hw > 0 ? hw : 1);
+    int64_t blocks = (q->N + per - 1) / per;
+    return dim3((unsigned int)(blocks < 65535 ? blocks : 65535), (unsigned int)(rows < 65535 ? rows : 65535));
 }
 
-static const dim3 stage_block(STAGE_TX, STAGE_TY);
+static dim3 stage_block(const wgrad_geom *q)
+{
+    unsigned int tx = q->OW < 32 ? (unsigned int)(q->OW > 0 ? q->OW : 1) : 32;
+    return dim3(tx, STAGE_THREADS / tx);
+}
 
 /* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) when one sample's staging exceeds
  * IM2COL_WS_MAX.  Larger batches go through the workspace in equal chunks of samples,
@@ -519,9 +531,9 @@ static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const an
         const float *dys = (const float *)in[0] + n0 * q.O * q.OH * q.OW;
         float *col = (float *)ws.p, *dyt = col + K * ck;
         for (int64_t g = 0; g < groups; g++) {
-            wgrad_im2col<<<stage_grid(q.N, ck), stage_block, 0, c->stream>>>(q, g, xs, col);
+            wgrad_im2col<<<stage_grid(&q, ck), stage_block(&q), 0, c->stream>>>(q, g, xs, col);
             ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (im2col)"));
-            wgrad_dy_rows<<<stage_grid(q.N, q.Og), stage_block, 0, c->stream>>>(q, g, dys, dyt);
+            wgrad_dy_rows<<<stage_grid(&q, q.Og), stage_block(&q), 0, c->stream>>>(q, g, dys, dyt);
             ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (dy rows)"));
             /* row-major dW_g [Og, ck] = dyT colT^T, i.e. column-major [ck, Og] = A^T B with
              * A = colT as column-major [K, ck] and B = dyT as column-major [K, Og] */
@@ -602,7 +614,7 @@ static anvil_status dgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const an
         const float *dys = (const float *)in[0] + n0 * q.O * q.OH * q.OW;
         float *dxs = (float *)out + n0 * q.C * q.H * q.W;
         float *dyt = (float *)ws.p, *cols = dyt + K * q.O;
-        wgrad_dy_rows<<<stage_grid(q.N, q.O), stage_block, 0, c->stream>>>(q, 0, dys, dyt);
+        wgrad_dy_rows<<<stage_grid(&q, q.O), stage_block(&q), 0, c->stream>>>(q, 0, dys, dyt);
         ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_data (dy rows)"));
         /* row-major cols [ck, K] = W^T dyT, i.e. column-major [K, ck] = dyT_cm [K, O] x
          * (W_cm [ck, O])^T */

@@ -575,6 +575,10 @@ static anvil_status ctx_open(anvil_cuda_ctx *c)
         cudnnStatus_t ds = cudnnCreate(&h);
         c->cudnn = ds == CUDNN_STATUS_SUCCESS ? (void *)h : NULL;
         c->cudnn_status = (int)ds;
+        size_t free_b = 0, total_b = 0;
+        c->dnn_ws_max = (size_t)1 << 30;
+        if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess && total_b / 16 < c->dnn_ws_max)
+            c->dnn_ws_max = total_b / 16;
     }
 #endif
     cudaError_t e = cudaMalloc(&c->lt_workspace, ANVIL_CUDA_LT_WORKSPACE);

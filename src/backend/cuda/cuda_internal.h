@@ -74,6 +74,7 @@ typedef struct {
      * current lane's before each call; its workspace is the step's planned one. */
     void *cudnn;
     int cudnn_status;
+    size_t dnn_ws_max;      /* the most planned workspace one cuDNN call may take (conv.cu) */
 } anvil_cuda_ctx;
 
 /* conv.cu: the planned workspace bytes a convolution node's kernel takes (0 for others). */
