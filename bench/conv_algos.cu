@@ -2,10 +2,10 @@
  * benchmark networks (resnet18-cifar at batch 256, cnn-fmnist at batch 128), fp32 FMA
  * math as Anvil runs them: cudnnFind*AlgorithmEx times every algorithm of the forward,
  * data-gradient and weight-gradient passes with up to 1 GiB of workspace.  One line per
- * (layer, pass, algorithm): milliseconds, workspace, deterministic or not, and "pick" on
- * the one Anvil's rule takes (conv.cu: the heuristic's first deterministic FMA candidate,
- * non-FFT/Winograd first; for weight gradients Anvil runs its own im2col + GEMM instead,
- * and the pick shown is its fallback).  Used to decide conv.cu's rule; not a test.
+ * (layer, pass, algorithm): milliseconds, workspace, deterministic or not, and a mark on
+ * the heuristic's pick (cuDNN's first deterministic FMA candidate, non-FFT/Winograd
+ * first: what conv.cu ran before its measured rule, and still runs outside it).  Used to
+ * decide conv.cu's rule; not a test.
  *   build/bench_conv_algos [repeat=1] */
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -47,7 +47,7 @@ static void print_all(const char *layer_name, const char *pass, const Perf *perf
             continue;
         printf("%-18s %-6s algo %d  %9.4f ms  ws %8.1f MB  %s%s\n", layer_name, pass, (int)perf[i].algo, perf[i].time,
                perf[i].memory / 1048576.0, perf[i].determinism == CUDNN_DETERMINISTIC ? "det" : "nondet",
-               (int)perf[i].algo == pick ? "  <- Anvil's pick" : "");
+               (int)perf[i].algo == pick ? "  <- heuristic's pick" : "");
     }
 }
 
