@@ -5,7 +5,7 @@
  * (layer, pass, algorithm): milliseconds, workspace, deterministic or not, and a mark on
  * the heuristic's pick (cuDNN's first deterministic FMA candidate, non-FFT/Winograd
  * first: what conv.cu ran before its measured rule, and still runs outside it).  Used to
- * decide conv.cu's rule; not a test.
+ * decide conv.cu's rule, and (the same layers in NHWC) the layout; not a test.
  *   build/bench_conv_algos [repeat=1] */
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -39,13 +39,16 @@ static const layer layers[] = {
 
 static bool fma_math(cudnnMathType_t m) { return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH; }
 
+static const char *fmt_name = "NCHW";
+
 template <typename Perf>
 static void print_all(const char *layer_name, const char *pass, const Perf *perf, int n, int pick)
 {
     for (int i = 0; i < n; i++) {
         if (perf[i].status != CUDNN_STATUS_SUCCESS || !fma_math(perf[i].mathType))
             continue;
-        printf("%-18s %-6s algo %d  %9.4f ms  ws %8.1f MB  %s%s\n", layer_name, pass, (int)perf[i].algo, perf[i].time,
+        printf("%s %-18s %-6s algo %d  %9.4f ms  ws %8.1f MB  %s%s\n", fmt_name, layer_name, pass, (int)perf[i].algo,
+               perf[i].time,
                perf[i].memory / 1048576.0, perf[i].determinism == CUDNN_DETERMINISTIC ? "det" : "nondet",
                (int)perf[i].algo == pick ? "  <- heuristic's pick" : "");
     }
@@ -84,8 +87,15 @@ int main(int argc, char **argv)
     cudaMemset(x, 0, big);
     cudaMemset(w, 0, (size_t)64 << 20);
     cudaMemset(y, 0, big);
+    const size_t n_layers = sizeof layers / sizeof layers[0];
     for (int r = 0; r < repeat; r++)
-        for (size_t li = 0; li < sizeof layers / sizeof layers[0]; li++) {
+        for (size_t k = 0; k < 2 * n_layers; k++) {
+            int f = (int)(k / n_layers);
+            size_t li = k % n_layers;
+            /* NHWC: activations channels-last and filters KRSC, the layout cuDNN's tensor-core
+             * kernels prefer; timed to decide whether fp32 FMA convolutions gain from it */
+            cudnnTensorFormat_t tf = f ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+            fmt_name = f ? "NHWC" : "NCHW";
             const layer *L = &layers[li];
             int OH = (L->H + 2 * L->pad - L->k) / L->stride + 1, OW = (L->W + 2 * L->pad - L->k) / L->stride + 1;
             cudnnTensorDescriptor_t xd, yd;
@@ -95,9 +105,9 @@ int main(int argc, char **argv)
             CK(cudnnCreateTensorDescriptor(&yd));
             CK(cudnnCreateFilterDescriptor(&wd));
             CK(cudnnCreateConvolutionDescriptor(&cd));
-            CK(cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, L->N, L->C, L->H, L->W));
-            CK(cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, L->N, L->O, OH, OW));
-            CK(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, L->O, L->C, L->k, L->k));
+            CK(cudnnSetTensor4dDescriptor(xd, tf, CUDNN_DATA_FLOAT, L->N, L->C, L->H, L->W));
+            CK(cudnnSetTensor4dDescriptor(yd, tf, CUDNN_DATA_FLOAT, L->N, L->O, OH, OW));
+            CK(cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_FLOAT, tf, L->O, L->C, L->k, L->k));
             CK(cudnnSetConvolution2dDescriptor(cd, L->pad, L->pad, L->stride, L->stride, 1, 1, CUDNN_CROSS_CORRELATION,
                                                CUDNN_DATA_FLOAT));
             CK(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH));
