@@ -3,14 +3,17 @@
  * from device memory, so the captured graph serves every batch of the epoch. */
 #include "backend/cuda/cuda_internal.h"
 
+/* A block per row (looping over rows when there are more than blocks), its threads
+ * along the row: no per-element index division. */
 static __global__ void gather_images(float *x, const uint8_t *images, const uint32_t *order,
                                      const anvil_hyper *h, int64_t b, int64_t k)
 {
     int64_t start = h->data_cursor;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < b * k;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        int64_t row = i / k, col = i - row * k;
-        x[i] = (float)images[(int64_t)order[start + row] * k + col] / 255.0f;
+    for (int64_t row = blockIdx.x; row < b; row += gridDim.x) {
+        const uint8_t *src = images + (int64_t)order[start + row] * k;
+        float *dst = x + row * k;
+        for (int64_t col = threadIdx.x; col < k; col += blockDim.x)
+            dst[col] = (float)src[col] / 255.0f;
     }
 }
 
@@ -29,12 +32,14 @@ ANVIL_CUDA_KERNEL(gather)
     if (!d)
         return anvil_fail(ANVIL_ERR_STATE, "gather: no resident dataset attached");
     int64_t b = s->node->shape[0];
+    if (b == 0)
+        return ANVIL_OK;
     if (s->node->ia[0] == 1) {
         gather_labels<<<anvil_cuda_blocks(b, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
             (int32_t *)s->out, d->labels, d->order, ex->hyper, b);
     } else {
         int64_t k = d->sample_elems;
-        gather_images<<<anvil_cuda_blocks(b * k, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+        gather_images<<<(unsigned int)(b < 65535 ? b : 65535), ANVIL_CUDA_THREADS, 0, c->stream>>>(
             (float *)s->out, d->images, d->order, ex->hyper, b, k);
     }
     return anvil_cuda_launched(c, "gather");
