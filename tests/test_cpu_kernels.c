@@ -26,6 +26,7 @@
 #include "backend/backend.h"
 #include "train/train.h"
 #include "core/philox.h"
+#include "testutil.h"
 
 #define RTOL 1e-5
 #define ATOL 1e-6
@@ -1432,6 +1433,76 @@ static void test_planned_workspace(void **state)
     anvil_graph_free(g);
 }
 
+/* linear + gelu(approximate="tanh") (graph/fuse.c): fused into the product's epilogue in
+ * a program where nothing else reads the product, and not when the product is fetched or
+ * when GELU's backward reads it (training); the fused program's result is
+ * gelu_tanh(x w^T + b) computed here in double. */
+static int count_ops(const anvil_program *p, anvil_op op, int ia1)
+{
+    int k = 0;
+    for (int v = 0; v < p->g->n; v++)
+        if (p->g->nodes[v].op == op && (ia1 < 0 || p->g->nodes[v].ia[1] == ia1))
+            k++;
+    return k;
+}
+
+static void test_linear_gelu_epilogue(void **state)
+{
+    (void)state;
+    enum { B = 4, I = 5, O = 7 };
+    anvil_graph *g = NULL;
+    assert_int_equal(anvil_graph_create(&g), ANVIL_OK);
+    anvil_value x = anvil_input(g, "x", ANVIL_F32, 2, (const int64_t[]){ANVIL_BATCH, I});
+    anvil_value w = anvil_input(g, "w", ANVIL_F32, 2, (const int64_t[]){O, I});
+    anvil_value b = anvil_input(g, "b", ANVIL_F32, 1, (const int64_t[]){O});
+    anvil_value h = anvil_linear(g, x, w, b);
+    anvil_value y = anvil_gelu(g, h, true);
+    anvil_value dw = anvil_gradient(g, anvil_sum(g, y, ANVIL_ALL_DIMS, false), w);
+    assert_int_equal(anvil_graph_status(g), ANVIL_OK);
+    anvil_backend *be;
+    assert_int_equal(anvil_cpu_backend_open(&be), ANVIL_OK);
+    anvil_persist_map pm = {NULL, NULL, 0, 0, NULL, NULL};
+    anvil_program *p;
+    assert_int_equal(anvil_program_compile(be, g, B, false, 0, NULL, 1, &y, &pm, &p), ANVIL_OK);
+    assert_int_equal(count_ops(p, OP_LINEAR, 2), 1);
+    assert_int_equal(count_ops(p, OP_ACT, -1), 0);
+    anvil_program_free(be, p);
+    anvil_value both[2] = {y, h};
+    assert_int_equal(anvil_program_compile(be, g, B, false, 0, NULL, 2, both, &pm, &p), ANVIL_OK);
+    assert_int_equal(count_ops(p, OP_LINEAR, 0), 1);
+    assert_int_equal(count_ops(p, OP_ACT, -1), 1);
+    anvil_program_free(be, p);
+    assert_int_equal(anvil_program_compile(be, g, B, true, 0, NULL, 1, &dw, &pm, &p), ANVIL_OK);
+    assert_int_equal(count_ops(p, OP_LINEAR, 2), 0);
+    anvil_program_free(be, p);
+    anvil_backend_close(be);
+
+    anvil_tensor *xt = tu_rand_tensor(2, (const int64_t[]){B, I}, -2, 2, 11);
+    anvil_tensor *wt = tu_rand_tensor(2, (const int64_t[]){O, I}, -1, 1, 12);
+    anvil_tensor *bt = tu_rand_tensor(1, (const int64_t[]){O}, -1, 1, 13);
+    anvil_value feed[3] = {x, w, b};
+    anvil_tensor *feeds[3] = {xt, wt, bt}, *out = NULL;
+    anvil_run_options o = anvil_run_default_options();
+    o.device = ANVIL_DEVICE_CPU;
+    CHECK_OK(anvil_graph_run(g, &o, 3, feed, feeds, 1, &y, &out));
+    const float *xd = anvil_tensor_cdata(xt), *wd = anvil_tensor_cdata(wt), *bd = anvil_tensor_cdata(bt);
+    float want[B * O];
+    for (int r = 0; r < B; r++)
+        for (int j = 0; j < O; j++) {
+            double v = bd[j];
+            for (int k = 0; k < I; k++)
+                v += (double)xd[r * I + k] * wd[j * I + k];
+            want[r * O + j] = (float)(0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))));
+        }
+    int64_t worst;
+    assert_true(tu_rel_err(anvil_tensor_cdata(out), want, B * O, 1e-6, 1e-5, &worst) <= 1.0);
+    anvil_tensor_release(out);
+    anvil_tensor_release(xt);
+    anvil_tensor_release(wt);
+    anvil_tensor_release(bt);
+    anvil_graph_free(g);
+}
+
 /* anvil_blas_coretype_advice: NULL once the user chose a core type; otherwise advice
  * only when OpenBLAS really runs its generic Prescott kernels, and then a family the CPU
  * has the instructions for. */
@@ -1484,6 +1555,7 @@ int main(void)
         cmocka_unit_test_setup(test_determinism, setup),
         cmocka_unit_test(test_blas_coretype_advice),
         cmocka_unit_test(test_planned_workspace),
+        cmocka_unit_test(test_linear_gelu_epilogue),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,39 +4,63 @@
  * ops, the ReLU moves into the product's epilogue (cuBLASLt's RELU_BIAS on the GPU): the
  * LINEAR then holds relu(x w^T + b), the ReLU node becomes a view of it, and the backward
  * ops, which test x > 0, get the same answer from relu(x) > 0.  One kernel and one
- * activation buffer fewer per layer. */
+ * activation buffer fewer per layer.
+ *
+ * linear + gelu (approximate="tanh"): when the GELU is a LINEAR's only reader, the GELU
+ * moves into the epilogue (cuBLASLt's GELU_BIAS) the same way.  GELU's backward needs
+ * the product before the activation, so this happens in programs without it (evaluation,
+ * inference), never in training.  (PyTorch's default exact-erf GELU has no epilogue.) */
 #include "graph/ops/ops.h"
 
-int anvil_fuse(anvil_graph *g, int n_keep, const anvil_value *keep)
+int anvil_fuse(anvil_graph *g, int n_roots, const anvil_value *roots, const anvil_persist_map *pm, int n_keep,
+               const anvil_value *keep)
 {
     int n = g->n, fused = 0;
     int *uses = anvil_xcalloc((size_t)n, sizeof *uses, "fusion");
     int *relu = anvil_xmalloc((size_t)n * sizeof *relu, "fusion");
-    if (!uses || !relu) {
+    int *gelu = anvil_xmalloc((size_t)n * sizeof *gelu, "fusion");
+    bool *needed = anvil_xcalloc((size_t)n, sizeof *needed, "fusion");
+    if (!uses || !relu || !gelu || !needed) {
         free(uses);
         free(relu);
+        free(gelu);
+        free(needed);
         return 0; /* fusion is an optimization: without memory, skip it */
     }
-    /* per value: how many readers, and the forward ReLU reading it (-1 none) */
+    /* per value: how many readers in this program, and the forward ReLU / tanh-GELU
+     * reading it (-1 none); nodes of other programs of the same graph do not count */
+    anvil_mark_needed(g, n_roots, roots, pm, n_keep, keep, needed);
     for (int v = 0; v < n; v++)
-        relu[v] = -1;
+        relu[v] = gelu[v] = -1;
     for (int v = 0; v < n; v++) {
         const anvil_node *nd = &g->nodes[v];
+        if (!needed[v])
+            continue;
         for (int i = 0; i < nd->n_in; i++)
             uses[nd->in[i]]++;
         if (nd->op == OP_ACT && nd->ia[0] == ACT_RELU)
             relu[nd->in[0]] = v;
+        if (nd->op == OP_ACT && nd->ia[0] == ACT_GELU_TANH)
+            gelu[nd->in[0]] = v;
     }
     for (int i = 0; i < n_keep; i++)
         uses[keep[i]] += n; /* a fetched value keeps its meaning */
     for (int v = 0; v < n; v++) {
         anvil_node *lin = &g->nodes[v];
-        if (lin->op != OP_LINEAR || lin->ia[1] != 0 || relu[v] < 0)
+        if (lin->op != OP_LINEAR || lin->ia[1] != 0)
+            continue;
+        if (gelu[v] >= 0 && uses[v] == 1) {
+            lin->ia[1] = 2; /* epilogue: gelu (tanh) */
+            g->nodes[gelu[v]].op = OP_RESHAPE;
+            fused++;
+            continue;
+        }
+        if (relu[v] < 0)
             continue;
         int readers = 1; /* the ReLU */
         for (int u = 0; u < n; u++) {
             const anvil_node *c = &g->nodes[u];
-            if (c->op == OP_ACT_BWD && c->ia[0] == ACT_RELU && c->in[1] == v && c->in[0] != v)
+            if (needed[u] && c->op == OP_ACT_BWD && c->ia[0] == ACT_RELU && c->in[1] == v && c->in[0] != v)
                 readers++;
         }
         if (readers != uses[v])
@@ -47,5 +71,7 @@ int anvil_fuse(anvil_graph *g, int n_keep, const anvil_value *keep)
     }
     free(uses);
     free(relu);
+    free(gelu);
+    free(needed);
     return fused;
 }

@@ -53,7 +53,8 @@ typedef enum {
  *           pixel/255 [B, sample...], 1 = labels int32 [B].
  *   STEP_END: optional in (the labels GATHER): advances hyper->data_cursor by its B.
  *   LINEAR: in (x, w[, b]); x [..., in]; ia[1] epilogue set by the fusion pass: 0 none,
- *           1 relu (the output is relu(x w^T + b)).   SCALE: fa[0] factor.
+ *           1 relu (the output is relu(x w^T + b)), 2 gelu with approximate="tanh".
+ *   SCALE: fa[0] factor.
  *   REDUCE: ia[0] dim or ANVIL_ALL_DIMS, ia[1] keepdim, ia[2] mean.
  *   SUM_TO: sums in[0] down to shape.     BROADCAST_TO: ia[0] divide by the expansion.
  *   ACT: ia[0] kind, fa[0] param.         ACT_BWD: in (dy, x), same attrs.
@@ -288,8 +289,15 @@ struct anvil_program {
     void *backend_state;     /* e.g. a captured CUDA graph */
 };
 
-/* The fusion pass on a concrete graph (fuse.c); returns the number of fusions made. */
-int anvil_fuse(anvil_graph *g, int n_keep, const anvil_value *keep);
+/* The fusion pass on a concrete graph (fuse.c), for the program of these roots, kept
+ * values and gradients (as anvil_plan takes them); returns the number of fusions made. */
+int anvil_fuse(anvil_graph *g, int n_roots, const anvil_value *roots, const anvil_persist_map *pm, int n_keep,
+               const anvil_value *keep);
+
+/* needed[v] (g->n entries): node v is reachable from the roots, kept values or the
+ * gradients of pm (plan.c). */
+void anvil_mark_needed(const anvil_graph *g, int n_roots, const anvil_value *roots, const anvil_persist_map *pm,
+                       int n_keep, const anvil_value *keep, bool *needed);
 
 /* A backend's scratch need for a node's kernel (0: none), asked when planning. */
 typedef size_t (*anvil_workspace_fn)(const void *ctx, const anvil_graph *g, const anvil_node *n);

@@ -144,6 +144,22 @@ static anvil_status place(anvil_program *p, const anvil_graph *g, arena *a, int 
     return ANVIL_OK;
 }
 
+void anvil_mark_needed(const anvil_graph *g, int n_roots, const anvil_value *roots, const anvil_persist_map *pm,
+                       int n_keep, const anvil_value *keep, bool *needed)
+{
+    for (int i = 0; i < n_roots; i++)
+        needed[roots[i]] = true;
+    for (int i = 0; i < n_keep; i++)
+        needed[keep[i]] = true;
+    for (int i = 0; pm && i < pm->n_grads; i++)
+        needed[pm->grad_node[i]] = true;
+    /* node order is a topological order */
+    for (int v = g->n - 1; v >= 0; v--)
+        if (needed[v])
+            for (int i = 0; i < g->nodes[v].n_in; i++)
+                needed[g->nodes[v].in[i]] = true;
+}
+
 anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
                         const anvil_persist_map *pm, const anvil_value *keep, int n_keep,
                         anvil_workspace_fn ws_fn, const void *ws_ctx)
@@ -165,17 +181,8 @@ anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
         goto out;
     }
 
-    /* 1. what the roots need (node order is a topological order) */
-    for (int i = 0; i < n_roots; i++)
-        needed[roots[i]] = true;
-    for (int i = 0; i < n_keep; i++)
-        needed[keep[i]] = true;
-    for (int i = 0; i < pm->n_grads; i++)
-        needed[pm->grad_node[i]] = true;
-    for (int v = n - 1; v >= 0; v--)
-        if (needed[v])
-            for (int i = 0; i < g->nodes[v].n_in; i++)
-                needed[g->nodes[v].in[i]] = true;
+    /* 1. what the roots need */
+    anvil_mark_needed(g, n_roots, roots, pm, n_keep, keep, needed);
 
     /* 2. pinned storage: persistent sources and gradients */
     for (int v = 0; v < n; v++) {

@@ -30,7 +30,7 @@ anvil_status anvil_program_compile(anvil_backend *be, const anvil_graph *sym, in
     p->batch = batch;
     p->training = training;
     anvil_status st = anvil_graph_instantiate(sym, batch, training, &p->g);
-    int fused = st == ANVIL_OK ? anvil_fuse(p->g, n_keep, keep) : 0;
+    int fused = st == ANVIL_OK ? anvil_fuse(p->g, n_roots, roots, pm, n_keep, keep) : 0;
     if (st == ANVIL_OK)
         st = anvil_plan(p, n_roots, roots, pm, keep, n_keep, be->workspace, be);
     if (st == ANVIL_OK && p->transient_bytes > 0)

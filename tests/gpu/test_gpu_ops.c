@@ -374,6 +374,24 @@ static void linear_case(int nd, const int64_t *xs, int64_t out, bool bias)
     case_free(&c);
 }
 
+/* gelu(approximate="tanh") of a linear, forward only: the fusion pass moves the GELU into
+ * the product's epilogue (cuBLASLt's GELU_BIAS / GELU on the GPU; the CPU's own loop). */
+static void linear_gelu_case(int64_t rows, int64_t in, int64_t out, bool bias)
+{
+    gcase c;
+    case_init(&c);
+    int64_t xs[2] = {rows, in}, ws[2] = {out, in};
+    anvil_value x = in_rand(&c, "x", 2, xs, -1, 1);
+    anvil_value w = in_rand(&c, "w", 2, ws, -0.5f, 0.5f);
+    anvil_value b = bias ? in_rand(&c, "b", 1, &out, -0.5f, 0.5f) : ANVIL_NO_VALUE;
+    fetch(&c, anvil_gelu(c.g, anvil_linear(c.g, x, w, b), true), "gelu(linear)", TOL_MM);
+    char what[80];
+    snprintf(what, sizeof what, "gelu_tanh(linear) in %lld out %lld%s", (long long)in, (long long)out,
+             bias ? " +bias" : "");
+    compare(&c, what);
+    case_free(&c);
+}
+
 static void test_linear(void **state)
 {
     (void)state;
@@ -383,6 +401,8 @@ static void test_linear(void **state)
     linear_case(2, x1, 3, false);
     linear_case(2, x2, 512, true);
     linear_case(3, x3, 6, true);
+    linear_gelu_case(128, 784, 512, true);
+    linear_gelu_case(33, 17, 9, false);
     linear_case(2, x4, 11, true);
 }
 

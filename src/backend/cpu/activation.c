@@ -4,8 +4,6 @@
 
 #define K_SQRT1_2 0.70710678118654752440f   /* 1/sqrt(2) */
 #define K_INV_SQRT_2PI 0.39894228040143267794f
-#define K_GELU_BETA 0.79788456080286535588f /* sqrt(2/pi) */
-#define K_GELU_KAPPA 0.044715f
 
 /* One loop per kind with the formula inline (a switch per element would block
  * vectorization).  out may alias x. */
@@ -33,9 +31,7 @@ anvil_status anvil_cpu_act(const anvil_exec *ex, const anvil_step *s)
     case ACT_TANH: ACT_LOOP(tanhf(v)) break;
     case ACT_SILU: ACT_LOOP(v / (1.0f + expf(-v))) break;
     case ACT_GELU: ACT_LOOP(v * 0.5f * (1.0f + erff(v * K_SQRT1_2))) break;
-    case ACT_GELU_TANH:
-        ACT_LOOP(0.5f * v * (1.0f + tanhf(K_GELU_BETA * (v + K_GELU_KAPPA * v * v * v))))
-        break;
+    case ACT_GELU_TANH: ACT_LOOP(cpu_gelu_tanh(v)) break;
     default:
         return anvil_fail(ANVIL_ERR_INVALID_ARG, "act: unknown activation kind %d",
                           s->node->ia[0]);

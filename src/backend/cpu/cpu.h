@@ -22,6 +22,15 @@
  * chunk size depends only on the length, never on the thread count. */
 #define CPU_MAX_CHUNKS 1024
 
+/* gelu(v) with approximate="tanh" (PyTorch's formula): the activation, and linear's fused
+ * epilogue (graph/fuse.c). */
+#define K_GELU_BETA 0.79788456080286535588f /* sqrt(2/pi) */
+#define K_GELU_KAPPA 0.044715f
+static inline float cpu_gelu_tanh(float v)
+{
+    return 0.5f * v * (1.0f + tanhf(K_GELU_BETA * (v + K_GELU_KAPPA * v * v * v)));
+}
+
 /* conv.c: the planned workspace a convolution kernel takes (column buffers, partials). */
 size_t anvil_cpu_conv_workspace(const anvil_graph *g, const anvil_node *n);
 

@@ -54,11 +54,15 @@ anvil_status anvil_cpu_linear(const anvil_exec *ex, const anvil_step *s)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)out_f,
                 (blasint)in_f, 1.0f, (const float *)s->in[0], (blasint)in_f,
                 (const float *)s->in[1], (blasint)in_f, bias ? 1.0f : 0.0f, y, (blasint)out_f);
+    int64_t n = rows * out_f;
     if (s->node->ia[1] == 1) { /* fused relu epilogue (graph/fuse.c) */
-        int64_t n = rows * out_f;
 #pragma omp parallel for if (n >= CPU_PAR_MIN) schedule(static)
         for (int64_t i = 0; i < n; i++)
             y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+    } else if (s->node->ia[1] == 2) { /* fused gelu (tanh) epilogue */
+#pragma omp parallel for if (n >= CPU_PAR_MIN_HEAVY) schedule(static)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = cpu_gelu_tanh(y[i]);
     }
     return ANVIL_OK;
 }

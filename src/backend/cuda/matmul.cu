@@ -2,7 +2,8 @@
  * TF32, as PyTorch's default).  Row-major products are computed as their column-major
  * transposes: C[M,N] = op(A) op(B) is C^T[N,M] = op(B)^T op(A)^T, so B's storage is
  * cuBLASLt's first operand.  linear uses the BIAS epilogue (bias per row of C^T, i.e. per
- * output feature). */
+ * output feature), with RELU or GELU (cuBLASLt's GELU is the tanh approximation) when the
+ * fusion pass moved the activation in. */
 #include "backend/cuda/cuda_internal.h"
 
 /* A column-major D[m,n] = op(A)[m,k] op(B)[k,n] (+ bias[m] per column) (+ beta D). */
@@ -16,7 +17,7 @@ typedef struct {
     float *D;
     int64_t ldd;
     const float *bias; /* NULL: none */
-    bool relu;         /* fused relu epilogue (graph/fuse.c) */
+    int act;           /* fused activation (graph/fuse.c): 0 none, 1 relu, 2 gelu (tanh) */
     float beta;
 } lt_gemm;
 
@@ -59,9 +60,12 @@ static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogu
              "cublasLtMatmulDescSetAttribute (transa)");
     LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &g->tb, sizeof g->tb),
              "cublasLtMatmulDescSetAttribute (transb)");
-    if (use_epilogue && (g->bias || g->relu)) {
-        cublasLtEpilogue_t epi = g->bias ? (g->relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
-                                         : CUBLASLT_EPILOGUE_RELU;
+    if (use_epilogue && (g->bias || g->act)) {
+        static const cublasLtEpilogue_t plain[3] = {CUBLASLT_EPILOGUE_DEFAULT, CUBLASLT_EPILOGUE_RELU,
+                                                    CUBLASLT_EPILOGUE_GELU};
+        static const cublasLtEpilogue_t biased[3] = {CUBLASLT_EPILOGUE_BIAS, CUBLASLT_EPILOGUE_RELU_BIAS,
+                                                     CUBLASLT_EPILOGUE_GELU_BIAS};
+        cublasLtEpilogue_t epi = g->bias ? biased[g->act] : plain[g->act];
         LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
                  "cublasLtMatmulDescSetAttribute (epilogue)");
         if (g->bias)
@@ -100,7 +104,7 @@ static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogu
             s = anvil_fail(ANVIL_ERR_UNSUPPORTED,
                            "%s: cuBLASLt has no fp32 algorithm for [%lld x %lld] x [%lld x %lld]%s",
                            opname, (long long)g->m, (long long)g->k, (long long)g->k,
-                           (long long)g->n, use_epilogue && (g->bias || g->relu) ? " with an epilogue" : "");
+                           (long long)g->n, use_epilogue && (g->bias || g->act) ? " with an epilogue" : "");
             goto done;
         }
         LT_CHECK(st, "cublasLtMatmulAlgoGetHeuristic");
@@ -138,11 +142,16 @@ static anvil_status init_bias(anvil_cuda_ctx *c, float *d, const float *bias, in
     return anvil_cuda_launched(c, "bias_rows");
 }
 
-static __global__ void relu_kernel(float *d, int64_t total)
+/* The activation epilogue's fallback, in place: relu (act 1) or gelu, approximate="tanh"
+ * (act 2; cuBLASLt's GELU epilogue is this approximation). */
+static __global__ void act_epilogue_kernel(float *d, int64_t total, int act)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (int64_t)gridDim.x * blockDim.x)
-        d[i] = d[i] > 0.0f ? d[i] : 0.0f;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float v = d[i];
+        d[i] = act == 1 ? (v > 0.0f ? v : 0.0f)
+                        : 0.5f * v * (1.0f + tanhf(0.79788456080286535588f * (v + 0.044715f * v * v * v)));
+    }
 }
 
 static anvil_status gemm(anvil_cuda_ctx *c, lt_gemm *g, const char *opname)
@@ -153,9 +162,9 @@ static anvil_status gemm(anvil_cuda_ctx *c, lt_gemm *g, const char *opname)
         return init_bias(c, g->D, g->bias, g->m, g->n);
     bool no_algo = false;
     anvil_status s = lt_run(c, g, true, opname, &no_algo);
-    if (s == ANVIL_OK || !(no_algo && (g->bias || g->relu)))
+    if (s == ANVIL_OK || !(no_algo && (g->bias || g->act)))
         return s;
-    /* No algorithm with the epilogue: write the bias first, accumulate, then relu. */
+    /* No algorithm with the epilogue: write the bias first, accumulate, then activate. */
     anvil_clear_error();
     lt_gemm h = *g;
     if (g->bias) {
@@ -163,13 +172,13 @@ static anvil_status gemm(anvil_cuda_ctx *c, lt_gemm *g, const char *opname)
         h.beta = 1.0f;
     }
     h.bias = NULL;
-    h.relu = false;
+    h.act = 0;
     ANVIL_TRY(lt_run(c, &h, false, opname, &no_algo));
-    if (!g->relu)
+    if (!g->act)
         return ANVIL_OK;
-    relu_kernel<<<anvil_cuda_blocks(g->m * g->n, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
-        g->D, g->m * g->n);
-    return anvil_cuda_launched(c, "relu epilogue");
+    act_epilogue_kernel<<<anvil_cuda_blocks(g->m * g->n, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+        g->D, g->m * g->n, g->act);
+    return anvil_cuda_launched(c, "activation epilogue");
 }
 
 static int64_t numel(const anvil_node *n) { return anvil_node_numel(n); }
@@ -211,7 +220,7 @@ ANVIL_CUDA_KERNEL(matmul)
     g.D = (float *)s->out;
     g.ldd = N;
     g.bias = NULL;
-    g.relu = false;
+    g.act = 0;
     g.beta = 0.0f;
     if (g.lda < 1)
         g.lda = 1;
@@ -243,7 +252,7 @@ ANVIL_CUDA_KERNEL(linear)
     g.D = (float *)s->out;
     g.ldd = O > 0 ? O : 1;
     g.bias = s->node->n_in >= 3 ? (const float *)s->in[2] : NULL;
-    g.relu = s->node->ia[1] == 1;
+    g.act = s->node->ia[1] == 1 || s->node->ia[1] == 2 ? s->node->ia[1] : 0;
     g.beta = 0.0f;
     return gemm(c, &g, "linear");
 }
@@ -266,7 +275,7 @@ extern "C" anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb,
     g.D = D;
     g.ldd = ldd;
     g.bias = NULL;
-    g.relu = false;
+    g.act = 0;
     g.beta = beta;
     return gemm(c, &g, what);
 }
