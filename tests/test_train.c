@@ -108,7 +108,8 @@ static void test_learns_blobs(void **state)
     anvil_model_free(m);
 }
 
-/* The memory plan shares storage: the arena is smaller than all intermediates. */
+/* The memory plan shares storage: the arena is smaller than all intermediates; the fusion
+ * pass takes every ReLU after a linear or conv2d into its epilogue. */
 static void test_memory_plan(void **state)
 {
     (void)state;
@@ -129,6 +130,14 @@ static void test_memory_plan(void **state)
     /* params + grads + 2 Adam slots, each at least 669706 floats */
     assert_true(s.persistent_bytes >= 4 * 669706 * 4);
     assert_int_equal(anvil_model_param_count(m), 669706);
+    anvil_trainer_free(t);
+    anvil_model_free(m);
+
+    /* the cnn: both conv+relu pairs and the hidden linear+relu */
+    CHECK_OK(anvil_model_builtin(&m, "cnn"));
+    CHECK_OK(anvil_trainer_create(&t, m, &c));
+    CHECK_OK(anvil_trainer_plan_stats(t, 16, &s));
+    assert_int_equal(s.fused, 3);
     anvil_trainer_free(t);
     anvil_model_free(m);
 }

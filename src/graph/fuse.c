@@ -6,6 +6,9 @@
  * ops, which test x > 0, get the same answer from relu(x) > 0.  One kernel and one
  * activation buffer fewer per layer.
  *
+ * conv2d + relu: the same, the ReLU applied with the bias after the convolution (one pass
+ * over the output instead of two on the GPU, where the bias was cuDNN's AddTensor).
+ *
  * linear + gelu (approximate="tanh"): when the GELU is a LINEAR's only reader, the GELU
  * moves into the epilogue (cuBLASLt's GELU_BIAS) the same way.  GELU's backward needs
  * the product before the activation, so this happens in programs without it (evaluation,
@@ -47,9 +50,10 @@ int anvil_fuse(anvil_graph *g, int n_roots, const anvil_value *roots, const anvi
         uses[keep[i]] += n; /* a fetched value keeps its meaning */
     for (int v = 0; v < n; v++) {
         anvil_node *lin = &g->nodes[v];
-        if (lin->op != OP_LINEAR || lin->ia[1] != 0)
+        bool conv = lin->op == OP_CONV2D && lin->ia[6] == 0;
+        if (!conv && (lin->op != OP_LINEAR || lin->ia[1] != 0))
             continue;
-        if (gelu[v] >= 0 && uses[v] == 1) {
+        if (!conv && gelu[v] >= 0 && uses[v] == 1) {
             lin->ia[1] = 2; /* epilogue: gelu (tanh) */
             g->nodes[gelu[v]].op = OP_RESHAPE;
             fused++;
@@ -65,7 +69,7 @@ int anvil_fuse(anvil_graph *g, int n_roots, const anvil_value *roots, const anvi
         }
         if (readers != uses[v])
             continue;
-        lin->ia[1] = 1; /* epilogue: relu */
+        lin->ia[conv ? 6 : 1] = 1; /* epilogue: relu */
         g->nodes[relu[v]].op = OP_RESHAPE;
         fused++;
     }

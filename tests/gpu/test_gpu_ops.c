@@ -832,6 +832,28 @@ static void conv_case(const conv_cfg *k)
     case_free(&c);
 }
 
+/* relu(conv2d(x) + b) with its gradients: the fusion pass moves the ReLU into the
+ * convolution's bias pass on both backends */
+static void conv_relu_case(void)
+{
+    gcase c;
+    case_init(&c);
+    int64_t xs[4] = {8, 16, 14, 14}, ws[4] = {32, 16, 3, 3}, bs = 32;
+    anvil_value x = in_rand(&c, "x", 4, xs, -1, 1);
+    anvil_value w = in_rand(&c, "w", 4, ws, -0.5f, 0.5f);
+    anvil_value b = in_rand(&c, "b", 1, &bs, -0.5f, 0.5f);
+    anvil_conv_params p = anvil_conv_default_params();
+    p.pad_h = p.pad_w = 1;
+    anvil_value y = anvil_relu(c.g, anvil_conv2d(c.g, x, w, b, &p));
+    fetch(&c, y, "relu(conv)", TOL_CONV);
+    anvil_value loss = weighted_sum(&c, y);
+    fetch_grad(&c, loss, x, "dx", TOL_CONV);
+    fetch_grad(&c, loss, w, "dw", TOL_CONV);
+    fetch_grad(&c, loss, b, "db", TOL_CONV);
+    compare(&c, "relu(conv2d) fused");
+    case_free(&c);
+}
+
 static void test_conv2d(void **state)
 {
     (void)state;
@@ -862,6 +884,7 @@ static void test_conv2d(void **state)
     };
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++)
         conv_case(&cfgs[i]);
+    conv_relu_case();
 }
 
 typedef enum { POOL_MAX, POOL_AVG, POOL_ADAPTIVE } pool_kind;

@@ -186,6 +186,9 @@ anvil_status anvil_cpu_conv2d(const anvil_exec *ex, const anvil_step *s)
                         (blasint)c.K, 1.0f, w + g * c.og * c.K, (blasint)c.K,
                         c.direct ? xg : col, (blasint)c.P, 1.0f, yn + g * c.og * c.P, (blasint)c.P);
         }
+        if (s->node->ia[6] == 1) /* fused relu epilogue (graph/fuse.c) */
+            for (int64_t i = 0; i < c.O * c.P; i++)
+                yn[i] = yn[i] > 0.0f ? yn[i] : 0.0f;
     }
     free(owned);
     return ANVIL_OK;

@@ -16,7 +16,8 @@
  * Descriptors are made and destroyed per call: the kernel functions run
  * only while a program is captured, and the CUDA graph replays what they recorded.
  *
- * Bias: cudnnAddTensor of b [1,O,1,1] onto y after the convolution.
+ * Bias (and the ReLU the fusion pass may move in): one elementwise pass over y after the
+ * convolution (bias_act_kernel; cuDNN's AddTensor and a separate ReLU were two).
  * Without cuDNN at build time this file defines nothing: the CUDA backend then lacks
  * these ops and a program that needs them fails to compile naming the op. */
 #include "backend/cuda/cuda_internal.h"
@@ -50,7 +51,7 @@ static anvil_status dnn_fail(cudnnStatus_t st, const char *op, const char *what)
 typedef struct {
     const char *op;
     int cg, O, kh, kw, stride_h, stride_w, dil_h, dil_w, groups; /* for the algorithm rule */
-    cudnnTensorDescriptor_t x, y, b;
+    cudnnTensorDescriptor_t x, y;
     cudnnFilterDescriptor_t w;
     cudnnConvolutionDescriptor_t conv;
 } dnn_conv;
@@ -69,19 +70,17 @@ static void dnn_destroy(dnn_conv *d)
         cudnnDestroyConvolutionDescriptor(d->conv);
     if (d->w)
         cudnnDestroyFilterDescriptor(d->w);
-    if (d->b)
-        cudnnDestroyTensorDescriptor(d->b);
     if (d->y)
         cudnnDestroyTensorDescriptor(d->y);
     if (d->x)
         cudnnDestroyTensorDescriptor(d->x);
 }
 
-/* Makes the descriptors (and the bias's when bias) for x [N,C,H,W], w [O,C/G,kh,kw],
+/* Makes the descriptors for x [N,C,H,W], w [O,C/G,kh,kw],
  * y [N,O,OH,OW] and a node's ia (stride, padding, dilation), and binds the handle to the
  * lane's stream.  On failure the caller still calls dnn_destroy. */
 static anvil_status dnn_setup_dims(anvil_cuda_ctx *c, dnn_conv *d, const char *op, const int *xd, const int *wd,
-                                   const int *yd, const int *ia, bool bias)
+                                   const int *yd, const int *ia)
 {
     anvil_status rc = ANVIL_OK;
     memset(d, 0, sizeof *d);
@@ -102,11 +101,6 @@ static anvil_status dnn_setup_dims(anvil_cuda_ctx *c, dnn_conv *d, const char *o
     DNN_CHECK(cudnnCreateTensorDescriptor(&d->y), "cudnnCreateTensorDescriptor (y)");
     DNN_CHECK(cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, N, O, OH, OW),
               "cudnnSetTensor4dDescriptor (y)");
-    if (bias) {
-        DNN_CHECK(cudnnCreateTensorDescriptor(&d->b), "cudnnCreateTensorDescriptor (bias)");
-        DNN_CHECK(cudnnSetTensor4dDescriptor(d->b, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, O, 1, 1),
-                  "cudnnSetTensor4dDescriptor (bias)");
-    }
     DNN_CHECK(cudnnCreateFilterDescriptor(&d->w), "cudnnCreateFilterDescriptor");
     DNN_CHECK(cudnnSetFilter4dDescriptor(d->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, O, cg, kh, kw),
               "cudnnSetFilter4dDescriptor");
@@ -132,7 +126,7 @@ done:
 
 /* The same from the nodes' shapes (checked to fit cuDNN's int dims). */
 static anvil_status dnn_setup(anvil_cuda_ctx *c, dnn_conv *d, const char *op, const anvil_node *x,
-                              const anvil_node *w, const anvil_node *y, const int *ia, bool bias)
+                              const anvil_node *w, const anvil_node *y, const int *ia)
 {
     memset(d, 0, sizeof *d);
     d->op = op;
@@ -144,7 +138,7 @@ static anvil_status dnn_setup(anvil_cuda_ctx *c, dnn_conv *d, const char *op, co
         wd[i] = (int)w->shape[i];
         yd[i] = (int)y->shape[i];
     }
-    return dnn_setup_dims(c, d, op, xd, wd, yd, ia, bias);
+    return dnn_setup_dims(c, d, op, xd, wd, yd, ia);
 }
 
 /* Ranks an algorithm: 0 for direct/GEMM-like ones, 1 for FFT or Winograd transforms. */
@@ -295,21 +289,41 @@ static conv_ws step_ws(const anvil_step *s)
     return w;
 }
 
-/* y = conv(x, w) (+ b) */
+/* y [planes = N*O of S each] += b[plane % O], then relu when asked: one pass (a block row
+ * per plane, so only one division per plane). */
+static __global__ void bias_act_kernel(float *y, const float *__restrict__ b, int64_t planes, int64_t O, int64_t S,
+                                       bool relu)
+{
+    for (int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        float add = b ? b[plane % O] : 0.0f;
+        float *row = y + plane * S;
+        for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < S; i += (int64_t)gridDim.x * blockDim.x) {
+            float v = row[i] + add;
+            row[i] = relu && !(v > 0.0f) ? 0.0f : v;
+        }
+    }
+}
+
+/* y = conv(x, w) (+ b), relu'd when the fusion pass set ia[6] */
 static anvil_status conv2d_run(anvil_cuda_ctx *c, const anvil_node *x, const anvil_node *w, const anvil_node *y,
                                const int *ia, bool bias, const void *const *in, void *out, conv_ws ws)
 {
     dnn_conv dd, *d = &dd;
-    const float one = 1.0f;
-    anvil_status rc = dnn_setup(c, d, "conv2d", x, w, y, ia, bias);
+    anvil_status rc = dnn_setup(c, d, "conv2d", x, w, y, ia);
     if (rc != ANVIL_OK)
         goto done;
     rc = dnn_forward(c, d, in ? in[0] : NULL, in ? in[1] : NULL, out, ws.p, ws.plan ? DNN_WS_MAX : ws.bytes,
                      ws.plan, x, w);
     if (rc != ANVIL_OK || ws.plan)
         goto done;
-    if (bias)
-        DNN_CHECK(cudnnAddTensor((cudnnHandle_t)c->cudnn, &one, d->b, in[2], &one, d->y, out), "cudnnAddTensor (bias)");
+    if (bias || ia[6] == 1) {
+        int64_t O = y->shape[1], S = y->shape[2] * y->shape[3], planes = y->shape[0] * O;
+        dim3 grid((unsigned int)anvil_cuda_blocks(S, ANVIL_CUDA_THREADS, 64),
+                  (unsigned int)(planes < 65535 ? planes : 65535));
+        bias_act_kernel<<<grid, ANVIL_CUDA_THREADS, 0, c->stream>>>((float *)out, bias ? (const float *)in[2] : NULL,
+                                                                    planes, O, S, ia[6] == 1);
+        rc = anvil_cuda_launched(c, "conv2d (bias, relu)");
+    }
 done:
     dnn_destroy(d);
     return rc;
@@ -362,7 +376,7 @@ static anvil_status dgrad_as_fprop(anvil_cuda_ctx *c, const anvil_node *dy, cons
     int ia[6] = {1, 1, (int)kh - 1 - a[2], (int)kw - 1 - a[3], 1, 1};
     dnn_conv dd, *d = &dd;
     size_t fwd = 0;
-    anvil_status rc = dnn_setup_dims(c, d, "conv2d_bwd_data", xd, wd, yd, ia, false);
+    anvil_status rc = dnn_setup_dims(c, d, "conv2d_bwd_data", xd, wd, yd, ia);
     if (rc == ANVIL_OK)
         rc = dnn_forward(c, d, in ? in[0] : NULL, wt, out, ws.p ? ws.p + flip_bytes : NULL,
                          ws.plan ? DNN_WS_MAX : ws.bytes - flip_bytes, ws.plan ? &fwd : NULL, x, w);
@@ -391,7 +405,7 @@ static anvil_status conv2d_bwd_data_run(anvil_cuda_ctx *c, const anvil_node *dy,
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int n = 0;
     const float one = 1.0f, zero = 0.0f;
-    anvil_status rc = dnn_setup(c, d, "conv2d_bwd_data", x, w, dy, ia, false);
+    anvil_status rc = dnn_setup(c, d, "conv2d_bwd_data", x, w, dy, ia);
     if (rc != ANVIL_OK)
         goto done;
     {
@@ -638,7 +652,7 @@ static anvil_status conv2d_bwd_filter_run(anvil_cuda_ctx *c, const anvil_node *d
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int n = 0;
     const float one = 1.0f, zero = 0.0f;
-    anvil_status rc = dnn_setup(c, d, "conv2d_bwd_filter", x, w, dy, ia, false);
+    anvil_status rc = dnn_setup(c, d, "conv2d_bwd_filter", x, w, dy, ia);
     if (rc != ANVIL_OK)
         goto done;
     {
