@@ -147,6 +147,12 @@ static void test_memory_plan(void **state)
     CHECK_OK(anvil_trainer_create(&t, m, &c));
     CHECK_OK(anvil_trainer_plan_stats(t, 2, &s));
     assert_int_equal(s.fused, 9);
+    /* ANVIL_FUSE=0 turns the pass off (a new batch size compiles a new program) */
+    setenv("ANVIL_FUSE", "0", 1);
+    anvil_status st = anvil_trainer_plan_stats(t, 3, &s);
+    unsetenv("ANVIL_FUSE");
+    CHECK_OK(st);
+    assert_int_equal(s.fused, 0);
     anvil_trainer_free(t);
     anvil_model_free(m);
 }

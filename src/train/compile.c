@@ -30,7 +30,10 @@ anvil_status anvil_program_compile(anvil_backend *be, const anvil_graph *sym, in
     p->batch = batch;
     p->training = training;
     anvil_status st = anvil_graph_instantiate(sym, batch, training, &p->g);
-    int fused = st == ANVIL_OK ? anvil_fuse(p->g, n_roots, roots, pm, n_keep, keep) : 0;
+    /* ANVIL_FUSE=0 skips the fusion pass (to measure it, or to rule it out) */
+    const char *fz = getenv("ANVIL_FUSE");
+    bool fuse = !fz || strcmp(fz, "0") != 0;
+    int fused = st == ANVIL_OK && fuse ? anvil_fuse(p->g, n_roots, roots, pm, n_keep, keep) : 0;
     if (st == ANVIL_OK)
         st = anvil_plan(p, n_roots, roots, pm, keep, n_keep, be->workspace, be);
     if (st == ANVIL_OK && p->transient_bytes > 0)
