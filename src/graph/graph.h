@@ -64,8 +64,7 @@ typedef enum {
  *           stride (h, w), ia[2..3] padding, ia[4..5] dilation; groups = C / w.shape[1]
  *           (the builder checks it against the caller's).  OH = (H + 2ph - dh(kh-1) - 1)
  *           / sh + 1, as torch.  ia[6] epilogue set by the fusion pass: 0 none, 1 relu
- *           (the output is relu(conv + b); BATCHNORM's ia[6] likewise).  CONV2D_BWD_DATA:
- *           in (dy, w), shape is x's.
+ *           (the output is relu(conv + b)).  CONV2D_BWD_DATA: in (dy, w), shape is x's.
  *           CONV2D_BWD_FILTER: in (dy, x), shape is w's.  Both: CONV2D's attrs.
  *   MAXPOOL2D / AVGPOOL2D: in (x [N,C,H,W]); ia[0..1] kernel, ia[2..3] stride, ia[4..5]
  *           padding (dilation 1, ceil_mode false; avg counts the padding, as torch).

@@ -74,7 +74,6 @@ anvil_status anvil_cpu_batchnorm(const anvil_exec *ex, const anvil_step *s)
     const float *w = nd->ia[1] ? (const float *)s->in[3] : NULL;
     const float *bias = nd->ia[2] ? (const float *)s->in[3 + nd->ia[1]] : NULL;
     float *y = (float *)s->out;
-    bool relu = nd->ia[6] == 1; /* fused relu epilogue (graph/fuse.c) */
 #pragma omp parallel for if (b.M * b.C >= CPU_PAR_MIN) schedule(static)
     for (int64_t c = 0; c < b.C; c++) {
         double mean, invstd;
@@ -85,9 +84,6 @@ anvil_status anvil_cpu_batchnorm(const anvil_exec *ex, const anvil_step *s)
             float *q = y + (n * b.C + c) * b.S;
             for (int64_t j = 0; j < b.S; j++)
                 q[j] = (p[j] - m) * a + sh;
-            if (relu)
-                for (int64_t j = 0; j < b.S; j++)
-                    q[j] = q[j] > 0.0f ? q[j] : 0.0f;
         }
     }
     return ANVIL_OK;

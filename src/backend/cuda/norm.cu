@@ -96,10 +96,6 @@ static __global__ void bn_apply_kernel(const float *__restrict__ x, const float 
         float4 k = coef[(i / S) % C];
         if (mode == 0) /* forward */
             out[i] = __fadd_rn(__fmul_rn(__fsub_rn(x[i], k.x), k.y), k.z);
-        else if (mode == 3) { /* forward with the fused relu (graph/fuse.c) */
-            float v = __fadd_rn(__fmul_rn(__fsub_rn(x[i], k.x), k.y), k.z);
-            out[i] = v > 0.0f ? v : 0.0f;
-        }
         else if (mode == 1) /* backward, batch statistics */
             out[i] = __fmul_rn(k.y, __fsub_rn(__fsub_rn(dy[i], k.z), __fmul_rn(__fsub_rn(x[i], k.x), k.w)));
         else /* backward, running statistics */
@@ -165,7 +161,7 @@ static anvil_status bn_elementwise(anvil_cuda_ctx *c, const anvil_step *s, bn_sh
         eps);
     ANVIL_TRY(anvil_cuda_launched(c, op));
     int64_t total = b.N * b.C * b.S;
-    int mode = !bwd ? (s->node->ia[6] == 1 ? 3 : 0) : training ? 1 : 2;
+    int mode = !bwd ? 0 : training ? 1 : 2;
     unsigned int nb = anvil_cuda_blocks(total, BN_THREADS, 65535u * 16);
     if (total < ((int64_t)1 << 31))
         bn_apply_kernel<uint32_t><<<nb, BN_THREADS, 0, c->stream>>>(x, dy, coef, (float *)s->out, (uint32_t)b.C,
