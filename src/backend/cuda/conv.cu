@@ -506,38 +506,56 @@ static dim3 stage_block(const wgrad_geom *q)
     return dim3(tx, STAGE_THREADS / tx);
 }
 
-/* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) when one sample's staging exceeds
- * IM2COL_WS_MAX.  Larger batches go through the workspace in equal chunks of samples,
- * each chunk's product added onto the last (beta 1): a fixed order, so deterministic. */
-static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const anvil_node *x, const anvil_node *w,
-                               const int *a, const void *const *in, void *out, conv_ws ws)
+/* The geometry of a staged product (wgrad_gemm, dgrad_gemm): x [N,C,H,W], w [O,Cg,kh,kw],
+ * dy [N,O,OH,OW] and the attrs a (stride, padding, dilation). */
+static wgrad_geom staging_geom(const anvil_node *dy, const anvil_node *x, const anvil_node *w, const int *a)
 {
     wgrad_geom q;
     q.N = x->shape[0], q.C = x->shape[1], q.H = x->shape[2], q.W = x->shape[3];
     q.O = w->shape[0], q.kh = w->shape[2], q.kw = w->shape[3], q.OH = dy->shape[2], q.OW = dy->shape[3];
     q.sh = a[0], q.sw = a[1], q.ph = a[2], q.pw = a[3], q.dh = a[4], q.dw = a[5];
     q.Cg = w->shape[1];
-    if (!fits_int(x) || !fits_int(dy))
+    q.Og = q.O / (q.C / q.Cg); /* callers checked q.Cg > 0 divides q.C */
+    return q;
+}
+
+/* *chunk samples at a time, per_sample bytes of staging each, within IM2COL_WS_MAX; equal
+ * chunks, so that every chunk's product has the same shape.  ANVIL_ERR_UNSUPPORTED (no
+ * message, nothing to undo) when not even one sample fits.  Planning (ws.plan): sets
+ * *ws.plan to the bytes the chunks take.  Running: checks that the step's workspace
+ * holds them. */
+static anvil_status staging_chunks(int64_t batch, size_t per_sample, conv_ws ws, const char *op, int64_t *chunk)
+{
+    int64_t k = (int64_t)(IM2COL_WS_MAX / per_sample);
+    if (k < 1)
         return ANVIL_ERR_UNSUPPORTED;
-    int64_t groups = q.C / q.Cg, batch = q.N;
-    q.Og = q.O / groups;
-    int64_t ck = q.Cg * q.kh * q.kw;
-    size_t per_sample = (size_t)(q.OH * q.OW) * (size_t)(ck + q.Og) * sizeof(float);
-    int64_t chunk = (int64_t)(IM2COL_WS_MAX / per_sample);
-    if (chunk < 1)
-        return ANVIL_ERR_UNSUPPORTED;
-    chunk = chunk < batch ? chunk : batch;
-    /* equal chunks, so that every chunk's product has the same shape */
-    int64_t n_chunks = (batch + chunk - 1) / chunk;
-    chunk = (batch + n_chunks - 1) / n_chunks;
-    size_t need = (size_t)chunk * per_sample;
-    if (ws.plan) {
+    k = k < batch ? k : batch;
+    int64_t n_chunks = (batch + k - 1) / k;
+    k = (batch + n_chunks - 1) / n_chunks;
+    *chunk = k;
+    size_t need = (size_t)k * per_sample;
+    if (ws.plan)
         *ws.plan = need;
-        return ANVIL_OK;
-    }
-    if (ws.bytes < need)
-        return anvil_fail(ANVIL_ERR_STATE, "conv2d_bwd_filter: the step has %zu bytes of workspace, not the %zu planned",
-                          ws.bytes, need);
+    else if (ws.bytes < need)
+        return anvil_fail(ANVIL_ERR_STATE, "%s: the step has %zu bytes of workspace, not the %zu planned", op, ws.bytes,
+                          need);
+    return ANVIL_OK;
+}
+
+/* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) when one sample's staging exceeds
+ * IM2COL_WS_MAX.  Larger batches go through the workspace in equal chunks of samples,
+ * each chunk's product added onto the last (beta 1): a fixed order, so deterministic. */
+static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const anvil_node *x, const anvil_node *w,
+                               const int *a, const void *const *in, void *out, conv_ws ws)
+{
+    if (!fits_int(x) || !fits_int(dy) || w->shape[1] <= 0 || x->shape[1] % w->shape[1] != 0)
+        return ANVIL_ERR_UNSUPPORTED;
+    wgrad_geom q = staging_geom(dy, x, w, a);
+    int64_t groups = q.C / q.Cg, batch = q.N, ck = q.Cg * q.kh * q.kw, chunk = 0;
+    size_t per_sample = (size_t)(q.OH * q.OW) * (size_t)(ck + q.Og) * sizeof(float);
+    anvil_status st = staging_chunks(batch, per_sample, ws, "conv2d_bwd_filter", &chunk);
+    if (st != ANVIL_OK || ws.plan)
+        return st;
     for (int64_t n0 = 0; n0 < batch; n0 += chunk) {
         q.N = batch - n0 < chunk ? batch - n0 : chunk;
         int64_t K = q.N * q.OH * q.OW;
@@ -599,29 +617,14 @@ static __global__ void dgrad_col2im(wgrad_geom q, const float *__restrict__ cols
 static anvil_status dgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const anvil_node *w, const anvil_node *x,
                                const int *a, const void *const *in, void *out, conv_ws ws)
 {
-    wgrad_geom q;
-    q.N = x->shape[0], q.C = x->shape[1], q.H = x->shape[2], q.W = x->shape[3];
-    q.O = w->shape[0], q.kh = w->shape[2], q.kw = w->shape[3], q.OH = dy->shape[2], q.OW = dy->shape[3];
-    q.sh = a[0], q.sw = a[1], q.ph = a[2], q.pw = a[3], q.dh = a[4], q.dw = a[5];
-    q.Cg = w->shape[1], q.Og = q.O;
-    if (q.Cg != q.C || !fits_int(x) || !fits_int(dy))
+    if (w->shape[1] != x->shape[1] || x->shape[1] <= 0 || !fits_int(x) || !fits_int(dy))
         return ANVIL_ERR_UNSUPPORTED;
-    int64_t batch = q.N, ck = q.C * q.kh * q.kw;
+    wgrad_geom q = staging_geom(dy, x, w, a);
+    int64_t batch = q.N, ck = q.C * q.kh * q.kw, chunk = 0;
     size_t per_sample = (size_t)(q.OH * q.OW) * (size_t)(ck + q.O) * sizeof(float);
-    int64_t chunk = (int64_t)(IM2COL_WS_MAX / per_sample);
-    if (chunk < 1)
-        return ANVIL_ERR_UNSUPPORTED;
-    chunk = chunk < batch ? chunk : batch;
-    int64_t n_chunks = (batch + chunk - 1) / chunk;
-    chunk = (batch + n_chunks - 1) / n_chunks;
-    size_t need = (size_t)chunk * per_sample;
-    if (ws.plan) {
-        *ws.plan = need;
-        return ANVIL_OK;
-    }
-    if (ws.bytes < need)
-        return anvil_fail(ANVIL_ERR_STATE, "conv2d_bwd_data: the step has %zu bytes of workspace, not the %zu planned",
-                          ws.bytes, need);
+    anvil_status st = staging_chunks(batch, per_sample, ws, "conv2d_bwd_data", &chunk);
+    if (st != ANVIL_OK || ws.plan)
+        return st;
     for (int64_t n0 = 0; n0 < batch; n0 += chunk) {
         q.N = batch - n0 < chunk ? batch - n0 : chunk;
         int64_t K = q.N * q.OH * q.OW;
