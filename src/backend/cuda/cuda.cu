@@ -118,8 +118,11 @@ static void cuda_free(anvil_backend *be, void *p)
         cudaGetLastError();
 }
 
-/* A staging slot free for the host to write: waits only for that slot's last copy. */
-static anvil_status staging_slot(anvil_cuda_ctx *c, int *slot)
+/* The next chunk of an upload, src[done, done + *n) with *n at most a slot, copied by the
+ * host into the next staging slot *slot (*stage), after waiting for that slot's last copy
+ * only. */
+static anvil_status stage_chunk(anvil_cuda_ctx *c, const void *src, size_t bytes, size_t done, size_t *n, int *slot,
+                                char **stage)
 {
     int k = c->staging_next;
     c->staging_next = (k + 1) % ANVIL_CUDA_STAGING_SLOTS;
@@ -127,7 +130,10 @@ static anvil_status staging_slot(anvil_cuda_ctx *c, int *slot)
         ANVIL_CUDA_CHECK(cudaEventSynchronize(c->staging_done[k]), "cudaEventSynchronize (staging)");
         c->staging_used[k] = false;
     }
+    *n = bytes - done < ANVIL_CUDA_STAGING_BYTES ? bytes - done : ANVIL_CUDA_STAGING_BYTES;
     *slot = k;
+    *stage = c->staging + (size_t)k * ANVIL_CUDA_STAGING_BYTES;
+    memcpy(*stage, (const char *)src + done, *n);
     return ANVIL_OK;
 }
 
@@ -138,13 +144,10 @@ static anvil_status cuda_upload(anvil_backend *be, void *dst, const void *src, s
         return anvil_fail(ANVIL_ERR_STATE, "cuda upload: called during graph capture");
     size_t done = 0;
     while (done < bytes) {
-        size_t n = bytes - done;
-        if (n > ANVIL_CUDA_STAGING_BYTES)
-            n = ANVIL_CUDA_STAGING_BYTES;
+        size_t n = 0;
         int k = 0;
-        ANVIL_TRY(staging_slot(c, &k));
-        char *stage = c->staging + (size_t)k * ANVIL_CUDA_STAGING_BYTES;
-        memcpy(stage, (const char *)src + done, n);
+        char *stage = NULL;
+        ANVIL_TRY(stage_chunk(c, src, bytes, done, &n, &k, &stage));
         ANVIL_CUDA_CHECK(cudaMemcpyAsync((char *)dst + done, stage, n, cudaMemcpyHostToDevice,
                                          c->stream),
                          "cudaMemcpyAsync (host to device)");
@@ -172,14 +175,11 @@ static anvil_status cuda_upload_batch(anvil_backend *be, void *dst, const void *
         return cuda_upload(be, dst, src, bytes);
     size_t done = 0;
     while (done < bytes) {
-        size_t n = bytes - done;
-        if (n > ANVIL_CUDA_STAGING_BYTES)
-            n = ANVIL_CUDA_STAGING_BYTES;
+        size_t n = 0;
         int k = 0;
-        ANVIL_TRY(staging_slot(c, &k));
-        char *stage = c->staging + (size_t)k * ANVIL_CUDA_STAGING_BYTES;
+        char *stage = NULL;
+        ANVIL_TRY(stage_chunk(c, src, bytes, done, &n, &k, &stage));
         char *land = c->landing + (size_t)k * ANVIL_CUDA_STAGING_BYTES;
-        memcpy(stage, (const char *)src + done, n);
         ANVIL_CUDA_CHECK(cudaStreamWaitEvent(c->copy_stream, c->landing_free[k], 0), "cudaStreamWaitEvent (landing)");
         ANVIL_CUDA_CHECK(cudaMemcpyAsync(land, stage, n, cudaMemcpyHostToDevice, c->copy_stream),
                          "cudaMemcpyAsync (host to device)");
