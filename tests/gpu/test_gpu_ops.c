@@ -952,6 +952,15 @@ static void test_maxpool_ties(void **state)
     anvil_value y2 = anvil_maxpool2d(c.g, x, 2, 2, 1, 1, 0, 0);
     fetch(&c, y2, "y2", TOL_POOL);
     fetch_grad(&c, weighted_sum(&c, y2), x, "dx2", TOL_POOL);
+    /* 2x2 windows at stride 2 tiling an even plane: the CUDA backend's own kernels */
+    int64_t es[4] = {2, 3, 8, 6};
+    anvil_value e = in_rand(&c, "e", 4, es, -2, 2);
+    d = anvil_tensor_data(c.feeds[c.nf - 1]);
+    for (int i = 0; i < 2 * 3 * 8 * 6; i++)
+        d[i] = (float)((i * 5) % 3) - 1.0f;
+    anvil_value y3 = anvil_maxpool2d(c.g, e, 2, 2, 2, 2, 0, 0);
+    fetch(&c, y3, "y3", TOL_POOL);
+    fetch_grad(&c, weighted_sum(&c, y3), e, "de", TOL_POOL);
     compare(&c, "maxpool2d with ties");
     case_free(&c);
 }

@@ -13,47 +13,84 @@
 #define CS_TARGET_BLOCKS 1024     /* enough blocks to fill an H100/H200 several times */
 #define CS_MIN_PER_BLOCK 4096     /* values per block below which slicing does not pay */
 
-template <typename I>
+typedef struct {
+    double sx, sxx, sd, sdx;
+} chan_acc;
+
+static __device__ __forceinline__ void chan_add(chan_acc &a, float xv, float gv, int what)
+{
+    if (what & ANVIL_CHAN_X) {
+        double v = (double)xv;
+        a.sx += v;
+        a.sxx += v * v;
+        if (what & ANVIL_CHAN_DY) {
+            double g = (double)gv;
+            a.sd += g;
+            a.sdx += g * v;
+        }
+    } else {
+        a.sd += (double)gv;
+    }
+}
+
+/* V values per load: 4 (float4) when a plane's length S is a multiple of 4 and the
+ * tensors are 16-byte aligned, which keeps enough bytes in flight to stream at HBM
+ * speed (one float per load left the sweep at about half of it). */
+template <typename I, int V>
 static __global__ void chan_partials(const float *__restrict__ x, const float *__restrict__ dy, I N, I C, I S,
                                      I P, int what, double *part)
 {
     __shared__ double sh[32];
+    I SV = S / V; /* vectors per (n, c) plane */
     for (I c = blockIdx.y; c < C; c += gridDim.y) {
         I p = blockIdx.x;
-        I n0 = N * p / P, n1 = N * (p + 1) / P, cnt = (n1 - n0) * S;
-        double sx = 0.0, sxx = 0.0, sd = 0.0, sdx = 0.0;
+        I n0 = N * p / P, n1 = N * (p + 1) / P, cnt = (n1 - n0) * SV;
+        chan_acc a = {0.0, 0.0, 0.0, 0.0};
+#pragma unroll 4
         for (I i = threadIdx.x; i < cnt; i += blockDim.x) {
-            I n = n0 + i / S, s = i - (i / S) * S;
-            I o = (n * C + c) * S + s;
-            if (what & ANVIL_CHAN_X) {
-                double v = (double)x[o];
-                sx += v;
-                sxx += v * v;
-                if (what & ANVIL_CHAN_DY) {
-                    double g = (double)dy[o];
-                    sd += g;
-                    sdx += g * v;
-                }
+            I q = i / SV;
+            I o = ((n0 + q) * C + c) * SV + (i - q * SV);
+            if (V == 4) {
+                float4 xv = make_float4(0.f, 0.f, 0.f, 0.f), gv = xv;
+                if (what & ANVIL_CHAN_X)
+                    xv = reinterpret_cast<const float4 *>(x)[o];
+                if (what & ANVIL_CHAN_DY)
+                    gv = reinterpret_cast<const float4 *>(dy)[o];
+                chan_add(a, xv.x, gv.x, what);
+                chan_add(a, xv.y, gv.y, what);
+                chan_add(a, xv.z, gv.z, what);
+                chan_add(a, xv.w, gv.w, what);
             } else {
-                sd += (double)dy[o];
+                chan_add(a, (what & ANVIL_CHAN_X) ? x[o] : 0.0f, (what & ANVIL_CHAN_DY) ? dy[o] : 0.0f, what);
             }
         }
         double *q = part + ((size_t)c * P + p) * 4;
         if (what & ANVIL_CHAN_X) {
-            sx = anvil_cuda_block_sum(sx, sh);
-            sxx = anvil_cuda_block_sum(sxx, sh);
+            a.sx = anvil_cuda_block_sum(a.sx, sh);
+            a.sxx = anvil_cuda_block_sum(a.sxx, sh);
         }
         if (what & ANVIL_CHAN_DY)
-            sd = anvil_cuda_block_sum(sd, sh);
+            a.sd = anvil_cuda_block_sum(a.sd, sh);
         if ((what & ANVIL_CHAN_X) && (what & ANVIL_CHAN_DY))
-            sdx = anvil_cuda_block_sum(sdx, sh);
+            a.sdx = anvil_cuda_block_sum(a.sdx, sh);
         if (threadIdx.x == 0) {
-            q[0] = sx;
-            q[1] = sxx;
-            q[2] = sd;
-            q[3] = sdx;
+            q[0] = a.sx;
+            q[1] = a.sxx;
+            q[2] = a.sd;
+            q[3] = a.sdx;
         }
     }
+}
+
+template <typename I>
+static void launch_partials(cudaStream_t st, dim3 grid, const float *x, const float *dy, I N, I C, I S, I P,
+                            int what, double *part)
+{
+    bool vec = S % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)dy & 15) == 0;
+    if (vec)
+        chan_partials<I, 4><<<grid, CS_THREADS, 0, st>>>(x, dy, N, C, S, P, what, part);
+    else
+        chan_partials<I, 1><<<grid, CS_THREADS, 0, st>>>(x, dy, N, C, S, P, what, part);
 }
 
 /* sums[c * 4 + k] = the slices' partials in order */
@@ -88,11 +125,11 @@ extern "C" anvil_status anvil_cuda_chan_sums(anvil_cuda_ctx *c, const float *x, 
     double *part = (double *)c->scratch, *out = part + C * P * 4;
     dim3 grid((unsigned int)P, (unsigned int)(C < 65535 ? C : 65535));
     if (N * C * S < ((int64_t)1 << 31))
-        chan_partials<uint32_t><<<grid, CS_THREADS, 0, c->stream>>>(x, dy, (uint32_t)N, (uint32_t)C, (uint32_t)S,
-                                                                    (uint32_t)P, what, part);
+        launch_partials<uint32_t>(c->stream, grid, x, dy, (uint32_t)N, (uint32_t)C, (uint32_t)S, (uint32_t)P, what,
+                                  part);
     else
-        chan_partials<uint64_t><<<grid, CS_THREADS, 0, c->stream>>>(x, dy, (uint64_t)N, (uint64_t)C, (uint64_t)S,
-                                                                    (uint64_t)P, what, part);
+        launch_partials<uint64_t>(c->stream, grid, x, dy, (uint64_t)N, (uint64_t)C, (uint64_t)S, (uint64_t)P, what,
+                                  part);
     ANVIL_TRY(anvil_cuda_launched(c, op));
     chan_finish<<<anvil_cuda_blocks(C * 4, CS_THREADS), CS_THREADS, 0, c->stream>>>(part, C, P, out);
     ANVIL_TRY(anvil_cuda_launched(c, op));

@@ -138,6 +138,56 @@ static __global__ void maxpool_bwd_scatter(pool_geom p, const float *dy, const f
     }
 }
 
+/* 2x2 windows at stride 2 without padding whose windows tile the plane exactly (H, W
+ * even): the common max-pool.  One thread per output reads its window as two float2
+ * rows; 32-bit indices.  The general kernels above spend most of their time in 64-bit
+ * index arithmetic on this case.  The scan order and NaN rule are argmax()'s. */
+static bool pool2x2_tiles(const pool_geom &p)
+{
+    return !p.adaptive && p.kh == 2 && p.kw == 2 && p.sh == 2 && p.sw == 2 && p.ph == 0 && p.pw == 0 &&
+           p.H == 2 * p.OH && p.W == 2 * p.OW && p.planes * p.H * p.W < ((int64_t)1 << 31);
+}
+
+/* window (o's) values in scan order and the index (0..3) of its max */
+static __device__ __forceinline__ int pool2x2_load(const float *x, uint32_t o, uint32_t OW, float v[4],
+                                                   uint32_t *top)
+{
+    uint32_t r = o / OW, j = o - r * OW; /* r = plane * OH + i: the window's top row is 2r */
+    *top = 2 * r * (2 * OW) + 2 * j;
+    float2 a = *reinterpret_cast<const float2 *>(x + *top), b = *reinterpret_cast<const float2 *>(x + *top + 2 * OW);
+    v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+    int best = 0;
+    float m = -INFINITY;
+    for (int k = 0; k < 4; k++)
+        if (v[k] > m || isnan(v[k])) {
+            m = v[k];
+            best = k;
+        }
+    return best;
+}
+
+static __global__ void maxpool2x2_fwd(const float *__restrict__ x, float *y, uint32_t n, uint32_t OW)
+{
+    for (uint32_t o = blockIdx.x * blockDim.x + threadIdx.x; o < n; o += gridDim.x * blockDim.x) {
+        float v[4];
+        uint32_t top;
+        y[o] = v[pool2x2_load(x, o, OW, v, &top)];
+    }
+}
+
+/* dx's window: dy at the max, 0 elsewhere (the windows tile dx, so no memset) */
+static __global__ void maxpool2x2_bwd(const float *__restrict__ dy, const float *__restrict__ x, float *dx, uint32_t n,
+                                      uint32_t OW)
+{
+    for (uint32_t o = blockIdx.x * blockDim.x + threadIdx.x; o < n; o += gridDim.x * blockDim.x) {
+        float v[4], g = dy[o];
+        uint32_t top;
+        int k = pool2x2_load(x, o, OW, v, &top);
+        *reinterpret_cast<float2 *>(dx + top) = make_float2(k == 0 ? g : 0.0f, k == 1 ? g : 0.0f);
+        *reinterpret_cast<float2 *>(dx + top + 2 * OW) = make_float2(k == 2 ? g : 0.0f, k == 3 ? g : 0.0f);
+    }
+}
+
 /* avg_pool2d and adaptive_avg_pool2d */
 static __global__ void avgpool_fwd_kernel(pool_geom p, const float *x, float *y)
 {
@@ -194,7 +244,10 @@ static anvil_status pool_fwd(const anvil_exec *ex, const anvil_step *s, bool max
     if (n == 0)
         return ANVIL_OK;
     unsigned int blocks = anvil_cuda_blocks(n, ANVIL_CUDA_THREADS);
-    if (max)
+    if (max && pool2x2_tiles(p) && ((uintptr_t)s->in[0] & 7) == 0)
+        maxpool2x2_fwd<<<blocks, ANVIL_CUDA_THREADS, 0, c->stream>>>((const float *)s->in[0], (float *)s->out,
+                                                                    (uint32_t)n, (uint32_t)p.OW);
+    else if (max)
         maxpool_fwd_kernel<<<blocks, ANVIL_CUDA_THREADS, 0, c->stream>>>(p, (const float *)s->in[0],
                                                                        (float *)s->out);
     else
@@ -212,7 +265,11 @@ static anvil_status pool_bwd(const anvil_exec *ex, const anvil_step *s, bool max
     if (n == 0)
         return ANVIL_OK;
     unsigned int blocks = anvil_cuda_blocks(n, ANVIL_CUDA_THREADS);
-    if (max && p.sh >= p.kh && p.sw >= p.kw) {
+    if (max && pool2x2_tiles(p) && ((uintptr_t)s->in[1] & 7) == 0 && ((uintptr_t)s->out & 7) == 0) {
+        int64_t on = p.planes * p.OH * p.OW;
+        maxpool2x2_bwd<<<anvil_cuda_blocks(on, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+            (const float *)s->in[0], (const float *)s->in[1], (float *)s->out, (uint32_t)on, (uint32_t)p.OW);
+    } else if (max && p.sh >= p.kh && p.sw >= p.kw) {
         ANVIL_CUDA_CHECK(cudaMemsetAsync(s->out, 0, (size_t)n * sizeof(float), c->stream),
                          "maxpool2d_bwd: cudaMemsetAsync");
         int64_t on = p.planes * p.OH * p.OW;
