@@ -180,15 +180,20 @@ static __device__ __forceinline__ void adam_elem(const adam_args &a, const adam_
 static __global__ void adam_kernel(float *params, const float *grads, float *m, float *v, float *vmax,
                                    int64_t n, const anvil_hyper *h, adam_args a, int vec4)
 {
-    /* Bias corrections in double, as Python computes them (and the CPU kernel). */
-    double lr = (double)h->group[a.group].lr, t = (double)h->step + 1.0;
+    /* Bias corrections in double, as Python computes them (and the CPU kernel): once per
+     * block (two double pow()s in every thread cost as much as the update itself). */
+    __shared__ adam_consts ks;
+    if (threadIdx.x == 0) {
+        double lr = (double)h->group[a.group].lr, t = (double)h->step + 1.0;
+        double bc1 = __dsub_rn(1.0, pow((double)a.b1, t));
+        double bc2 = __dsub_rn(1.0, pow((double)a.b2, t));
+        ks.step_size = (float)__ddiv_rn(lr, bc1);
+        ks.bc2_sqrt = (float)__dsqrt_rn(bc2);
+        ks.decay = (float)__dsub_rn(1.0, __dmul_rn(lr, (double)a.wd));
+    }
+    __syncthreads();
     a.coef = h->clip_coef;
-    double bc1 = __dsub_rn(1.0, pow((double)a.b1, t));
-    double bc2 = __dsub_rn(1.0, pow((double)a.b2, t));
-    adam_consts k;
-    k.step_size = (float)__ddiv_rn(lr, bc1);
-    k.bc2_sqrt = (float)__dsqrt_rn(bc2);
-    k.decay = (float)__dsub_rn(1.0, __dmul_rn(lr, (double)a.wd));
+    adam_consts k = ks;
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     int64_t done = 0;
@@ -541,18 +546,24 @@ static __global__ void nadam_kernel(float *params, const float *grads, slots3 st
      * a float32, as torch keeps it.  Thread 0 writes the other parity's slot, so no
      * thread ever reads a value written in this launch. */
     anvil_group_hyper *gh = &h->group[op.group];
+    __shared__ float4 ks; /* bc2, c_grad, c_avg, decay: once per block */
+    if (threadIdx.x == 0) {
+        double lr = (double)gh->lr, t = (double)h->step + 1.0, md = (double)momentum_decay, b1 = (double)op.b1;
+        ks.x = (float)__dsub_rn(1.0, pow((double)op.b2, t));
+        double mu = __dmul_rn(b1, __dsub_rn(1.0, __dmul_rn(0.5, pow(0.96, __dmul_rn(t, md)))));
+        double mu_next =
+            __dmul_rn(b1, __dsub_rn(1.0, __dmul_rn(0.5, pow(0.96, __dmul_rn(__dadd_rn(t, 1.0), md)))));
+        double mp_old = h->step == 0 ? 1.0 : (double)gh->nadam_mu_product[h->step & 1];
+        float mp = (float)__dmul_rn(mp_old, mu);
+        if (blockIdx.x == 0)
+            gh->nadam_mu_product[(h->step + 1) & 1] = mp;
+        ks.y = (float)__ddiv_rn(__dmul_rn(lr, __dsub_rn(1.0, mu)), __dsub_rn(1.0, (double)mp));
+        ks.z = (float)__ddiv_rn(__dmul_rn(lr, mu_next), __dsub_rn(1.0, __dmul_rn((double)mp, mu_next)));
+        ks.w = (float)__dsub_rn(1.0, __dmul_rn(lr, (double)op.wd));
+    }
+    __syncthreads();
     op.coef = h->clip_coef;
-    double lr = (double)gh->lr, t = (double)h->step + 1.0, md = (double)momentum_decay, b1 = (double)op.b1;
-    op.bc2 = (float)__dsub_rn(1.0, pow((double)op.b2, t));
-    double mu = __dmul_rn(b1, __dsub_rn(1.0, __dmul_rn(0.5, pow(0.96, __dmul_rn(t, md)))));
-    double mu_next = __dmul_rn(b1, __dsub_rn(1.0, __dmul_rn(0.5, pow(0.96, __dmul_rn(__dadd_rn(t, 1.0), md)))));
-    double mp_old = h->step == 0 ? 1.0 : (double)gh->nadam_mu_product[h->step & 1];
-    float mp = (float)__dmul_rn(mp_old, mu);
-    if (blockIdx.x == 0 && threadIdx.x == 0)
-        gh->nadam_mu_product[(h->step + 1) & 1] = mp;
-    op.c_grad = (float)__ddiv_rn(__dmul_rn(lr, __dsub_rn(1.0, mu)), __dsub_rn(1.0, (double)mp));
-    op.c_avg = (float)__ddiv_rn(__dmul_rn(lr, mu_next), __dsub_rn(1.0, __dmul_rn((double)mp, mu_next)));
-    op.decay = (float)__dsub_rn(1.0, __dmul_rn(lr, (double)op.wd));
+    op.bc2 = ks.x, op.c_grad = ks.y, op.c_avg = ks.z, op.decay = ks.w;
     flat_update(op, params, grads, st, n, vec4);
 }
 
