@@ -881,8 +881,7 @@ static void test_conv2d(void **state)
         /* stride 2, ungrouped: the data gradient as a product and a gather */
         {4, 64, 16, 16, 128, 3, 3, 2, 2, 1, 1, 1, 1, 1, false},
         {4, 64, 16, 16, 128, 1, 1, 2, 2, 0, 0, 1, 1, 1, false},
-        /* a small weight gradient (64 x 27) over 8192 positions: split into 8 slices of
-         * positions, summed in order (the cnn's and ResNet-18's first layers) */
+        /* a small weight gradient (64 x 27) over 8192 positions (like ResNet-18's stem) */
         {8, 3, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},
     };
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++)

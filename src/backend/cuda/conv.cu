@@ -545,60 +545,22 @@ static wgrad_geom staging_geom(const anvil_node *dy, const anvil_node *x, const 
  * message, nothing to undo) when not even one sample fits.  Planning (ws.plan): sets
  * *ws.plan to the bytes the chunks take.  Running: checks that the step's workspace
  * holds them. */
-static anvil_status staging_chunks(int64_t batch, size_t per_sample, size_t extra, conv_ws ws, const char *op,
-                                   int64_t *chunk)
+static anvil_status staging_chunks(int64_t batch, size_t per_sample, conv_ws ws, const char *op, int64_t *chunk)
 {
-    if (extra >= IM2COL_WS_MAX)
-        return ANVIL_ERR_UNSUPPORTED;
-    int64_t k = (int64_t)((IM2COL_WS_MAX - extra) / per_sample);
+    int64_t k = (int64_t)(IM2COL_WS_MAX / per_sample);
     if (k < 1)
         return ANVIL_ERR_UNSUPPORTED;
     k = k < batch ? k : batch;
     int64_t n_chunks = (batch + k - 1) / k;
     k = (batch + n_chunks - 1) / n_chunks;
     *chunk = k;
-    size_t need = (size_t)k * per_sample + extra;
+    size_t need = (size_t)k * per_sample;
     if (ws.plan)
         *ws.plan = need;
     else if (ws.bytes < need)
         return anvil_fail(ANVIL_ERR_STATE, "%s: the step has %zu bytes of workspace, not the %zu planned", op, ws.bytes,
                           need);
     return ANVIL_OK;
-}
-
-/* Split-K for products with few output tiles: a weight gradient's output (Og x ck) is
- * small and its sum runs over every output position (K = N*OH*OW, 100k for the cnn's
- * first layer), so cuBLASLt's tiles cover it with a handful of blocks (ResNet-18's stem:
- * 27 x 64 over 262k positions, ~0.4 ms a call on two SMs).  The sum is cut into P equal
- * slices of positions, one strided-batched product writes each slice's partial dW, and
- * wgrad_reduce adds them in slice order: deterministic, and P depends on the shapes
- * only.  P divides K into slices of a multiple of 4 positions, at least WGRAD_SPLIT_MIN_K;
- * at most WGRAD_SPLIT_MAX of them. */
-#define WGRAD_SPLIT_MAX 32
-#define WGRAD_SPLIT_MIN_K 1024
-#define WGRAD_SPLIT_TILES 256 /* aim for about this many 64x64 output tiles in all */
-
-static int64_t wgrad_split(int64_t ck, int64_t Og, int64_t K)
-{
-    int64_t tiles = ((ck + 63) / 64) * ((Og + 63) / 64);
-    int64_t want = WGRAD_SPLIT_TILES / tiles, by_k = K / WGRAD_SPLIT_MIN_K;
-    want = want < WGRAD_SPLIT_MAX ? want : WGRAD_SPLIT_MAX;
-    want = want < by_k ? want : by_k;
-    for (int64_t p = want; p > 1; p--)
-        if (K % p == 0 && (K / p) % 4 == 0) /* slices stay 16-byte aligned */
-            return p;
-    return 1;
-}
-
-/* out[e] = (accumulate ? out[e] : 0) + part[0][e] + ... + part[P-1][e], in that order */
-static __global__ void wgrad_reduce(const float *__restrict__ part, float *out, int64_t n, int64_t P, bool accumulate)
-{
-    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
-        float acc = accumulate ? out[e] : 0.0f;
-        for (int64_t p = 0; p < P; p++)
-            acc = __fadd_rn(acc, part[p * n + e]);
-        out[e] = acc;
-    }
 }
 
 /* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) when one sample's staging exceeds
@@ -612,10 +574,7 @@ static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const an
     wgrad_geom q = staging_geom(dy, x, w, a);
     int64_t groups = q.C / q.Cg, batch = q.N, ck = q.Cg * q.kh * q.kw, chunk = 0;
     size_t per_sample = (size_t)(q.OH * q.OW) * (size_t)(ck + q.Og) * sizeof(float);
-    /* room for the split's partial products when a whole batch would split */
-    bool may_split = wgrad_split(ck, q.Og, batch * q.OH * q.OW) > 1;
-    size_t extra = may_split ? (size_t)WGRAD_SPLIT_MAX * (size_t)(ck * q.Og) * sizeof(float) : 0;
-    anvil_status st = staging_chunks(batch, per_sample, extra, ws, "conv2d_bwd_filter", &chunk);
+    anvil_status st = staging_chunks(batch, per_sample, ws, "conv2d_bwd_filter", &chunk);
     if (st != ANVIL_OK || ws.plan)
         return st;
     for (int64_t n0 = 0; n0 < batch; n0 += chunk) {
@@ -623,8 +582,7 @@ static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const an
         int64_t K = q.N * q.OH * q.OW;
         const float *xs = (const float *)in[1] + n0 * q.C * q.H * q.W;
         const float *dys = (const float *)in[0] + n0 * q.O * q.OH * q.OW;
-        float *col = (float *)ws.p, *dyt = col + K * ck, *part = dyt + K * q.Og;
-        int64_t P = may_split ? wgrad_split(ck, q.Og, K) : 1;
+        float *col = (float *)ws.p, *dyt = col + K * ck;
         for (int64_t g = 0; g < groups; g++) {
             wgrad_im2col<<<stage_grid(&q, ck), stage_block(&q), 0, c->stream>>>(q, g, xs, col);
             ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (im2col)"));
@@ -632,18 +590,8 @@ static anvil_status wgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const an
             ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (dy rows)"));
             /* row-major dW_g [Og, ck] = dyT colT^T, i.e. column-major [ck, Og] = A^T B with
              * A = colT as column-major [K, ck] and B = dyT as column-major [K, Og] */
-            float *dw = (float *)out + g * q.Og * ck;
-            if (P == 1) {
-                ANVIL_TRY(anvil_cuda_gemm_f32(c, true, false, ck, q.Og, K, col, K, dyt, K, n0 == 0 ? 0.0f : 1.0f, dw,
-                                              ck, "conv2d_bwd_filter"));
-                continue;
-            }
-            int64_t ks = K / P;
-            ANVIL_TRY(anvil_cuda_gemm_f32_batched(c, true, false, ck, q.Og, ks, col, K, ks, dyt, K, ks, part, ck,
-                                                  ck * q.Og, P, "conv2d_bwd_filter (split)"));
-            wgrad_reduce<<<anvil_cuda_blocks(ck * q.Og, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
-                part, dw, ck * q.Og, P, n0 != 0);
-            ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (split sum)"));
+            ANVIL_TRY(anvil_cuda_gemm_f32(c, true, false, ck, q.Og, K, col, K, dyt, K, n0 == 0 ? 0.0f : 1.0f,
+                                          (float *)out + g * q.Og * ck, ck, "conv2d_bwd_filter"));
         }
     }
     return ANVIL_OK;
@@ -695,7 +643,7 @@ static anvil_status dgrad_gemm(anvil_cuda_ctx *c, const anvil_node *dy, const an
     wgrad_geom q = staging_geom(dy, x, w, a);
     int64_t batch = q.N, ck = q.C * q.kh * q.kw, chunk = 0;
     size_t per_sample = (size_t)(q.OH * q.OW) * (size_t)(ck + q.O) * sizeof(float);
-    anvil_status st = staging_chunks(batch, per_sample, 0, ws, "conv2d_bwd_data", &chunk);
+    anvil_status st = staging_chunks(batch, per_sample, ws, "conv2d_bwd_data", &chunk);
     if (st != ANVIL_OK || ws.plan)
         return st;
     for (int64_t n0 = 0; n0 < batch; n0 += chunk) {

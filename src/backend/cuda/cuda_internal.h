@@ -85,11 +85,6 @@ size_t anvil_cuda_conv_workspace(anvil_cuda_ctx *c, const anvil_graph *g, const 
 anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
                                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *D, int64_t ldd,
                                  const char *what);
-/* The same for `batch` products, X_i = X + i * stride_x (elements), beta 0. */
-anvil_status anvil_cuda_gemm_f32_batched(anvil_cuda_ctx *c, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-                                         const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb,
-                                         int64_t stride_b, float *D, int64_t ldd, int64_t stride_d, int64_t batch,
-                                         const char *what);
 
 /* chansum.cu: per-channel double sums over x (and dy) viewed as [N, C, S], into the
  * lane's scratch: *sums -> [C][4] = {sum x, sum x^2, sum dy, sum dy x} (those of `what`,

@@ -19,8 +19,6 @@ typedef struct {
     const float *bias; /* NULL: none */
     int act;           /* fused activation (graph/fuse.c): 0 none, 1 relu, 2 gelu (tanh) */
     float beta;
-    int64_t batch;                  /* > 1: strided batched products (elements between them): */
-    int64_t stride_a, stride_b, stride_d;
 } lt_gemm;
 
 static uint32_t ptr_align(const void *p)
@@ -83,18 +81,6 @@ static anvil_status lt_run(anvil_cuda_ctx *c, const lt_gemm *g, bool use_epilogu
              "cublasLtMatrixLayoutCreate (B)");
     LT_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, g->m, g->n, g->ldd),
              "cublasLtMatrixLayoutCreate (D)");
-    if (g->batch > 1) {
-        int32_t count = (int32_t)g->batch;
-        cublasLtMatrixLayout_t lay[3] = {la, lb, ld};
-        int64_t stride[3] = {g->stride_a, g->stride_b, g->stride_d};
-        for (int i = 0; i < 3; i++) {
-            LT_CHECK(cublasLtMatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count),
-                     "cublasLtMatrixLayoutSetAttribute (batch count)");
-            LT_CHECK(cublasLtMatrixLayoutSetAttribute(lay[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride[i],
-                                                      sizeof stride[i]),
-                     "cublasLtMatrixLayoutSetAttribute (batch stride)");
-        }
-    }
     LT_CHECK(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
     LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                   &ws, sizeof ws),
@@ -269,23 +255,6 @@ ANVIL_CUDA_KERNEL(linear)
     g.act = s->node->ia[1] == 1 || s->node->ia[1] == 2 ? s->node->ia[1] : 0;
     g.beta = 0.0f;
     return gemm(c, &g, "linear");
-}
-
-/* D_i = op(A_i) op(B_i), i < batch, X_i = X + i * stride_x: split-K products (conv.cu)
- * write each slice of the sum into its own D_i and add them in order afterwards. */
-extern "C" anvil_status anvil_cuda_gemm_f32_batched(anvil_cuda_ctx *c, bool ta, bool tb, int64_t m, int64_t n,
-                                                   int64_t k, const float *A, int64_t lda, int64_t stride_a,
-                                                   const float *B, int64_t ldb, int64_t stride_b, float *D,
-                                                   int64_t ldd, int64_t stride_d, int64_t batch, const char *what)
-{
-    lt_gemm g;
-    memset(&g, 0, sizeof g);
-    g.ta = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    g.tb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    g.m = m, g.n = n, g.k = k;
-    g.A = A, g.lda = lda, g.B = B, g.ldb = ldb, g.D = D, g.ldd = ldd;
-    g.batch = batch, g.stride_a = stride_a, g.stride_b = stride_b, g.stride_d = stride_d;
-    return gemm(c, &g, what);
 }
 
 extern "C" anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
