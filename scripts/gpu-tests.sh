@@ -18,6 +18,8 @@
 #   LEAK_CHECK=1       add --leak-check full to memcheck
 #   ANVIL_DEPS_ROOT    a root of unpacked Debian packages (scripts/pack-gpu-deps.sh) for a
 #                      machine without apt
+# ANVIL_GPU_TEST_FILTER=<glob> runs only the matching tests of test_gpu_ops (e.g. one test
+# under racecheck: build-gpu/tests/test_gpu_ops with compute-sanitizer --tool racecheck).
 # Under the sanitizers ANVIL_GPU_TEST_QUICK=1 is set, which skips the one-epoch
 # Fashion-MNIST training (far too slow instrumented); everything else runs.
 set -u

@@ -1782,5 +1782,10 @@ int main(void)
         cmocka_unit_test(test_resnet18_trainer),
         cmocka_unit_test(test_batchnorm_cumulative_trainer),
     };
+    /* ANVIL_GPU_TEST_FILTER=test_conv2d (a glob): one test, e.g. under racecheck, which
+     * takes too long over the whole program */
+    const char *filter = getenv("ANVIL_GPU_TEST_FILTER");
+    if (filter && *filter)
+        cmocka_set_test_filter(filter);
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }
