@@ -183,7 +183,8 @@ anvil_status anvil_graph_instantiate(const anvil_graph *g, int64_t batch, bool t
         /* Evaluation: batch norm (and its gradients) use the running statistics; the
          * BATCHNORM_STATS effect nodes stay in the graph but no evaluation root reaches
          * them (the trainer roots them in training programs only). */
-        if (!training && (n->op == OP_BATCHNORM || n->op == OP_BATCHNORM_BWD || n->op == OP_BATCHNORM_BWD_AFFINE))
+        if (!training && (n->op == OP_BATCHNORM_MOMENTS || n->op == OP_BATCHNORM || n->op == OP_BATCHNORM_BWD_COEF ||
+                          n->op == OP_BATCHNORM_BWD))
             n->ia[0] = 0;
     }
     return ANVIL_OK;

@@ -19,6 +19,10 @@ typedef enum {
 
 #define ANVIL_MAX_IN 6
 
+/* Row widths of BATCHNORM_MOMENTS and BATCHNORM_BWD_COEF (16-byte rows on the GPU). */
+#define ANVIL_BN_MOMENTS_COLS 4
+#define ANVIL_BN_COEF_COLS 8
+
 /* Activation kinds for OP_ACT / OP_ACT_BWD (ia[0]); fa[0] is the slope or alpha. */
 typedef enum {
     ACT_RELU = 0,
@@ -75,17 +79,25 @@ typedef enum {
  *   CROSS_ENTROPY: in (logits [N,C], target int32 [N] | float [N,C]), fa[0] smoothing,
  *                  ia[0] 1 if target holds probabilities.  _BWD: in (dloss, logits, t).
  *   PW_LOSS: in (x, t), ia[0] kind, fa[0].  _BWD: in (dloss, x, t).
- *   BATCHNORM: in (x [N,C,*], running_mean [C], running_var [C][, weight [C]][, bias [C]]);
- *           fa[0] eps, fa[1] momentum, ia[0] 1 training (batch statistics, biased
- *           variance) / 0 evaluation (running statistics), ia[1] has weight, ia[2] has
- *           bias.  BATCHNORM_BWD: in (dy, x, running_mean, running_var[, weight]) -> dx,
- *           same attrs (recomputes the batch statistics from x).  BATCHNORM_BWD_AFFINE:
- *           in (dy, x, running_mean, running_var) -> [C], ia[3] 0 dweight, 1 dbias.
- *           BATCHNORM_STATS (effect): in (x, running_mean, running_var[,
+ *   Batch norm is five ops, so that one sweep over x (forward) and one over x and dy
+ *   (backward) serve every consumer:
+ *   BATCHNORM_MOMENTS: in (x [N,C,*]) -> [C, 4] float {mean, 1/sqrt(var + eps), unbiased
+ *           var, 0} of the batch (biased var, double sums, each rounded to float); fa[0]
+ *           eps, ia[0] 1 training / 0 evaluation (then it computes nothing: no reader
+ *           looks at it).
+ *   BATCHNORM: in (x, running_mean [C], running_var [C][, weight [C]][, bias [C]],
+ *           moments); fa[0] eps, fa[1] momentum, ia[0] 1 training (the moments) / 0
+ *           evaluation (running statistics), ia[1] has weight, ia[2] has bias.
+ *   BATCHNORM_STATS (effect): in (moments, running_mean, running_var[,
  *           num_batches_tracked int64 []]), all buffers updated in place: +1 to the count,
  *           running = (1-m) running + m batch (unbiased variance), m = fa[1] or, if NAN,
  *           1/count.  Every effect node of a model graph is a root of the trainer's
  *           training program.
+ *   BATCHNORM_BWD_COEF: in (dy, x, running_mean, running_var[, weight]) -> [C, 8] float
+ *           {m, a, k0, k1, dweight, dbias, 0, 0}: dx = a (dy - k0 - (x - m) k1) (k0 = k1
+ *           = 0 in evaluation); fa[0] eps, ia[0] training, ia[1] has weight.
+ *           BATCHNORM_BWD: in (dy, x, coef) -> dx, ia[0] training.  BATCHNORM_BWD_AFFINE:
+ *           in (coef) -> [C], ia[3] 0 dweight, 1 dbias.
  *   LAYERNORM: in (x[, weight][, bias]) over the last ia[0] dims; fa[0] eps, ia[1] has
  *           weight, ia[2] has bias.  LAYERNORM_BWD: in (dy, x[, weight]) -> dx.
  *           LAYERNORM_BWD_AFFINE: in (dy, x) -> the normalized shape, ia[3] 0 dw, 1 db.

@@ -55,10 +55,12 @@
     X(PW_LOSS, pw_loss)                                                       \
     X(PW_LOSS_BWD, pw_loss_bwd)                                               \
     /* normalization (norm.c) */                                              \
+    X(BATCHNORM_MOMENTS, batchnorm_moments)                                   \
     X(BATCHNORM, batchnorm)                                                   \
+    X(BATCHNORM_STATS, batchnorm_stats)                                       \
+    X(BATCHNORM_BWD_COEF, batchnorm_bwd_coef)                                 \
     X(BATCHNORM_BWD, batchnorm_bwd)                                           \
     X(BATCHNORM_BWD_AFFINE, batchnorm_bwd_affine)                             \
-    X(BATCHNORM_STATS, batchnorm_stats)                                       \
     X(LAYERNORM, layernorm)                                                   \
     X(LAYERNORM_BWD, layernorm_bwd)                                           \
     X(LAYERNORM_BWD_AFFINE, layernorm_bwd_affine)                             \

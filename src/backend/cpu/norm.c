@@ -2,7 +2,8 @@
  * update.  Batch norm views x as [N, C, S] and threads over channels; layer norm views it
  * as [R, D] (D = the normalized dims) and threads over rows (dx) or column blocks
  * (dweight, dbias).  Every sum runs in double in a fixed order, whatever the thread
- * count.  Statistics are recomputed from x by each kernel rather than stored. */
+ * count.  Batch norm's statistics come from one sweep over x (the moments node) and one
+ * over x and dy (the backward coefficients); layer norm recomputes them per kernel. */
 #include "backend/cpu/cpu.h"
 
 #include <stdlib.h>
@@ -49,6 +50,7 @@ static void bn_stats(const anvil_step *s, const float *x, bn_shape b, int64_t c,
     if (s->node->ia[0]) {
         bn_moments(x, b, c, mean, &var);
     } else {
+        /* BATCHNORM: in (x, rm, rv, ...); BATCHNORM_BWD_COEF: in (dy, x, rm, rv, ...) */
         *mean = ((const float *)s->in[s->node->op == OP_BATCHNORM ? 1 : 2])[c];
         var = ((const float *)s->in[s->node->op == OP_BATCHNORM ? 2 : 3])[c];
     }
@@ -63,7 +65,31 @@ static anvil_status bn_check_batch(const anvil_step *s, bn_shape b)
     return ANVIL_OK;
 }
 
-/* in (x, running_mean, running_var[, weight][, bias]) */
+/* in (x) -> [C, 4] {mean, 1/sqrt(var + eps), unbiased var, 0}; nothing in evaluation */
+anvil_status anvil_cpu_batchnorm_moments(const anvil_exec *ex, const anvil_step *s)
+{
+    (void)ex;
+    if (!s->node->ia[0])
+        return ANVIL_OK;
+    bn_shape b = bn_shape_of(s->in_node[0]);
+    ANVIL_TRY(bn_check_batch(s, b));
+    const float *x = (const float *)s->in[0];
+    float *mo = (float *)s->out;
+    double eps = (double)s->node->fa[0];
+#pragma omp parallel for if (b.M * b.C >= CPU_PAR_MIN) schedule(static)
+    for (int64_t c = 0; c < b.C; c++) {
+        double mean, var;
+        bn_moments(x, b, c, &mean, &var);
+        float *r = mo + c * ANVIL_BN_MOMENTS_COLS;
+        r[0] = (float)mean;
+        r[1] = (float)(1.0 / sqrt(var + eps));
+        r[2] = (float)(var * (double)b.M / (double)(b.M - 1));
+        r[3] = 0.0f;
+    }
+    return ANVIL_OK;
+}
+
+/* in (x, running_mean, running_var[, weight][, bias], moments) */
 anvil_status anvil_cpu_batchnorm(const anvil_exec *ex, const anvil_step *s)
 {
     (void)ex;
@@ -73,12 +99,21 @@ anvil_status anvil_cpu_batchnorm(const anvil_exec *ex, const anvil_step *s)
     const float *x = (const float *)s->in[0];
     const float *w = nd->ia[1] ? (const float *)s->in[3] : NULL;
     const float *bias = nd->ia[2] ? (const float *)s->in[3 + nd->ia[1]] : NULL;
+    const float *mo = (const float *)s->in[nd->n_in - 1];
     float *y = (float *)s->out;
 #pragma omp parallel for if (b.M * b.C >= CPU_PAR_MIN) schedule(static)
     for (int64_t c = 0; c < b.C; c++) {
-        double mean, invstd;
-        bn_stats(s, x, b, c, &mean, &invstd);
-        float m = (float)mean, a = (float)invstd * (w ? w[c] : 1.0f), sh = bias ? bias[c] : 0.0f;
+        float m, is;
+        if (nd->ia[0]) {
+            m = mo[c * ANVIL_BN_MOMENTS_COLS];
+            is = mo[c * ANVIL_BN_MOMENTS_COLS + 1];
+        } else {
+            double mean, invstd;
+            bn_stats(s, x, b, c, &mean, &invstd);
+            m = (float)mean;
+            is = (float)invstd;
+        }
+        float a = is * (w ? w[c] : 1.0f), sh = bias ? bias[c] : 0.0f;
         for (int64_t n = 0; n < b.N; n++) {
             const float *p = x + (n * b.C + c) * b.S;
             float *q = y + (n * b.C + c) * b.S;
@@ -105,9 +140,10 @@ static void bn_dy_sums(const float *dy, const float *x, bn_shape b, int64_t c, d
     *sdyx = s2;
 }
 
-/* in (dy, x, running_mean, running_var[, weight]) -> dx.  Training: the gradient through
- * the batch statistics, dx = w invstd (dy - mean(dy) - xhat mean(dy xhat)). */
-anvil_status anvil_cpu_batchnorm_bwd(const anvil_exec *ex, const anvil_step *s)
+/* in (dy, x, running_mean, running_var[, weight]) -> [C, 8] {m, a, k0, k1, dweight, dbias,
+ * 0, 0}.  Training: the gradient through the batch statistics, dx = w invstd (dy -
+ * mean(dy) - xhat mean(dy xhat)) = a (dy - k0 - (x - m) k1); evaluation: dx = a dy. */
+anvil_status anvil_cpu_batchnorm_bwd_coef(const anvil_exec *ex, const anvil_step *s)
 {
     (void)ex;
     const anvil_node *nd = s->node;
@@ -115,17 +151,38 @@ anvil_status anvil_cpu_batchnorm_bwd(const anvil_exec *ex, const anvil_step *s)
     ANVIL_TRY(bn_check_batch(s, b));
     const float *dy = (const float *)s->in[0], *x = (const float *)s->in[1];
     const float *w = nd->ia[1] ? (const float *)s->in[4] : NULL;
-    float *dx = (float *)s->out;
+    float *co = (float *)s->out;
     bool training = nd->ia[0] != 0;
 #pragma omp parallel for if (b.M * b.C >= CPU_PAR_MIN) schedule(static)
     for (int64_t c = 0; c < b.C; c++) {
-        double mean, invstd, sdy = 0.0, sdyx = 0.0;
+        double mean, invstd, sdy, sdyx;
         bn_stats(s, x, b, c, &mean, &invstd);
-        if (training)
-            bn_dy_sums(dy, x, b, c, mean, &sdy, &sdyx);
+        bn_dy_sums(dy, x, b, c, mean, &sdy, &sdyx);
         double wc = w ? w[c] : 1.0;
-        float a = (float)(wc * invstd);
-        float k0 = (float)(sdy / (double)b.M), k1 = (float)(invstd * invstd * sdyx / (double)b.M), m = (float)mean;
+        float *r = co + c * ANVIL_BN_COEF_COLS;
+        r[0] = (float)mean;
+        r[1] = (float)(wc * invstd);
+        r[2] = training ? (float)(sdy / (double)b.M) : 0.0f;
+        r[3] = training ? (float)(invstd * invstd * sdyx / (double)b.M) : 0.0f;
+        r[4] = (float)(sdyx * invstd);
+        r[5] = (float)sdy;
+        r[6] = r[7] = 0.0f;
+    }
+    return ANVIL_OK;
+}
+
+/* in (dy, x, coef) -> dx */
+anvil_status anvil_cpu_batchnorm_bwd(const anvil_exec *ex, const anvil_step *s)
+{
+    (void)ex;
+    bn_shape b = bn_shape_of(s->in_node[1]);
+    const float *dy = (const float *)s->in[0], *x = (const float *)s->in[1], *co = (const float *)s->in[2];
+    float *dx = (float *)s->out;
+    bool training = s->node->ia[0] != 0;
+#pragma omp parallel for if (b.M * b.C >= CPU_PAR_MIN) schedule(static)
+    for (int64_t c = 0; c < b.C; c++) {
+        const float *r = co + c * ANVIL_BN_COEF_COLS;
+        float m = r[0], a = r[1], k0 = r[2], k1 = r[3];
         for (int64_t n = 0; n < b.N; n++) {
             const float *g = dy + (n * b.C + c) * b.S, *p = x + (n * b.C + c) * b.S;
             float *o = dx + (n * b.C + c) * b.S;
@@ -136,38 +193,26 @@ anvil_status anvil_cpu_batchnorm_bwd(const anvil_exec *ex, const anvil_step *s)
     return ANVIL_OK;
 }
 
-/* in (dy, x, running_mean, running_var) -> [C]: ia[3] 0 dweight = sum(dy xhat), 1 dbias =
- * sum(dy). */
+/* in (coef) -> [C]: ia[3] 0 dweight = sum(dy xhat), 1 dbias = sum(dy) */
 anvil_status anvil_cpu_batchnorm_bwd_affine(const anvil_exec *ex, const anvil_step *s)
 {
     (void)ex;
-    bn_shape b = bn_shape_of(s->in_node[1]);
-    ANVIL_TRY(bn_check_batch(s, b));
-    const float *dy = (const float *)s->in[0], *x = (const float *)s->in[1];
+    const float *co = (const float *)s->in[0];
     float *out = (float *)s->out;
-    bool dbias = s->node->ia[3] != 0;
-#pragma omp parallel for if (b.M * b.C >= CPU_PAR_MIN) schedule(static)
-    for (int64_t c = 0; c < b.C; c++) {
-        double mean = 0.0, invstd = 1.0, sdy, sdyx;
-        if (!dbias)
-            bn_stats(s, x, b, c, &mean, &invstd);
-        bn_dy_sums(dy, x, b, c, mean, &sdy, &sdyx);
-        out[c] = (float)(dbias ? sdy : sdyx * invstd);
-    }
+    int64_t C = s->node->shape[0], k = 4 + (s->node->ia[3] != 0);
+    for (int64_t c = 0; c < C; c++)
+        out[c] = co[c * ANVIL_BN_COEF_COLS + k];
     return ANVIL_OK;
 }
 
-/* in (x, running_mean, running_var[, num_batches_tracked]); an effect: running = (1-m)
- * running + m batch, the variance unbiased (as torch); momentum NAN: m = 1 /
+/* in (moments, running_mean, running_var[, num_batches_tracked]); an effect: running =
+ * (1-m) running + m batch, the variance unbiased (as torch); momentum NAN: m = 1 /
  * num_batches_tracked (a cumulative average, torch's momentum=None). */
 anvil_status anvil_cpu_batchnorm_stats(const anvil_exec *ex, const anvil_step *s)
 {
     (void)ex;
-    bn_shape b = bn_shape_of(s->in_node[0]);
-    if (b.M <= 1)
-        return anvil_fail(ANVIL_ERR_SHAPE, "batchnorm: expected more than 1 value per channel when training, "
-                          "got %lld", (long long)b.M);
-    const float *x = (const float *)s->in[0];
+    const float *mo = (const float *)s->in[0];
+    int64_t C = s->in_node[0]->shape[0];
     float *rm = (float *)s->in[1], *rv = (float *)s->in[2];
     double m = s->node->fa[1];
     if (s->node->n_in == 4) {
@@ -177,13 +222,10 @@ anvil_status anvil_cpu_batchnorm_stats(const anvil_exec *ex, const anvil_step *s
             m = 1.0 / (double)*nbt;
     }
     float mf = (float)m;
-#pragma omp parallel for if (b.M * b.C >= CPU_PAR_MIN) schedule(static)
-    for (int64_t c = 0; c < b.C; c++) {
-        double mean, var;
-        bn_moments(x, b, c, &mean, &var);
-        float unbiased = (float)(var * (double)b.M / (double)(b.M - 1));
-        rm[c] = (1.0f - mf) * rm[c] + mf * (float)mean;
-        rv[c] = (1.0f - mf) * rv[c] + mf * unbiased;
+    for (int64_t c = 0; c < C; c++) {
+        const float *r = mo + c * ANVIL_BN_MOMENTS_COLS;
+        rm[c] = (1.0f - mf) * rm[c] + mf * r[0];
+        rv[c] = (1.0f - mf) * rv[c] + mf * r[2];
     }
     return ANVIL_OK;
 }

@@ -1,17 +1,18 @@
 /* norm.cu — batch norm and layer norm, forward and backward, and the running-statistics
  * update, matching the CPU kernels (backend/cpu/norm.c) within float rounding:
- *  - batch norm views x as [N, C, S]; the per-channel sums of x, x^2, dy and dy x come
- *    from one deterministic parallel sweep (chansum.cu), a thread per channel turns them
- *    into float coefficients, and one elementwise pass applies them;
+ *  - batch norm views x as [N, C, S]; the per-channel sums of x, x^2 (moments) and of x,
+ *    x^2, dy, dy x (backward coefficients) come from one deterministic parallel sweep
+ *    each (chansum.cu); a thread per channel turns them into the node's float table,
+ *    and one elementwise pass applies it (forward and dx);
  *  - layer norm views x as [R, D]; one warp per row (a block per row when D is long);
  *    the affine gradients go one thread per column over the rows in order, each block's
  *    warps recomputing the row statistics of 8 rows at a time into shared memory;
- *  - batchnorm_stats updates running_mean / running_var in place, a thread per channel;
- *    the count is incremented by a second one-thread kernel after the first has read it,
- *    so that the momentum NAN factor 1 / (count + 1) is the CPU's 1 / (count after +1).
+ *  - batchnorm_stats updates running_mean / running_var in place from the moments, a
+ *    thread per channel; the count is incremented by a second one-thread kernel after
+ *    the first has read it, so that the momentum NAN factor 1 / (count + 1) is the CPU's
+ *    1 / (count after +1).
  * No atomics; the elementwise float arithmetic follows the CPU's expression order with
- * __fmul_rn / __fadd_rn (no FMA contraction).  Statistics are recomputed from x by each
- * kernel rather than stored, as on the CPU. */
+ * __fmul_rn / __fadd_rn (no FMA contraction). */
 #include "backend/cuda/cuda_internal.h"
 
 /* ------------------------------------------------------------------ batch norm */
@@ -41,13 +42,12 @@ static anvil_status bn_check_batch(bool training, bn_shape b)
 }
 
 #define BN_THREADS 256
+#define BN_CHAN_THREADS 128
 
-/* Per-channel float coefficients of the elementwise pass, coef[c] = {m, a, k0, k1}:
- * forward y = (x - m) a + k0 (k0 the bias); backward dx = a ((dy - k0) - (x - m) k1),
- * or a dy with running statistics.  From the channel sums (anvil_cuda_chan_sums) when
- * training, else from the running statistics. */
-static __device__ void bn_moments(const double *sums, const bn_shape &b, int64_t c, bool training, const float *rm,
-                                  const float *rv, double eps, double *mean, double *invstd)
+/* Mean and 1/sqrt(var + eps) of channel c: from the channel sums (anvil_cuda_chan_sums)
+ * of the batch, or the running statistics. */
+static __device__ void bn_mean_invstd(const double *sums, const bn_shape &b, int64_t c, bool training,
+                                      const float *rm, const float *rv, double eps, double *mean, double *invstd)
 {
     double var;
     if (training) {
@@ -61,29 +61,53 @@ static __device__ void bn_moments(const double *sums, const bn_shape &b, int64_t
     *invstd = 1.0 / sqrt(var + eps);
 }
 
-static __global__ void bn_coef_kernel(const double *sums, const float *rm, const float *rv, const float *w,
-                                      const float *bias, float4 *coef, bn_shape b, bool training, bool bwd, double eps)
+/* the moments table: {mean, invstd, unbiased var, 0} per channel */
+static __global__ void bn_moments_kernel(const double *sums, float4 *mo, bn_shape b, double eps)
 {
     for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < b.C; c += (int64_t)gridDim.x * blockDim.x) {
         double mean, invstd;
-        bn_moments(sums, b, c, training, rm, rv, eps, &mean, &invstd);
-        float4 k;
-        k.x = (float)mean;
-        if (!bwd) {
-            k.y = __fmul_rn((float)invstd, w ? w[c] : 1.0f);
-            k.z = bias ? bias[c] : 0.0f;
-            k.w = 0.0f;
+        bn_mean_invstd(sums, b, c, true, NULL, NULL, eps, &mean, &invstd);
+        double var = sums[c * 4 + 1] / (double)b.M - mean * mean;
+        var = var > 0.0 ? var : 0.0;
+        mo[c] = make_float4((float)mean, (float)invstd, (float)(var * (double)b.M / (double)(b.M - 1)), 0.0f);
+    }
+}
+
+/* The forward's per-channel float coefficients {m, a, k0 (the bias), 0}: y = (x - m) a + k0,
+ * from the moments (training) or the running statistics. */
+static __global__ void bn_fwd_coef_kernel(const float4 *mo, const float *rm, const float *rv, const float *w,
+                                          const float *bias, float4 *coef, int64_t C, double eps)
+{
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < C; c += (int64_t)gridDim.x * blockDim.x) {
+        float m, is;
+        if (mo) {
+            m = mo[c].x;
+            is = mo[c].y;
         } else {
-            double wc = w ? (double)w[c] : 1.0;
-            k.y = (float)(wc * invstd);
-            k.z = k.w = 0.0f;
-            if (training) {
-                double sdy = sums[c * 4 + 2], sdyx = sums[c * 4 + 3] - mean * sdy; /* sum dy (x - mean) */
-                k.z = (float)(sdy / (double)b.M);
-                k.w = (float)(invstd * invstd * sdyx / (double)b.M);
-            }
+            m = rm[c];
+            is = (float)(1.0 / sqrt((double)rv[c] + eps));
         }
-        coef[c] = k;
+        coef[c] = make_float4(m, __fmul_rn(is, w ? w[c] : 1.0f), bias ? bias[c] : 0.0f, 0.0f);
+    }
+}
+
+/* The backward's table {m, a, k0, k1, dweight, dbias, 0, 0} (two float4 per channel):
+ * dx = a ((dy - k0) - (x - m) k1), k0 = k1 = 0 in evaluation; as the CPU's. */
+static __global__ void bn_bwd_coef_kernel(const double *sums, const float *rm, const float *rv, const float *w,
+                                          float4 *co, bn_shape b, bool training, double eps)
+{
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < b.C; c += (int64_t)gridDim.x * blockDim.x) {
+        double mean, invstd;
+        bn_mean_invstd(sums, b, c, training, rm, rv, eps, &mean, &invstd);
+        double wc = w ? (double)w[c] : 1.0, sdy = sums[c * 4 + 2];
+        double sdyx = sums[c * 4 + 3] - mean * sdy; /* sum dy (x - mean) */
+        float4 k = make_float4((float)mean, (float)(wc * invstd), 0.0f, 0.0f);
+        if (training) {
+            k.z = (float)(sdy / (double)b.M);
+            k.w = (float)(invstd * invstd * sdyx / (double)b.M);
+        }
+        co[2 * c] = k;
+        co[2 * c + 1] = make_float4((float)(sdyx * invstd), (float)sdy, 0.0f, 0.0f);
     }
 }
 
@@ -97,15 +121,16 @@ static __device__ __forceinline__ float bn_apply1(float x, float dy, float4 k, i
 }
 
 /* The elementwise pass over [N, C, S]: I is the index type (32-bit when it fits); V
- * values per load (4 when S is a multiple of 4 and the tensors are 16-byte aligned). */
+ * values per load (4 when S is a multiple of 4 and the tensors are 16-byte aligned);
+ * channel c's coefficients at coef[c * cs]. */
 template <typename I, int V>
 static __global__ void bn_apply_kernel(const float *__restrict__ x, const float *__restrict__ dy,
-                                       const float4 *__restrict__ coef, float *out, I C, I S, I total, int mode)
+                                       const float4 *__restrict__ coef, int cs, float *out, I C, I S, I total, int mode)
 {
     I SV = S / V, tv = total / V;
 #pragma unroll 2
     for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < tv; i += (I)gridDim.x * blockDim.x) {
-        float4 k = coef[(i / SV) % C];
+        float4 k = coef[((i / SV) % C) * cs];
         if (V == 4) {
             float4 xv = mode == 2 ? make_float4(0.f, 0.f, 0.f, 0.f) : reinterpret_cast<const float4 *>(x)[i];
             float4 gv = mode == 0 ? make_float4(0.f, 0.f, 0.f, 0.f) : reinterpret_cast<const float4 *>(dy)[i];
@@ -121,87 +146,41 @@ static __global__ void bn_apply_kernel(const float *__restrict__ x, const float 
     }
 }
 
-template <typename I>
-static void bn_apply_launch(cudaStream_t st, const float *x, const float *dy, const float4 *coef, float *out, I C,
-                            I S, I total, int mode)
+static anvil_status bn_apply(anvil_cuda_ctx *c, bn_shape b, const float *x, const float *dy, const float4 *coef,
+                             int cs, float *out, int mode, const char *op)
 {
-    bool vec = S % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)dy & 15) == 0 && ((uintptr_t)out & 15) == 0;
-    unsigned int nb = anvil_cuda_blocks((int64_t)(vec ? total / 4 : total), BN_THREADS, 65535u * 16);
-    if (vec)
-        bn_apply_kernel<I, 4><<<nb, BN_THREADS, 0, st>>>(x, dy, coef, out, C, S, total, mode);
-    else
-        bn_apply_kernel<I, 1><<<nb, BN_THREADS, 0, st>>>(x, dy, coef, out, C, S, total, mode);
-}
-
-/* out[c] = dbias ? sum(dy) : sum(dy (x - mean)) invstd. */
-static __global__ void bn_affine_kernel(const double *sums, const float *rm, const float *rv, float *out, bn_shape b,
-                                        bool training, bool dbias, double eps)
-{
-    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < b.C; c += (int64_t)gridDim.x * blockDim.x) {
-        if (dbias) {
-            out[c] = (float)sums[c * 4 + 2];
-            continue;
-        }
-        double mean, invstd;
-        bn_moments(sums, b, c, training, rm, rv, eps, &mean, &invstd);
-        out[c] = (float)((sums[c * 4 + 3] - mean * sums[c * 4 + 2]) * invstd);
-    }
-}
-
-/* running = (1 - m) running + m batch (unbiased variance); m = momentum, or for momentum
- * NAN with a count, 1 / (count + 1): the count as it will be after this step's increment
- * (bn_count_kernel, launched after this kernel, performs it). */
-static __global__ void bn_stats_kernel(const double *sums, float *rm, float *rv, const long long *nbt, bn_shape b,
-                                       double momentum)
-{
-    double m = momentum;
-    if (nbt && isnan(m))
-        m = 1.0 / (double)(*nbt + 1);
-    float mf = (float)m, keep = __fsub_rn(1.0f, mf);
-    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < b.C; c += (int64_t)gridDim.x * blockDim.x) {
-        double mean, invstd, var;
-        bn_moments(sums, b, c, true, NULL, NULL, 0.0, &mean, &invstd);
-        var = sums[c * 4 + 1] / (double)b.M - mean * mean;
-        var = var > 0.0 ? var : 0.0;
-        float unbiased = (float)(var * (double)b.M / (double)(b.M - 1));
-        rm[c] = __fadd_rn(__fmul_rn(keep, rm[c]), __fmul_rn(mf, (float)mean));
-        rv[c] = __fadd_rn(__fmul_rn(keep, rv[c]), __fmul_rn(mf, unbiased));
-    }
-}
-
-static __global__ void bn_count_kernel(long long *nbt)
-{
-    if (threadIdx.x == 0 && blockIdx.x == 0)
-        *nbt += 1;
-}
-
-#define BN_CHAN_THREADS 128
-
-/* coefficients (after the sums in the scratch), then the elementwise pass */
-static anvil_status bn_elementwise(anvil_cuda_ctx *c, const anvil_step *s, bn_shape b, const double *sums,
-                                   const float *x, const float *dy, const float *w, const float *bias, bool training,
-                                   bool bwd, double eps, const char *op)
-{
-    float4 *coef = (float4 *)(sums ? (void *)(sums + b.C * 4) : (void *)c->scratch);
-    if ((size_t)((char *)(coef + b.C) - (char *)c->scratch) > ANVIL_CUDA_SCRATCH_FLOATS * sizeof(float))
-        return anvil_fail(ANVIL_ERR_UNSUPPORTED, "%s: %lld channels exceed the CUDA reduction scratch", op,
-                          (long long)b.C);
-    bn_coef_kernel<<<anvil_cuda_blocks(b.C, BN_CHAN_THREADS), BN_CHAN_THREADS, 0, c->stream>>>(
-        sums, (const float *)s->in[bwd ? 2 : 1], (const float *)s->in[bwd ? 3 : 2], w, bias, coef, b, training, bwd,
-        eps);
-    ANVIL_TRY(anvil_cuda_launched(c, op));
     int64_t total = b.N * b.C * b.S;
-    int mode = !bwd ? 0 : training ? 1 : 2;
-    if (total < ((int64_t)1 << 31))
-        bn_apply_launch<uint32_t>(c->stream, x, dy, coef, (float *)s->out, (uint32_t)b.C, (uint32_t)b.S,
-                                  (uint32_t)total, mode);
+    bool vec = b.S % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)dy & 15) == 0 && ((uintptr_t)out & 15) == 0;
+    unsigned int nb = anvil_cuda_blocks(vec ? total / 4 : total, BN_THREADS, 65535u * 16);
+    if (total < ((int64_t)1 << 31) && vec)
+        bn_apply_kernel<uint32_t, 4><<<nb, BN_THREADS, 0, c->stream>>>(x, dy, coef, cs, out, (uint32_t)b.C,
+                                                                       (uint32_t)b.S, (uint32_t)total, mode);
+    else if (total < ((int64_t)1 << 31))
+        bn_apply_kernel<uint32_t, 1><<<nb, BN_THREADS, 0, c->stream>>>(x, dy, coef, cs, out, (uint32_t)b.C,
+                                                                       (uint32_t)b.S, (uint32_t)total, mode);
     else
-        bn_apply_launch<uint64_t>(c->stream, x, dy, coef, (float *)s->out, (uint64_t)b.C, (uint64_t)b.S,
-                                  (uint64_t)total, mode);
+        bn_apply_kernel<uint64_t, 1><<<nb, BN_THREADS, 0, c->stream>>>(x, dy, coef, cs, out, (uint64_t)b.C,
+                                                                       (uint64_t)b.S, (uint64_t)total, mode);
     return anvil_cuda_launched(c, op);
 }
 
-/* in (x, running_mean, running_var[, weight][, bias]) */
+/* in (x) -> [C, 4] moments; nothing in evaluation (no reader looks at them) */
+ANVIL_CUDA_KERNEL(batchnorm_moments)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    if (!s->node->ia[0])
+        return ANVIL_OK;
+    bn_shape b = bn_shape_of(s->in_node[0]);
+    ANVIL_TRY(bn_check_batch(true, b));
+    double *sums;
+    ANVIL_TRY(anvil_cuda_chan_sums(c, (const float *)s->in[0], NULL, b.N, b.C, b.S, ANVIL_CHAN_X, "batchnorm",
+                                   &sums));
+    bn_moments_kernel<<<anvil_cuda_blocks(b.C, BN_CHAN_THREADS), BN_CHAN_THREADS, 0, c->stream>>>(
+        sums, (float4 *)s->out, b, (double)s->node->fa[0]);
+    return anvil_cuda_launched(c, "batchnorm (moments)");
+}
+
+/* in (x, running_mean, running_var[, weight][, bias], moments) */
 ANVIL_CUDA_KERNEL(batchnorm)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
@@ -211,71 +190,106 @@ ANVIL_CUDA_KERNEL(batchnorm)
     ANVIL_TRY(bn_check_batch(training, b));
     if (b.N * b.C * b.S == 0)
         return ANVIL_OK;
-    const float *x = (const float *)s->in[0];
+    if ((size_t)b.C * sizeof(float4) > ANVIL_CUDA_SCRATCH_FLOATS * sizeof(float))
+        return anvil_fail(ANVIL_ERR_UNSUPPORTED, "batchnorm: %lld channels exceed the CUDA reduction scratch",
+                          (long long)b.C);
     const float *w = nd->ia[1] ? (const float *)s->in[3] : NULL;
     const float *bias = nd->ia[2] ? (const float *)s->in[3 + nd->ia[1]] : NULL;
-    double *sums = NULL;
-    if (training)
-        ANVIL_TRY(anvil_cuda_chan_sums(c, x, NULL, b.N, b.C, b.S, ANVIL_CHAN_X, "batchnorm", &sums));
-    return bn_elementwise(c, s, b, sums, x, NULL, w, bias, training, false, (double)nd->fa[0], "batchnorm");
+    float4 *coef = (float4 *)c->scratch;
+    bn_fwd_coef_kernel<<<anvil_cuda_blocks(b.C, BN_CHAN_THREADS), BN_CHAN_THREADS, 0, c->stream>>>(
+        training ? (const float4 *)s->in[nd->n_in - 1] : NULL, (const float *)s->in[1], (const float *)s->in[2], w,
+        bias, coef, b.C, (double)nd->fa[0]);
+    ANVIL_TRY(anvil_cuda_launched(c, "batchnorm"));
+    return bn_apply(c, b, (const float *)s->in[0], NULL, coef, 1, (float *)s->out, 0, "batchnorm");
 }
 
-/* in (dy, x, running_mean, running_var[, weight]) -> dx */
-ANVIL_CUDA_KERNEL(batchnorm_bwd)
+/* in (dy, x, running_mean, running_var[, weight]) -> [C, 8] */
+ANVIL_CUDA_KERNEL(batchnorm_bwd_coef)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
     const anvil_node *nd = s->node;
     bn_shape b = bn_shape_of(s->in_node[1]);
     bool training = nd->ia[0] != 0;
     ANVIL_TRY(bn_check_batch(training, b));
-    if (b.N * b.C * b.S == 0)
-        return ANVIL_OK;
-    const float *dy = (const float *)s->in[0], *x = (const float *)s->in[1];
-    const float *w = nd->ia[1] ? (const float *)s->in[4] : NULL;
-    double *sums = NULL;
-    if (training)
-        ANVIL_TRY(anvil_cuda_chan_sums(c, x, dy, b.N, b.C, b.S, ANVIL_CHAN_X | ANVIL_CHAN_DY, "batchnorm_bwd", &sums));
-    return bn_elementwise(c, s, b, sums, x, dy, w, NULL, training, true, (double)nd->fa[0], "batchnorm_bwd");
-}
-
-/* in (dy, x, running_mean, running_var) -> [C]: ia[3] 0 dweight, 1 dbias */
-ANVIL_CUDA_KERNEL(batchnorm_bwd_affine)
-{
-    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
-    const anvil_node *nd = s->node;
-    bn_shape b = bn_shape_of(s->in_node[1]);
-    bool training = nd->ia[0] != 0, dbias = nd->ia[3] != 0;
-    ANVIL_TRY(bn_check_batch(training, b));
     if (b.C <= 0)
         return ANVIL_OK;
     if (b.N * b.S == 0) {
-        ANVIL_CUDA_CHECK(cudaMemsetAsync(s->out, 0, (size_t)b.C * sizeof(float), c->stream),
-                         "batchnorm_bwd_affine: cudaMemsetAsync");
+        ANVIL_CUDA_CHECK(cudaMemsetAsync(s->out, 0, (size_t)b.C * ANVIL_BN_COEF_COLS * sizeof(float), c->stream),
+                         "batchnorm_bwd_coef: cudaMemsetAsync");
         return ANVIL_OK;
     }
     double *sums;
     ANVIL_TRY(anvil_cuda_chan_sums(c, (const float *)s->in[1], (const float *)s->in[0], b.N, b.C, b.S,
-                                   dbias ? ANVIL_CHAN_DY : ANVIL_CHAN_X | ANVIL_CHAN_DY, "batchnorm_bwd_affine", &sums));
-    bn_affine_kernel<<<anvil_cuda_blocks(b.C, BN_CHAN_THREADS), BN_CHAN_THREADS, 0, c->stream>>>(
-        sums, (const float *)s->in[2], (const float *)s->in[3], (float *)s->out, b, training, dbias,
-        (double)nd->fa[0]);
+                                   ANVIL_CHAN_X | ANVIL_CHAN_DY, "batchnorm_bwd", &sums));
+    bn_bwd_coef_kernel<<<anvil_cuda_blocks(b.C, BN_CHAN_THREADS), BN_CHAN_THREADS, 0, c->stream>>>(
+        sums, (const float *)s->in[2], (const float *)s->in[3], nd->ia[1] ? (const float *)s->in[4] : NULL,
+        (float4 *)s->out, b, training, (double)nd->fa[0]);
+    return anvil_cuda_launched(c, "batchnorm_bwd (coefficients)");
+}
+
+/* in (dy, x, coef) -> dx */
+ANVIL_CUDA_KERNEL(batchnorm_bwd)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    bn_shape b = bn_shape_of(s->in_node[1]);
+    if (b.N * b.C * b.S == 0)
+        return ANVIL_OK;
+    return bn_apply(c, b, (const float *)s->in[1], (const float *)s->in[0], (const float4 *)s->in[2], 2,
+                    (float *)s->out, s->node->ia[0] ? 1 : 2, "batchnorm_bwd");
+}
+
+/* column 4 (dweight) or 5 (dbias) of the coefficients */
+static __global__ void bn_column_kernel(const float *co, float *out, int64_t C, int k)
+{
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < C; c += (int64_t)gridDim.x * blockDim.x)
+        out[c] = co[c * ANVIL_BN_COEF_COLS + k];
+}
+
+/* in (coef) -> [C]: ia[3] 0 dweight, 1 dbias */
+ANVIL_CUDA_KERNEL(batchnorm_bwd_affine)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    int64_t C = s->node->shape[0];
+    if (C <= 0)
+        return ANVIL_OK;
+    bn_column_kernel<<<anvil_cuda_blocks(C, BN_CHAN_THREADS), BN_CHAN_THREADS, 0, c->stream>>>(
+        (const float *)s->in[0], (float *)s->out, C, 4 + (s->node->ia[3] != 0));
     return anvil_cuda_launched(c, "batchnorm_bwd_affine");
 }
 
-/* in (x, running_mean, running_var[, num_batches_tracked]): an effect, in place */
+/* running = (1 - m) running + m batch (unbiased variance); m = momentum, or for momentum
+ * NAN with a count, 1 / (count + 1): the count as it will be after this step's increment
+ * (bn_count_kernel, launched after this kernel, performs it). */
+static __global__ void bn_stats_kernel(const float4 *mo, float *rm, float *rv, const long long *nbt, int64_t C,
+                                       double momentum)
+{
+    double m = momentum;
+    if (nbt && isnan(m))
+        m = 1.0 / (double)(*nbt + 1);
+    float mf = (float)m, keep = __fsub_rn(1.0f, mf);
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < C; c += (int64_t)gridDim.x * blockDim.x) {
+        float4 k = mo[c];
+        rm[c] = __fadd_rn(__fmul_rn(keep, rm[c]), __fmul_rn(mf, k.x));
+        rv[c] = __fadd_rn(__fmul_rn(keep, rv[c]), __fmul_rn(mf, k.z));
+    }
+}
+
+static __global__ void bn_count_kernel(long long *nbt)
+{
+    if (threadIdx.x == 0 && blockIdx.x == 0)
+        *nbt += 1;
+}
+
+/* in (moments, running_mean, running_var[, num_batches_tracked]): an effect, in place */
 ANVIL_CUDA_KERNEL(batchnorm_stats)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
     const anvil_node *nd = s->node;
-    bn_shape b = bn_shape_of(s->in_node[0]);
-    ANVIL_TRY(bn_check_batch(true, b));
+    int64_t C = s->in_node[0]->shape[0];
     long long *nbt = nd->n_in == 4 ? (long long *)s->in[3] : NULL;
-    if (b.C > 0) {
-        double *sums;
-        ANVIL_TRY(anvil_cuda_chan_sums(c, (const float *)s->in[0], NULL, b.N, b.C, b.S, ANVIL_CHAN_X,
-                                       "batchnorm_stats", &sums));
-        bn_stats_kernel<<<anvil_cuda_blocks(b.C, BN_CHAN_THREADS), BN_CHAN_THREADS, 0, c->stream>>>(
-            sums, (float *)s->in[1], (float *)s->in[2], nbt, b, (double)nd->fa[1]);
+    if (C > 0) {
+        bn_stats_kernel<<<anvil_cuda_blocks(C, BN_CHAN_THREADS), BN_CHAN_THREADS, 0, c->stream>>>(
+            (const float4 *)s->in[0], (float *)s->in[1], (float *)s->in[2], nbt, C, (double)nd->fa[1]);
         ANVIL_TRY(anvil_cuda_launched(c, "batchnorm_stats"));
     }
     if (nbt) {
