@@ -575,7 +575,7 @@ static anvil_status staging_chunks(int64_t batch, size_t per_sample, conv_ws ws,
 #define WDIRECT_THREADS 256
 #define WDIRECT_PER_THREAD 4
 #define WDIRECT_BLOCKS 1024
-#define WDIRECT_SMEM_FLOATS 8192
+#define WDIRECT_SMEM_FLOATS 8192 /* at most; each launch asks for what its rows take */
 
 static bool wdirect_fits(const wgrad_geom &q)
 {
@@ -593,7 +593,7 @@ static int64_t wdirect_blocks(const wgrad_geom &q)
 static __global__ void wdirect_partials(wgrad_geom q, const float *__restrict__ x, const float *__restrict__ dy,
                                         float *part)
 {
-    __shared__ float sm[WDIRECT_SMEM_FLOATS];
+    extern __shared__ float sm[]; /* O*OW + C*kh*W floats: small, so 8 blocks fit an SM */
     const int O = (int)q.O, C = (int)q.C, kh = (int)q.kh, kw = (int)q.kw, OH = (int)q.OH, OW = (int)q.OW;
     const int H = (int)q.H, W = (int)q.W, ck = C * kh * kw, outs = O * ck;
     float *dys = sm, *xs = sm + O * OW;
@@ -684,7 +684,8 @@ static anvil_status wgrad_direct(anvil_cuda_ctx *c, const anvil_node *dy, const 
         return anvil_fail(ANVIL_ERR_STATE, "conv2d_bwd_filter: the step has %zu bytes of workspace, not the %zu planned",
                           ws.bytes, need);
     float *part = (float *)ws.p;
-    wdirect_partials<<<(unsigned int)P, WDIRECT_THREADS, 0, c->stream>>>(q, (const float *)in[1],
+    size_t smem = (size_t)(q.O * q.OW + q.C * q.kh * q.W) * sizeof(float);
+    wdirect_partials<<<(unsigned int)P, WDIRECT_THREADS, smem, c->stream>>>(q, (const float *)in[1],
                                                                          (const float *)in[0], part);
     ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (direct)"));
     wdirect_sum<<<anvil_cuda_blocks(outs * 32, 256), 256, 0, c->stream>>>(part, (float *)out, outs, P);
