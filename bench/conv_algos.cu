@@ -13,14 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define CK(x)                                                                                  \
-    do {                                                                                       \
-        cudnnStatus_t s_ = (x);                                                                \
-        if (s_ != CUDNN_STATUS_SUCCESS) {                                                      \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudnnGetErrorString(s_)); \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
+#include "cudnn_check.h"
 
 typedef struct {
     const char *name;

@@ -16,14 +16,7 @@
 #include <string.h>
 #include <vector>
 
-#define CK(x)                                                                                  \
-    do {                                                                                       \
-        cudnnStatus_t s_ = (x);                                                                \
-        if (s_ != CUDNN_STATUS_SUCCESS) {                                                      \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudnnGetErrorString(s_)); \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
+#include "cudnn_check.h"
 
 static cudnnHandle_t h;
 
