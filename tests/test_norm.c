@@ -335,6 +335,26 @@ static void test_eval_keeps_stats(void **state)
     CHECK_OK(anvil_trainer_get_param(t, "4.num_batches_tracked", &nb));
     assert_memory_equal(anvil_tensor_data(before), anvil_tensor_data(after), 8 * sizeof(float));
     assert_int_equal(*(int64_t *)anvil_tensor_data(nb), 3);
+    /* One sample at a time: evaluation needs no batch statistics (their node computes
+     * nothing), and each sample's output is the one it got in the batch of 5 (up to the
+     * rounding of the linear layer's product, whose kernel depends on the row count). */
+    anvil_tensor *xe = gget("train.x_eval");
+    int64_t one[4];
+    memcpy(one, anvil_tensor_shape(xe), sizeof one);
+    int64_t per_x = anvil_tensor_numel(xe) / one[0], per_y = anvil_tensor_numel(out) / one[0];
+    one[0] = 1;
+    for (int64_t i = 0; i < anvil_tensor_shape(xe)[0]; i++) {
+        anvil_tensor *x1, *y1;
+        CHECK_OK(anvil_tensor_create(&x1, ANVIL_F32, 4, one, (const float *)anvil_tensor_data(xe) + i * per_x));
+        CHECK_OK(anvil_predict(t, x1, &y1));
+        assert_int_equal(anvil_tensor_numel(y1), per_y);
+        int64_t worst;
+        double err = tu_rel_err((const float *)anvil_tensor_data(y1), (const float *)anvil_tensor_data(out) + i * per_y,
+                                per_y, 1e-6, 1e-5, &worst);
+        assert_true(err <= 1.0);
+        anvil_tensor_release(x1);
+        anvil_tensor_release(y1);
+    }
     anvil_tensor_release(before);
     anvil_tensor_release(after);
     anvil_tensor_release(nb);
