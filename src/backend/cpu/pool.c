@@ -91,27 +91,48 @@ static void max2x2_row(const float *restrict r0, const float *restrict r1, float
 }
 
 /* dy to each window's argmax, the other three get 0 (+ 0.0f: the general path adds
- * onto zeros, which turns -0 into +0) */
+ * onto zeros, which turns -0 into +0).  Two branch-free loops that the compiler
+ * vectorizes: the argmax of each window (selects, as max2x2_row), then the stores; a
+ * compare-and-branch version mispredicted on every other window of real data. */
+#define MAX2X2_CHUNK 256
+
+/* g when c, else 0 (as a bit mask: no branch), + 0.0f */
+static inline float keep_if(float g, int32_t c)
+{
+    uint32_t u;
+    memcpy(&u, &g, sizeof u);
+    u &= (uint32_t)0 - (uint32_t)c;
+    memcpy(&g, &u, sizeof g);
+    return g + 0.0f;
+}
+
 static void max2x2_row_bwd(const float *restrict r0, const float *restrict r1, const float *restrict dy,
                            float *restrict d0, float *restrict d1, int64_t OW)
 {
-    for (int64_t j = 0; j < OW; j++) {
-        float m = r0[2 * j], v = r0[2 * j + 1];
-        int k = 0, t = (v > m) | (v != v);
-        m = t ? v : m;
-        k = t ? 1 : k;
-        v = r1[2 * j];
-        t = (v > m) | (v != v);
-        m = t ? v : m;
-        k = t ? 2 : k;
-        v = r1[2 * j + 1];
-        t = (v > m) | (v != v);
-        k = t ? 3 : k;
-        float g = dy[j];
-        d0[2 * j] = (k == 0 ? g : 0.0f) + 0.0f;
-        d0[2 * j + 1] = (k == 1 ? g : 0.0f) + 0.0f;
-        d1[2 * j] = (k == 2 ? g : 0.0f) + 0.0f;
-        d1[2 * j + 1] = (k == 3 ? g : 0.0f) + 0.0f;
+    int32_t k[MAX2X2_CHUNK];
+    for (int64_t j0 = 0; j0 < OW; j0 += MAX2X2_CHUNK) {
+        int64_t n = OW - j0 < MAX2X2_CHUNK ? OW - j0 : MAX2X2_CHUNK;
+        const float *a = r0 + 2 * j0, *b = r1 + 2 * j0;
+        for (int64_t j = 0; j < n; j++) {
+            float m = a[2 * j], v = a[2 * j + 1];
+            int32_t t = (v > m) | (v != v), kk = t;
+            m = t ? v : m;
+            v = b[2 * j];
+            t = (v > m) | (v != v);
+            m = t ? v : m;
+            kk = t ? 2 : kk;
+            v = b[2 * j + 1];
+            t = (v > m) | (v != v);
+            k[j] = t ? 3 : kk;
+        }
+        const float *g = dy + j0;
+        float *o0 = d0 + 2 * j0, *o1 = d1 + 2 * j0;
+        for (int64_t j = 0; j < n; j++) {
+            o0[2 * j] = keep_if(g[j], k[j] == 0);
+            o0[2 * j + 1] = keep_if(g[j], k[j] == 1);
+            o1[2 * j] = keep_if(g[j], k[j] == 2);
+            o1[2 * j + 1] = keep_if(g[j], k[j] == 3);
+        }
     }
 }
 
