@@ -12,6 +12,7 @@
 #include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Backward-filter partial sums: at most this many, fixed by the batch size. */
 #define CONV_DW_CHUNKS 8
@@ -72,12 +73,22 @@ static void im2col(const conv_geom *c, const float *x, float *col)
                     int64_t off = kj * c->dw - c->pw; /* iw = ow*sw + off */
                     for (int64_t ow = 0; ow < lo; ow++)
                         r[ow] = 0.0f;
-                    for (int64_t ow = lo; ow < hi; ow++)
-                        r[ow] = xr[ow * c->sw + off];
+                    if (c->sw == 1) /* a contiguous run: the common case, a plain copy */
+                        memcpy(r + lo, xr + lo + off, (size_t)(hi - lo) * sizeof(float));
+                    else
+                        for (int64_t ow = lo; ow < hi; ow++)
+                            r[ow] = xr[ow * c->sw + off];
                     for (int64_t ow = hi; ow < c->OW; ow++)
                         r[ow] = 0.0f;
                 }
             }
+}
+
+/* d[i] += a[i]: stride 1, no overlap, so it vectorizes */
+static void add_run(float *restrict d, const float *restrict a, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        d[i] += a[i];
 }
 
 /* The adjoint of im2col: dx [cg, H, W] += scatter of col [K, P], in a fixed order. */
@@ -96,8 +107,11 @@ static void col2im(const conv_geom *c, const float *col, float *dx)
                     const float *r = row + oh * c->OW;
                     float *xr = dx + (ch * c->H + ih) * c->W;
                     int64_t off = kj * c->dw - c->pw;
-                    for (int64_t ow = lo; ow < hi; ow++)
-                        xr[ow * c->sw + off] += r[ow];
+                    if (c->sw == 1)
+                        add_run(xr + lo + off, r + lo, hi - lo);
+                    else
+                        for (int64_t ow = lo; ow < hi; ow++)
+                            xr[ow * c->sw + off] += r[ow];
                 }
             }
 }
