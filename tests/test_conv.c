@@ -286,46 +286,50 @@ static void ref_maxpool(const float *x, const float *dy, float *y, float *dx, in
 static void test_maxpool_ties_nan(void **state)
 {
     (void)state;
-    enum { N = 2, C = 3, H = 6, W = 8 };
+    enum { N = 2, C = 3, H = 6, WMAX = 530 };
     static const int shapes[2][4] = {{2, 2, 2, 2}, {3, 2, 2, 1}};
-    float x[N * C * H * W];
-    uint32_t r = 12345;
-    for (int i = 0; i < N * C * H * W; i++) {
-        r = r * 1664525u + 1013904223u;
-        uint32_t k = r >> 28;
-        x[i] = k < 2 ? NAN : k == 2 ? -INFINITY : k == 3 ? -0.0f : k == 4 ? 0.0f : (float)(k % 3); /* many ties */
-    }
-    for (int sc = 0; sc < 2; sc++) {
-        int kh = shapes[sc][0], kw = shapes[sc][1], sh = shapes[sc][2], sw = shapes[sc][3];
-        int64_t OH = (H - kh) / sh + 1, OW = (W - kw) / sw + 1, ny = N * C * OH * OW;
-        float dy[N * C * H * W], y_ref[N * C * H * W], dx_ref[N * C * H * W];
-        for (int64_t i = 0; i < ny; i++)
-            dy[i] = i % 5 == 0 ? -0.0f : (float)(i + 1) * 0.25f;
-        ref_maxpool(x, dy, y_ref, dx_ref, N * C, H, W, kh, kw, sh, sw);
-        anvil_graph *g = NULL;
-        CHECK_OK(anvil_graph_create(&g));
-        int64_t xs[4] = {N, C, H, W}, ys[4] = {N, C, OH, OW};
-        anvil_value xv = anvil_input(g, "x", ANVIL_F32, 4, xs);
-        anvil_value dv = anvil_input(g, "dy", ANVIL_F32, 4, ys);
-        anvil_value yv = anvil_maxpool2d(g, xv, kh, kw, sh, sw, 0, 0);
-        anvil_value loss = anvil_sum(g, anvil_mul(g, yv, dv), ANVIL_ALL_DIMS, false);
-        anvil_value fetch[2] = {yv, anvil_gradient(g, loss, xv)};
-        CHECK_OK(anvil_graph_status(g));
-        anvil_tensor *tx, *td, *out[2] = {0};
-        CHECK_OK(anvil_tensor_create(&tx, ANVIL_F32, 4, xs, x));
-        CHECK_OK(anvil_tensor_create(&td, ANVIL_F32, 4, ys, dy));
-        anvil_run_options o = anvil_run_default_options();
-        o.device = ANVIL_DEVICE_CPU;
-        anvil_value in[2] = {xv, dv};
-        anvil_tensor *feeds[2] = {tx, td};
-        CHECK_OK(anvil_graph_run(g, &o, 2, in, feeds, 2, fetch, out));
-        assert_memory_equal(anvil_tensor_cdata(out[0]), y_ref, (size_t)ny * sizeof(float));
-        assert_memory_equal(anvil_tensor_cdata(out[1]), dx_ref, sizeof x);
-        anvil_tensor_release(tx);
-        anvil_tensor_release(td);
-        anvil_tensor_release(out[0]);
-        anvil_tensor_release(out[1]);
-        anvil_graph_free(g);
+    /* W 530: 265 windows per row, more than one of the CPU kernel's 256-window chunks */
+    static const int widths[2] = {8, WMAX};
+    static float x[N * C * H * WMAX], dy[N * C * H * WMAX], y_ref[N * C * H * WMAX], dx_ref[N * C * H * WMAX];
+    for (int wi = 0; wi < 2; wi++) {
+        const int W = widths[wi];
+        uint32_t r = 12345;
+        for (int i = 0; i < N * C * H * W; i++) {
+            r = r * 1664525u + 1013904223u;
+            uint32_t k = r >> 28;
+            x[i] = k < 2 ? NAN : k == 2 ? -INFINITY : k == 3 ? -0.0f : k == 4 ? 0.0f : (float)(k % 3); /* many ties */
+        }
+        for (int sc = 0; sc < 2; sc++) {
+            int kh = shapes[sc][0], kw = shapes[sc][1], sh = shapes[sc][2], sw = shapes[sc][3];
+            int64_t OH = (H - kh) / sh + 1, OW = (W - kw) / sw + 1, ny = N * C * OH * OW;
+            for (int64_t i = 0; i < ny; i++)
+                dy[i] = i % 5 == 0 ? -0.0f : (float)(i + 1) * 0.25f;
+            ref_maxpool(x, dy, y_ref, dx_ref, N * C, H, W, kh, kw, sh, sw);
+            anvil_graph *g = NULL;
+            CHECK_OK(anvil_graph_create(&g));
+            int64_t xs[4] = {N, C, H, W}, ys[4] = {N, C, OH, OW};
+            anvil_value xv = anvil_input(g, "x", ANVIL_F32, 4, xs);
+            anvil_value dv = anvil_input(g, "dy", ANVIL_F32, 4, ys);
+            anvil_value yv = anvil_maxpool2d(g, xv, kh, kw, sh, sw, 0, 0);
+            anvil_value loss = anvil_sum(g, anvil_mul(g, yv, dv), ANVIL_ALL_DIMS, false);
+            anvil_value fetch[2] = {yv, anvil_gradient(g, loss, xv)};
+            CHECK_OK(anvil_graph_status(g));
+            anvil_tensor *tx, *td, *out[2] = {0};
+            CHECK_OK(anvil_tensor_create(&tx, ANVIL_F32, 4, xs, x));
+            CHECK_OK(anvil_tensor_create(&td, ANVIL_F32, 4, ys, dy));
+            anvil_run_options o = anvil_run_default_options();
+            o.device = ANVIL_DEVICE_CPU;
+            anvil_value in[2] = {xv, dv};
+            anvil_tensor *feeds[2] = {tx, td};
+            CHECK_OK(anvil_graph_run(g, &o, 2, in, feeds, 2, fetch, out));
+            assert_memory_equal(anvil_tensor_cdata(out[0]), y_ref, (size_t)ny * sizeof(float));
+            assert_memory_equal(anvil_tensor_cdata(out[1]), dx_ref, (size_t)(N * C * H * W) * sizeof(float));
+            anvil_tensor_release(tx);
+            anvil_tensor_release(td);
+            anvil_tensor_release(out[0]);
+            anvil_tensor_release(out[1]);
+            anvil_graph_free(g);
+        }
     }
 }
 
