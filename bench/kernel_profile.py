@@ -5,6 +5,9 @@
                             runs that differ only by STEPS training steps; the difference
                             per kernel name, divided by STEPS, is the per-step time without
                             setup kernels.
+  anvil-seq B.csv N         the last N kernel launches of a run, in launch order (one
+                            step's kernels when N is the per-step count): where the
+                            step's time goes along its sequence.
   torch MODEL [STEPS]       PyTorch eager (TF32 off, as bench/torch_train_bench.py) under
                             torch.profiler: per-step CUDA time per kernel.
 Prints the kernels by time per step, with count per step and share of the total."""
@@ -37,7 +40,21 @@ def show(rows, title):
         print(f"{us:10.1f} us {100 * us / total:5.1f}% {n:6.1f}x  {name[:150]}")
 
 
+def ncu_sequence(path, n):
+    with open(path, newline="") as f:
+        lines = [l for l in f if l.startswith('"')]
+    rows = [r for r in csv.DictReader(lines) if r.get("Metric Name") == "gpu__time_duration.sum"]
+    rows.sort(key=lambda r: int(r["ID"]))
+    print(f"== last {n} kernels of {path}, in launch order")
+    for r in rows[-n:]:
+        scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(r.get("Metric Unit", "nsecond"), 1e-3)
+        print(f"{float(r['Metric Value'].replace(',', '')) * scale:8.1f} us  {r['Kernel Name'][:110]}")
+
+
 def main():
+    if sys.argv[1] == "anvil-seq":
+        ncu_sequence(sys.argv[2], int(sys.argv[3]))
+        return
     if sys.argv[1] == "anvil":
         (ta, ca), (tb, cb), steps = ncu_times(sys.argv[2]), ncu_times(sys.argv[3]), int(sys.argv[4])
         rows = [(k, (tb[k] - ta.get(k, 0)) / steps, (cb[k] - ca.get(k, 0)) / steps) for k in tb]

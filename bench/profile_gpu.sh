@@ -3,7 +3,8 @@
 # next to PyTorch eager (torch.profiler), for the bench models.
 #   bench/profile_gpu.sh [BUILD_DIR (build-gpu)] [MODELS ("mlp cnn resnet18")]
 # Anvil's kernels are timed by Nsight Compute (serialized, clocks left alone) in two runs
-# that differ by 5 steps; the difference removes the setup kernels.
+# that differ by 5 steps; the difference removes the setup kernels.  SEQ=N also prints the
+# last N kernels in launch order; NO_TORCH=1 skips PyTorch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build-gpu}"
@@ -21,6 +22,9 @@ for model in $models; do
       { tail -5 "$tmp/$model-$s.err"; continue 2; }
   done
   python3 bench/kernel_profile.py anvil "$tmp/$model-1.csv" "$tmp/$model-2.csv" 5
-  python3 bench/kernel_profile.py torch "$model" || echo "torch profile of $model failed"
+  if [ -n "${SEQ:-}" ]; then # SEQ=N: also the last N launches in order (one step's sequence)
+    python3 bench/kernel_profile.py anvil-seq "$tmp/$model-2.csv" "$SEQ"
+  fi
+  [ -n "${NO_TORCH:-}" ] || python3 bench/kernel_profile.py torch "$model" || echo "torch profile of $model failed"
 done
 rm -rf "$tmp"

@@ -334,6 +334,7 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
     }
     cudaStream_t main_stream = c->stream;
     void *main_ws = c->lt_workspace;
+    unsigned int *main_counters = c->gemm_counters;
     float *main_scratch = c->scratch;
     int last[ANVIL_CUDA_LANES], barrier = -1;
     bool joined[ANVIL_CUDA_LANES] = {true};
@@ -381,6 +382,7 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         c->stream = c->lane_stream[L];
         c->lt_workspace = c->lane_ws[L];
         c->scratch = c->lane_scratch[L];
+        c->gemm_counters = c->lane_counters[L];
         s = anvil_cuda_kernels[st->node->op](ex, st);
         cudaEventRecord(ev[i], c->stream);
         lane[i] = L;
@@ -396,6 +398,7 @@ out:
     c->stream = main_stream;
     c->lt_workspace = main_ws;
     c->scratch = main_scratch;
+    c->gemm_counters = main_counters;
     for (int k = 0; k < made; k++)
         cudaEventDestroy(ev[k]);
     free(ev);
@@ -532,6 +535,8 @@ static void ctx_free(anvil_cuda_ctx *c)
     }
     if (c->lt_workspace)
         cudaFree(c->lt_workspace);
+    if (c->counters_base)
+        cudaFree(c->counters_base);
     if (c->scratch)
         cudaFree(c->scratch);
     if (c->lt)
@@ -590,6 +595,18 @@ static anvil_status ctx_open(anvil_cuda_ctx *c)
     if (e != cudaSuccess) {
         c->scratch = NULL;
         return anvil_cuda_fail(e, "cudaMalloc (reduction scratch)");
+    }
+    {
+        size_t cb = (size_t)ANVIL_CUDA_LANES * ANVIL_SIMT_COUNTERS * sizeof(unsigned int);
+        e = cudaMalloc((void **)&c->counters_base, cb);
+        if (e != cudaSuccess) {
+            c->counters_base = NULL;
+            return anvil_cuda_fail(e, "cudaMalloc (matrix product tile counters)");
+        }
+        ANVIL_CUDA_CHECK(cudaMemset(c->counters_base, 0, cb), "cudaMemset (matrix product tile counters)");
+        for (int l = 0; l < ANVIL_CUDA_LANES; l++)
+            c->lane_counters[l] = c->counters_base + (size_t)l * ANVIL_SIMT_COUNTERS;
+        c->gemm_counters = c->lane_counters[0];
     }
     c->lane_stream[0] = c->stream;
     c->lane_ws[0] = c->lt_workspace;

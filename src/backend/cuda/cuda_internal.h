@@ -37,6 +37,7 @@ enum {
 #define ANVIL_CUDA_SCRATCH_FLOATS (1 << 18)            /* per-block partial sums, per lane */
 #define ANVIL_CUDA_LANES 4                             /* concurrent streams in a graph */
 #define ANVIL_CUDA_MAX_PARTIALS 1024                   /* blocks of a split reduction */
+#define ANVIL_SIMT_COUNTERS 4096                       /* matmul.cu's split-K tile counters, per lane */
 
 typedef struct {
     anvil_backend *be;      /* back-pointer, for the counters */
@@ -68,6 +69,11 @@ typedef struct {
     cudaStream_t lane_stream[ANVIL_CUDA_LANES];
     void *lane_ws[ANVIL_CUDA_LANES];
     float *lane_scratch[ANVIL_CUDA_LANES];
+    /* matmul.cu's own split-K products (simt_gemm.cuh): per lane, tile counters that the
+     * last block of each tile resets to 0; gemm_counters points at the current lane's */
+    unsigned int *counters_base; /* ANVIL_CUDA_LANES * ANVIL_SIMT_COUNTERS, one allocation */
+    unsigned int *lane_counters[ANVIL_CUDA_LANES];
+    unsigned int *gemm_counters;
     /* cuDNN (conv.cu), when built with it: the handle (a cudnnHandle_t), or NULL with
      * cudnn_status holding why cudnnCreate failed (the conv ops then report it; nothing
      * else needs cuDNN).  One handle serves every lane: a kernel sets its stream to the

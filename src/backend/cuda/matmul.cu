@@ -5,6 +5,11 @@
  * output feature), with RELU or GELU (cuBLASLt's GELU is the tanh approximation) when the
  * fusion pass moved the activation in. */
 #include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/simt_gemm.cuh"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* A column-major D[m,n] = op(A)[m,k] op(B)[k,n] (+ bias[m] per column) (+ beta D). */
 typedef struct {
@@ -154,12 +159,78 @@ static __global__ void act_epilogue_kernel(float *d, int64_t total, int act)
     }
 }
 
+/* Which products take simt_gemm.cuh's kernel instead of cuBLASLt: ANVIL_SIMT_GEMM=0 none,
+ * =all every one that fits, unset the small ones (see simt_small). */
+static int simt_mode(void)
+{
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("ANVIL_SIMT_GEMM");
+        mode = e && strcmp(e, "0") == 0 ? 0 : e && strcmp(e, "all") == 0 ? 2 : 1;
+    }
+    return mode;
+}
+
+/* The products where the own kernel beat cuBLASLt on the H200 (bench/simt_gemm.cu,
+ * docs/benchmarks.md): tiny outputs (a 10-class layer's forward and weight gradient:
+ * 4.4-4.9 µs vs 6.0 and, for 128x10 over 128 rows, 51 µs) and sums over a few terms (the
+ * input gradient through a 10-class layer: 2.2 vs 5.4 µs).  Larger products stay on
+ * cuBLASLt, which was as fast or faster there. */
+static bool simt_small(const lt_gemm *g)
+{
+    return (g->m * g->n <= 4096 && g->k <= 4096) || (g->k <= 16 && g->m * g->n <= ((int64_t)1 << 20));
+}
+
+/* Runs g through simt_gemm.cuh when it is eligible; *used says whether it did. */
+static anvil_status simt_try(anvil_cuda_ctx *c, const lt_gemm *g, bool *used)
+{
+    *used = false;
+    int mode = simt_mode();
+    if (mode == 0 || !c->gemm_counters || (mode == 1 && !simt_small(g)))
+        return ANVIL_OK;
+    if (g->m >= INT_MAX || g->n >= INT_MAX || g->k >= INT_MAX || g->lda > INT_MAX || g->ldb > INT_MAX ||
+        g->ldd > INT_MAX)
+        return ANVIL_OK;
+    anvil_simt_gemm k;
+    memset(&k, 0, sizeof k);
+    k.ta = g->ta == CUBLAS_OP_T;
+    k.tb = g->tb == CUBLAS_OP_T;
+    k.m = (int)g->m;
+    k.n = (int)g->n;
+    k.k = (int)g->k;
+    k.A = g->A;
+    k.lda = (int)g->lda;
+    k.B = g->B;
+    k.ldb = (int)g->ldb;
+    k.D = g->D;
+    k.ldd = (int)g->ldd;
+    k.beta = g->beta;
+    k.bias = g->bias;
+    k.act = g->act;
+    anvil_simt_plan p = anvil_simt_choose(k.m, k.n, k.k, c->sm_count);
+    int bm, bn;
+    anvil_simt_tile(p.cfg, &bm, &bn);
+    int64_t tiles = (int64_t)((k.m + bm - 1) / bm) * ((k.n + bn - 1) / bn);
+    if (tiles > ANVIL_SIMT_COUNTERS || tiles > 65535 * 64 ||
+        anvil_simt_ws_bytes(&k, p) > ANVIL_CUDA_LT_WORKSPACE)
+        return ANVIL_OK;
+    *used = true;
+    cudaError_t e = anvil_simt_launch(&k, p, (float *)c->lt_workspace, c->gemm_counters, c->stream);
+    if (e != cudaSuccess)
+        return anvil_cuda_fail(e, "simt_gemm");
+    return anvil_cuda_launched(c, "simt_gemm");
+}
+
 static anvil_status gemm(anvil_cuda_ctx *c, lt_gemm *g, const char *opname)
 {
     if (g->m == 0 || g->n == 0)
         return ANVIL_OK;
     if (g->k == 0) /* an empty sum: just the bias (or zeros) */
         return init_bias(c, g->D, g->bias, g->m, g->n);
+    bool used = false;
+    ANVIL_TRY(simt_try(c, g, &used));
+    if (used)
+        return ANVIL_OK;
     bool no_algo = false;
     anvil_status s = lt_run(c, g, true, opname, &no_algo);
     if (s == ANVIL_OK || !(no_algo && (g->bias || g->act)))
