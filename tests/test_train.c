@@ -133,11 +133,12 @@ static void test_memory_plan(void **state)
     anvil_trainer_free(t);
     anvil_model_free(m);
 
-    /* the cnn: both conv+relu pairs and the hidden linear+relu */
+    /* the cnn: both conv+relu pairs, the hidden linear+relu, and both max-pool backwards
+     * with the ReLU backward after them */
     CHECK_OK(anvil_model_builtin(&m, "cnn"));
     CHECK_OK(anvil_trainer_create(&t, m, &c));
     CHECK_OK(anvil_trainer_plan_stats(t, 16, &s));
-    assert_int_equal(s.fused, 3);
+    assert_int_equal(s.fused, 5);
     /* ANVIL_FUSE=0 turns the pass off (a new batch size compiles a new program) */
     setenv("ANVIL_FUSE", "0", 1);
     anvil_status st = anvil_trainer_plan_stats(t, 3, &s);
@@ -158,6 +159,77 @@ static void params_equal(anvil_trainer *a, anvil_trainer *b, const char *name, b
         fail_msg("parameter %s: expected %s", name, expect_equal ? "bitwise equal" : "different");
     anvil_tensor_release(ta);
     anvil_tensor_release(tb);
+}
+
+/* conv -> relu -> maxpool (kernel k, stride st, padding pd) -> flatten -> linear 3. */
+static anvil_model *conv_pool_model(int k, int st, int pd)
+{
+    anvil_model *m;
+    int64_t in[3] = {2, 9, 10};
+    CHECK_OK(anvil_model_create(&m, "convpool", 3, in));
+    anvil_layer_desc cv = anvil_layer_default(ANVIL_LAYER_CONV2D);
+    cv.out_channels = 4;
+    cv.kernel_size[0] = cv.kernel_size[1] = 3;
+    cv.padding[0] = cv.padding[1] = 1;
+    CHECK_OK(anvil_model_add(m, &cv));
+    anvil_layer_desc r = anvil_layer_default(ANVIL_LAYER_RELU);
+    CHECK_OK(anvil_model_add(m, &r));
+    anvil_layer_desc mp = anvil_layer_default(ANVIL_LAYER_MAXPOOL2D);
+    mp.kernel_size[0] = mp.kernel_size[1] = k;
+    mp.stride[0] = mp.stride[1] = st;
+    mp.padding[0] = mp.padding[1] = pd;
+    CHECK_OK(anvil_model_add(m, &mp));
+    anvil_layer_desc f = anvil_layer_default(ANVIL_LAYER_FLATTEN);
+    CHECK_OK(anvil_model_add(m, &f));
+    anvil_layer_desc l = anvil_layer_default(ANVIL_LAYER_LINEAR);
+    l.out_features = 3;
+    CHECK_OK(anvil_model_add(m, &l));
+    return m;
+}
+
+/* The max-pool backward with the ReLU backward's mask (graph/fuse.c) gives the same
+ * training bit for bit as the two ops apart (ANVIL_FUSE=0), for the 2x2 stride-2 pool
+ * (its own CPU kernel), overlapping windows with padding, and windows with gaps; the
+ * pass fuses exactly the conv+relu and the pool+relu-backward pair. */
+static void test_fused_pool_relu_bitwise(void **state)
+{
+    (void)state;
+    const int cfg[3][3] = {{2, 2, 0}, {3, 2, 1}, {2, 3, 0}};
+    int64_t xs[4] = {6, 2, 9, 10}, ys[1] = {6};
+    anvil_tensor *x, *y;
+    CHECK_OK(anvil_tensor_create(&x, ANVIL_F32, 4, xs, NULL));
+    CHECK_OK(anvil_tensor_create(&y, ANVIL_I32, 1, ys, NULL));
+    tu_fill_uniform(anvil_tensor_data(x), 6 * 2 * 9 * 10, -1.0f, 1.0f, 77);
+    for (int i = 0; i < 6; i++)
+        ((int32_t *)anvil_tensor_data(y))[i] = i % 3;
+    for (int k = 0; k < 3; k++) {
+        anvil_model *m = conv_pool_model(cfg[k][0], cfg[k][1], cfg[k][2]);
+        anvil_trainer *t[2];
+        float loss[2];
+        for (int f = 0; f < 2; f++) {
+            if (f == 1)
+                setenv("ANVIL_FUSE", "0", 1);
+            anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 5);
+            c.optimizer.lr = 0.05f;
+            CHECK_OK(anvil_trainer_create(&t[f], m, &c));
+            anvil_plan_stats s;
+            CHECK_OK(anvil_trainer_plan_stats(t[f], 6, &s));
+            assert_int_equal(s.fused, f == 0 ? 2 : 0);
+            for (int i = 0; i < 5; i++)
+                CHECK_OK(anvil_train_step(t[f], x, y));
+            CHECK_OK(anvil_trainer_last_loss(t[f], &loss[f]));
+            unsetenv("ANVIL_FUSE");
+        }
+        assert_memory_equal(&loss[0], &loss[1], sizeof(float));
+        params_equal(t[0], t[1], "0.weight", true);
+        params_equal(t[0], t[1], "0.bias", true);
+        params_equal(t[0], t[1], "4.weight", true);
+        for (int f = 0; f < 2; f++)
+            anvil_trainer_free(t[f]);
+        anvil_model_free(m);
+    }
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
 }
 
 /* Same seed, same result bit for bit (dropout included); another seed differs. */
@@ -971,6 +1043,7 @@ int main(void)
         cmocka_unit_test(test_learns_blobs),
         cmocka_unit_test(test_memory_plan),
         cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_fused_pool_relu_bitwise),
         cmocka_unit_test(test_dropout_fresh_mask),
         cmocka_unit_test(test_partial_batch_and_counters),
         cmocka_unit_test(test_set_lr_reaches_update),

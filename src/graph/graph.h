@@ -73,7 +73,8 @@ typedef enum {
  *   MAXPOOL2D / AVGPOOL2D: in (x [N,C,H,W]); ia[0..1] kernel, ia[2..3] stride, ia[4..5]
  *           padding (dilation 1, ceil_mode false; avg counts the padding, as torch).
  *           MAXPOOL2D_BWD: in (dy, x), same attrs (recomputes the first max in scan
- *           order).  AVGPOOL2D_BWD: in (dy), shape is x's, same attrs.
+ *           order); ia[6] set by the fusion pass: 1 = a ReLU backward's mask too (the
+ *           gradient reaches a window's max only where the max is > 0).  AVGPOOL2D_BWD: in (dy), shape is x's, same attrs.
  *   ADAPTIVE_AVGPOOL2D: in (x), ia[0..1] output size; window i: [floor(iH/oh),
  *           ceil((i+1)H/oh)).  _BWD: in (dy), shape is x's, same attrs.
  *   CROSS_ENTROPY: in (logits [N,C], target int32 [N] | float [N,C]), fa[0] smoothing,

@@ -892,25 +892,33 @@ static void test_conv2d(void **state)
 typedef enum { POOL_MAX, POOL_AVG, POOL_ADAPTIVE } pool_kind;
 
 /* kh, kw, sh, sw, ph, pw (adaptive: kh, kw are the output size) */
-static void pool_case(pool_kind kind, int64_t N, int64_t C, int64_t H, int64_t W, int kh, int kw, int sh, int sw,
-                      int ph, int pw)
+/* relu: the max pool reads relu(x), so that its backward takes the ReLU backward's mask
+ * (graph/fuse.c) */
+static void pool_case_r(pool_kind kind, int64_t N, int64_t C, int64_t H, int64_t W, int kh, int kw, int sh, int sw,
+                        int ph, int pw, bool relu)
 {
     gcase c;
     case_init(&c);
     int64_t xs[4] = {N, C, H, W};
-    anvil_value x = in_rand(&c, "x", 4, xs, -2, 2);
+    anvil_value x0 = in_rand(&c, "x", 4, xs, -2, 2), x = relu ? anvil_relu(c.g, x0) : x0;
     anvil_value y = kind == POOL_MAX   ? anvil_maxpool2d(c.g, x, kh, kw, sh, sw, ph, pw)
                     : kind == POOL_AVG ? anvil_avgpool2d(c.g, x, kh, kw, sh, sw, ph, pw)
                                        : anvil_adaptive_avgpool2d(c.g, x, kh, kw);
     fetch(&c, y, "y", TOL_POOL);
     anvil_value loss = weighted_sum(&c, y);
-    fetch_grad(&c, loss, x, "dx", TOL_POOL);
+    fetch_grad(&c, loss, x0, "dx", TOL_POOL);
     char what[128];
     static const char *names[] = {"maxpool2d", "avgpool2d", "adaptive_avgpool2d"};
-    snprintf(what, sizeof what, "%s x[%lld,%lld,%lld,%lld] k(%d,%d) s(%d,%d) p(%d,%d)", names[kind], (long long)N,
-             (long long)C, (long long)H, (long long)W, kh, kw, sh, sw, ph, pw);
+    snprintf(what, sizeof what, "%s%s x[%lld,%lld,%lld,%lld] k(%d,%d) s(%d,%d) p(%d,%d)", names[kind],
+             relu ? " of relu" : "", (long long)N, (long long)C, (long long)H, (long long)W, kh, kw, sh, sw, ph, pw);
     compare(&c, what);
     case_free(&c);
+}
+
+static void pool_case(pool_kind kind, int64_t N, int64_t C, int64_t H, int64_t W, int kh, int kw, int sh, int sw,
+                      int ph, int pw)
+{
+    pool_case_r(kind, N, C, H, W, kh, kw, sh, sw, ph, pw, false);
 }
 
 static void test_pooling(void **state)
@@ -927,6 +935,11 @@ static void test_pooling(void **state)
         pool_case(k, 1, 1, 5, 6, 5, 4, 3, 2, 2, 2);    /* padding half the kernel */
         pool_case(k, 8, 32, 28, 28, 2, 2, 2, 2, 0, 0); /* many blocks */
     }
+    /* the pool's backward with the ReLU backward's mask: each of the three CUDA kernels */
+    pool_case_r(POOL_MAX, 2, 3, 8, 8, 2, 2, 2, 2, 0, 0, true);     /* 2x2 stride 2 */
+    pool_case_r(POOL_MAX, 2, 3, 9, 10, 3, 3, 2, 2, 1, 1, true);    /* overlapping: per input */
+    pool_case_r(POOL_MAX, 2, 3, 11, 11, 2, 2, 3, 3, 0, 0, true);   /* gaps: scatter */
+    pool_case_r(POOL_MAX, 8, 32, 28, 28, 2, 2, 2, 2, 0, 0, true);  /* many blocks */
     pool_case(POOL_ADAPTIVE, 2, 3, 7, 7, 3, 3, 0, 0, 0, 0);   /* not divisible: overlapping windows */
     pool_case(POOL_ADAPTIVE, 2, 3, 10, 6, 4, 5, 0, 0, 0, 0);
     pool_case(POOL_ADAPTIVE, 2, 3, 8, 8, 4, 4, 0, 0, 0, 0);   /* divisible */

@@ -107,7 +107,7 @@ static inline float keep_if(float g, int32_t c)
 }
 
 static void max2x2_row_bwd(const float *restrict r0, const float *restrict r1, const float *restrict dy,
-                           float *restrict d0, float *restrict d1, int64_t OW)
+                           float *restrict d0, float *restrict d1, int64_t OW, int32_t relu)
 {
     int32_t k[MAX2X2_CHUNK];
     for (int64_t j0 = 0; j0 < OW; j0 += MAX2X2_CHUNK) {
@@ -123,7 +123,9 @@ static void max2x2_row_bwd(const float *restrict r0, const float *restrict r1, c
             kk = t ? 2 : kk;
             v = b[2 * j + 1];
             t = (v > m) | (v != v);
-            k[j] = t ? 3 : kk;
+            m = t ? v : m;
+            kk = t ? 3 : kk;
+            k[j] = relu & !(m > 0.0f) ? 4 : kk; /* 4: masked, no position gets dy */
         }
         const float *g = dy + j0;
         float *o0 = d0 + 2 * j0, *o1 = d1 + 2 * j0;
@@ -164,11 +166,13 @@ anvil_status anvil_cpu_maxpool2d(const anvil_exec *ex, const anvil_step *s)
     return ANVIL_OK;
 }
 
-/* in (dy, x): dy goes to each window's argmax, recomputed from x. */
+/* in (dy, x): dy goes to each window's argmax, recomputed from x; with ia[6] (fused ReLU
+ * backward, graph/fuse.c) only where x there is > 0. */
 anvil_status anvil_cpu_maxpool2d_bwd(const anvil_exec *ex, const anvil_step *s)
 {
     (void)ex;
     pool_geom p = geom(s->node, s->in_node[0], s->node);
+    const int32_t relu = s->node->ia[6] != 0;
     const float *dy = s->in[0], *x = s->in[1];
     float *dx = s->out;
     bool two = is_2x2(&p);
@@ -180,12 +184,15 @@ anvil_status anvil_cpu_maxpool2d_bwd(const anvil_exec *ex, const anvil_step *s)
         if (two) {
             for (int64_t i = 0; i < p.OH; i++)
                 max2x2_row_bwd(xp + 2 * i * p.W, xp + (2 * i + 1) * p.W, dy + (pl * p.OH + i) * p.OW,
-                               dxp + 2 * i * p.W, dxp + (2 * i + 1) * p.W, p.OW);
+                               dxp + 2 * i * p.W, dxp + (2 * i + 1) * p.W, p.OW, relu);
             continue;
         }
         for (int64_t i = 0; i < p.OH; i++)
-            for (int64_t j = 0; j < p.OW; j++)
-                dxp[argmax(&p, xp, i, j)] += dy[(pl * p.OH + i) * p.OW + j];
+            for (int64_t j = 0; j < p.OW; j++) {
+                int64_t a = argmax(&p, xp, i, j);
+                if (!relu || xp[a] > 0.0f)
+                    dxp[a] += dy[(pl * p.OH + i) * p.OW + j];
+            }
     }
     return ANVIL_OK;
 }

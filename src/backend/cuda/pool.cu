@@ -99,7 +99,7 @@ static __global__ void maxpool_fwd_kernel(pool_geom p, const float *x, float *y)
     }
 }
 
-static __global__ void maxpool_bwd_kernel(pool_geom p, const float *dy, const float *x, float *dx)
+static __global__ void maxpool_bwd_kernel(pool_geom p, const float *dy, const float *x, float *dx, bool relu)
 {
     int64_t n = p.planes * p.H * p.W;
     for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n;
@@ -118,7 +118,7 @@ static __global__ void maxpool_bwd_kernel(pool_geom p, const float *dy, const fl
                 window(p, i, j, &h0, &h1, &w0, &w1, &div);
                 if (h < h0 || h >= h1 || w < w0 || w >= w1)
                     continue;
-                if (argmax(p, xp, i, j) == me)
+                if (argmax(p, xp, i, j) == me && (!relu || xp[me] > 0.0f))
                     acc += dyp[i * p.OW + j];
             }
         dx[e] = acc;
@@ -128,13 +128,16 @@ static __global__ void maxpool_bwd_kernel(pool_geom p, const float *dy, const fl
 /* Non-overlapping windows (stride >= kernel): every input element is in at most one
  * window, so each window writes its dy to its own argmax, into a zeroed dx: a quarter of
  * the work of the gather above for the usual 2x2 pooling, and no write conflicts. */
-static __global__ void maxpool_bwd_scatter(pool_geom p, const float *dy, const float *x, float *dx)
+static __global__ void maxpool_bwd_scatter(pool_geom p, const float *dy, const float *x, float *dx, bool relu)
 {
     int64_t n = p.planes * p.OH * p.OW;
     for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < n;
          o += (int64_t)gridDim.x * blockDim.x) {
         int64_t j = o % p.OW, i = (o / p.OW) % p.OH, pl = o / (p.OW * p.OH);
-        dx[pl * p.H * p.W + argmax(p, x + pl * p.H * p.W, i, j)] = dy[o];
+        const float *xp = x + pl * p.H * p.W;
+        int64_t a = argmax(p, xp, i, j);
+        if (!relu || xp[a] > 0.0f)
+            dx[pl * p.H * p.W + a] = dy[o];
     }
 }
 
@@ -175,14 +178,17 @@ static __global__ void maxpool2x2_fwd(const float *__restrict__ x, float *y, uin
     }
 }
 
-/* dx's window: dy at the max, 0 elsewhere (the windows tile dx, so no memset) */
+/* dx's window: dy at the max, 0 elsewhere (the windows tile dx, so no memset); with relu
+ * (the fused ReLU backward) 0 there too unless the max is > 0 */
 static __global__ void maxpool2x2_bwd(const float *__restrict__ dy, const float *__restrict__ x, float *dx, uint32_t n,
-                                      uint32_t OW)
+                                      uint32_t OW, bool relu)
 {
     for (uint32_t o = blockIdx.x * blockDim.x + threadIdx.x; o < n; o += gridDim.x * blockDim.x) {
         float v[4], g = dy[o];
         uint32_t top;
         int k = pool2x2_load(x, o, OW, v, &top);
+        if (relu && !(v[k] > 0.0f))
+            k = 4;
         *reinterpret_cast<float2 *>(dx + top) = make_float2(k == 0 ? g : 0.0f, k == 1 ? g : 0.0f);
         *reinterpret_cast<float2 *>(dx + top + 2 * OW) = make_float2(k == 2 ? g : 0.0f, k == 3 ? g : 0.0f);
     }
@@ -261,6 +267,7 @@ static anvil_status pool_bwd(const anvil_exec *ex, const anvil_step *s, bool max
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
     pool_geom p = geom_of(s->node, s->in_node[0], s->node);
+    bool relu = max && s->node->ia[6] != 0; /* the fused ReLU backward (graph/fuse.c) */
     int64_t n = numel4(s->node);
     if (n == 0)
         return ANVIL_OK;
@@ -268,16 +275,16 @@ static anvil_status pool_bwd(const anvil_exec *ex, const anvil_step *s, bool max
     if (max && pool2x2_tiles(p) && ((uintptr_t)s->in[1] & 7) == 0 && ((uintptr_t)s->out & 7) == 0) {
         int64_t on = p.planes * p.OH * p.OW;
         maxpool2x2_bwd<<<anvil_cuda_blocks(on, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
-            (const float *)s->in[0], (const float *)s->in[1], (float *)s->out, (uint32_t)on, (uint32_t)p.OW);
+            (const float *)s->in[0], (const float *)s->in[1], (float *)s->out, (uint32_t)on, (uint32_t)p.OW, relu);
     } else if (max && p.sh >= p.kh && p.sw >= p.kw) {
         ANVIL_CUDA_CHECK(cudaMemsetAsync(s->out, 0, (size_t)n * sizeof(float), c->stream),
                          "maxpool2d_bwd: cudaMemsetAsync");
         int64_t on = p.planes * p.OH * p.OW;
         maxpool_bwd_scatter<<<anvil_cuda_blocks(on, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
-            p, (const float *)s->in[0], (const float *)s->in[1], (float *)s->out);
+            p, (const float *)s->in[0], (const float *)s->in[1], (float *)s->out, relu);
     } else if (max)
         maxpool_bwd_kernel<<<blocks, ANVIL_CUDA_THREADS, 0, c->stream>>>(
-            p, (const float *)s->in[0], (const float *)s->in[1], (float *)s->out);
+            p, (const float *)s->in[0], (const float *)s->in[1], (float *)s->out, relu);
     else
         avgpool_bwd_kernel<<<blocks, ANVIL_CUDA_THREADS, 0, c->stream>>>(p, (const float *)s->in[0],
                                                                        (float *)s->out);
