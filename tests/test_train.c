@@ -109,7 +109,8 @@ static void test_learns_blobs(void **state)
 }
 
 /* The memory plan shares storage: the arena is smaller than all intermediates; the fusion
- * pass takes every ReLU after a linear or conv2d into its epilogue. */
+ * pass takes every ReLU after a linear or conv2d into its epilogue, and ReLU backwards
+ * into the max pool's backward or the product before them. */
 static void test_memory_plan(void **state)
 {
     (void)state;
@@ -123,22 +124,34 @@ static void test_memory_plan(void **state)
     print_message("  mlp batch 128: transient %zu bytes planned vs %zu unplanned, %d values, %d in place, "
                   "%d kernels, %d fused, persistent %zu\n", s.transient_bytes, s.unplanned_bytes, s.values, s.inplace,
                   s.kernels, s.fused, s.persistent_bytes);
-    assert_int_equal(s.fused, 2); /* both hidden linear+relu pairs */
+    assert_int_equal(s.fused, 4); /* both hidden linear+relu pairs and both dy W + relu backward pairs */
+    /* fused, the mlp's step keeps 10 values, every one live into the backward pass: nothing
+     * to share; without the fusion pass the plan shares storage and works in place */
     assert_true(s.transient_bytes > 0);
-    assert_true(s.transient_bytes < s.unplanned_bytes);
-    assert_true(s.inplace > 0);
+    assert_true(s.transient_bytes <= s.unplanned_bytes);
     /* params + grads + 2 Adam slots, each at least 669706 floats */
     assert_true(s.persistent_bytes >= 4 * 669706 * 4);
     assert_int_equal(anvil_model_param_count(m), 669706);
+    setenv("ANVIL_FUSE", "0", 1);
+    anvil_status su = anvil_trainer_plan_stats(t, 64, &s);
+    unsetenv("ANVIL_FUSE");
+    CHECK_OK(su);
+    print_message("  mlp batch 64, unfused: transient %zu planned vs %zu unplanned, %d in place\n", s.transient_bytes,
+                  s.unplanned_bytes, s.inplace);
+    assert_true(s.transient_bytes < s.unplanned_bytes);
+    assert_true(s.inplace > 0);
     anvil_trainer_free(t);
     anvil_model_free(m);
 
-    /* the cnn: both conv+relu pairs, the hidden linear+relu, and both max-pool backwards
-     * with the ReLU backward after them */
+    /* the cnn: both conv+relu pairs, the hidden linear+relu, both max-pool backwards with
+     * the ReLU backward after them, and the hidden layer's dy W + ReLU backward */
     CHECK_OK(anvil_model_builtin(&m, "cnn"));
     CHECK_OK(anvil_trainer_create(&t, m, &c));
     CHECK_OK(anvil_trainer_plan_stats(t, 16, &s));
-    assert_int_equal(s.fused, 5);
+    print_message("  cnn batch 16: transient %zu planned vs %zu unplanned, %d in place, %d fused\n",
+                  s.transient_bytes, s.unplanned_bytes, s.inplace, s.fused);
+    assert_int_equal(s.fused, 6);
+    assert_true(s.transient_bytes < s.unplanned_bytes);
     /* ANVIL_FUSE=0 turns the pass off (a new batch size compiles a new program) */
     setenv("ANVIL_FUSE", "0", 1);
     anvil_status st = anvil_trainer_plan_stats(t, 3, &s);
@@ -230,6 +243,42 @@ static void test_fused_pool_relu_bitwise(void **state)
     }
     anvil_tensor_release(x);
     anvil_tensor_release(y);
+}
+
+/* The fusion pass changes no value on the CPU: an mlp with two hidden ReLU layers (linear
+ * + relu epilogues, dy W + ReLU backward) trains bit for bit as with ANVIL_FUSE=0. */
+static void test_fused_mlp_bitwise(void **state)
+{
+    (void)state;
+    anvil_model *m = small_mlp(0);
+    anvil_tensor *x, *y;
+    make_blobs(32, 3, &x, &y);
+    anvil_trainer *t[2];
+    float loss[2];
+    for (int f = 0; f < 2; f++) {
+        if (f == 1)
+            setenv("ANVIL_FUSE", "0", 1);
+        anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 9);
+        CHECK_OK(anvil_trainer_create(&t[f], m, &c));
+        anvil_plan_stats s;
+        CHECK_OK(anvil_trainer_plan_stats(t[f], 32, &s));
+        if (f == 0)
+            assert_int_equal(s.fused, 2); /* linear+relu, dy W + relu backward */
+        else
+            assert_int_equal(s.fused, 0);
+        for (int i = 0; i < 8; i++)
+            CHECK_OK(anvil_train_step(t[f], x, y));
+        CHECK_OK(anvil_trainer_last_loss(t[f], &loss[f]));
+        unsetenv("ANVIL_FUSE");
+    }
+    assert_memory_equal(&loss[0], &loss[1], sizeof(float));
+    params_equal(t[0], t[1], "0.weight", true);
+    params_equal(t[0], t[1], "2.weight", true);
+    for (int f = 0; f < 2; f++)
+        anvil_trainer_free(t[f]);
+    anvil_tensor_release(x);
+    anvil_tensor_release(y);
+    anvil_model_free(m);
 }
 
 /* Same seed, same result bit for bit (dropout included); another seed differs. */
@@ -1044,6 +1093,7 @@ int main(void)
         cmocka_unit_test(test_memory_plan),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_fused_pool_relu_bitwise),
+        cmocka_unit_test(test_fused_mlp_bitwise),
         cmocka_unit_test(test_dropout_fresh_mask),
         cmocka_unit_test(test_partial_batch_and_counters),
         cmocka_unit_test(test_set_lr_reaches_update),

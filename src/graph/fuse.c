@@ -23,7 +23,12 @@
  * that max is > 0, i.e. where v > 0) and the ReLU backward becomes a view of it: one pass
  * over the pre-pool gradient instead of two (the cnn's two layers: ~17 µs of its GPU
  * step's critical path).  Same values bit for bit: every other position of a window gets
- * 0 from the pool either way. */
+ * 0 from the pool either way.
+ *
+ * product + ReLU backward: a MATMUL read only by a ReLU backward (a hidden layer's input
+ * gradient, dy W) takes the backward's x as a third input and zeroes its result where
+ * x <= 0 (own CUDA kernel: in its epilogue; cuBLASLt: a pass after it); the ReLU backward
+ * becomes a view.  Same values bit for bit (a select either way). */
 #include "graph/ops/ops.h"
 
 int anvil_fuse(anvil_graph *g, int n_roots, const anvil_value *roots, const anvil_persist_map *pm, int n_keep,
@@ -102,6 +107,19 @@ int anvil_fuse(anvil_graph *g, int n_roots, const anvil_value *roots, const anvi
         if (!relu_of_v)
             continue;
         pb->ia[6] = 1;
+        ab->op = OP_RESHAPE;
+        ab->n_in = 1;
+        fused++;
+    }
+    for (int u = 0; u < n; u++) {
+        anvil_node *ab = &g->nodes[u];
+        if (!needed[u] || ab->op != OP_ACT_BWD || ab->ia[0] != ACT_RELU || ab->n_in != 2)
+            continue;
+        anvil_node *mm = &g->nodes[ab->in[0]];
+        if (mm->op != OP_MATMUL || mm->n_in != 2 || uses[ab->in[0]] != 1 || ab->in[1] == ab->in[0])
+            continue;
+        mm->in[2] = ab->in[1];
+        mm->n_in = 3;
         ab->op = OP_RESHAPE;
         ab->n_in = 1;
         fused++;

@@ -49,7 +49,9 @@ typedef enum {
 /* One node = one op application = one value.
  * Attributes by op (ia = ints, fa = floats):
  *   INPUT/PARAM/BUFFER: name, init.       RESHAPE: shape is the target.
- *   FILL: fa[0] value.                    MATMUL: ia[0] trans_a, ia[1] trans_b.
+ *   FILL: fa[0] value.                    MATMUL: ia[0] trans_a, ia[1] trans_b; a third
+ *           input (set by the fusion pass: a ReLU backward's x) zeroes the product where
+ *           it is <= 0.
  *   CONCAT: in (x0, x1, ...) joined along dim ia[0] (normalized).  SLICE: in (x), the
  *           range [ia[1], ia[1] + shape[ia[0]]) of dim ia[0] (its adjoint: concat's).
  *   GATHER: the next batch of the device-resident dataset (anvil_exec.data), in the order

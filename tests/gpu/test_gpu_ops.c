@@ -392,10 +392,37 @@ static void linear_gelu_case(int64_t rows, int64_t in, int64_t out, bool bias)
     case_free(&c);
 }
 
+/* linear -> relu -> linear, gradients: the input gradient of the second product (dy W2)
+ * takes the ReLU backward's mask (graph/fuse.c) — in the own small-shape kernel's
+ * epilogue when out2 is tiny, as a pass after cuBLASLt otherwise. */
+static void relu_mlp_case(int64_t rows, int64_t in, int64_t hid, int64_t out2)
+{
+    gcase c;
+    case_init(&c);
+    int64_t xs[2] = {rows, in}, w1s[2] = {hid, in}, w2s[2] = {out2, hid};
+    anvil_value x = in_rand(&c, "x", 2, xs, -1, 1);
+    anvil_value w1 = in_rand(&c, "w1", 2, w1s, -0.5f, 0.5f);
+    anvil_value b1 = in_rand(&c, "b1", 1, &hid, -0.5f, 0.5f);
+    anvil_value w2 = in_rand(&c, "w2", 2, w2s, -0.5f, 0.5f);
+    anvil_value y = anvil_linear(c.g, anvil_relu(c.g, anvil_linear(c.g, x, w1, b1)), w2, ANVIL_NO_VALUE);
+    anvil_value loss = weighted_sum(&c, y);
+    fetch_grad(&c, loss, x, "dx", TOL_MM);
+    fetch_grad(&c, loss, w1, "dw1", TOL_MM);
+    fetch_grad(&c, loss, b1, "db1", TOL_MM);
+    char what[96];
+    snprintf(what, sizeof what, "relu mlp %lldx%lld-%lld-%lld (masked dy W)", (long long)rows, (long long)in,
+             (long long)hid, (long long)out2);
+    compare(&c, what);
+    case_free(&c);
+}
+
 static void test_linear(void **state)
 {
     (void)state;
     NEED_GPU();
+    relu_mlp_case(128, 50, 512, 10);  /* dy W2: K = 10, the own kernel */
+    relu_mlp_case(64, 30, 200, 96);   /* K = 96, 64 x 200 outputs: cuBLASLt + mask pass */
+    relu_mlp_case(7, 5, 9, 3);
     int64_t x1[2] = {5, 7}, x2[2] = {128, 784}, x3[3] = {3, 4, 9}, x4[2] = {33, 17};
     linear_case(2, x1, 3, true);
     linear_case(2, x1, 3, false);
@@ -834,11 +861,11 @@ static void conv_case(const conv_cfg *k)
 
 /* relu(conv2d(x) + b) with its gradients: the fusion pass moves the ReLU into the
  * convolution's bias pass on both backends */
-static void conv_relu_case(void)
+static void conv_relu_case(int64_t N, int64_t C, int64_t H, int64_t O)
 {
     gcase c;
     case_init(&c);
-    int64_t xs[4] = {8, 16, 14, 14}, ws[4] = {32, 16, 3, 3}, bs = 32;
+    int64_t xs[4] = {N, C, H, H}, ws[4] = {O, C, 3, 3}, bs = O;
     anvil_value x = in_rand(&c, "x", 4, xs, -1, 1);
     anvil_value w = in_rand(&c, "w", 4, ws, -0.5f, 0.5f);
     anvil_value b = in_rand(&c, "b", 1, &bs, -0.5f, 0.5f);
@@ -883,10 +910,16 @@ static void test_conv2d(void **state)
         {4, 64, 16, 16, 128, 1, 1, 2, 2, 0, 0, 1, 1, 1, false},
         /* a small weight gradient (64 x 27) over 8192 positions (like ResNet-18's stem) */
         {8, 3, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},
+        /* C*kh*kw <= 16: the forward as the own implicit product (conv.cu fwd_implicit) */
+        {4, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},    /* the cnn's first layer */
+        {2, 1, 11, 9, 5, 3, 3, 2, 2, 1, 0, 1, 1, 1, false},     /* stride 2, asymmetric padding */
+        {2, 1, 12, 12, 4, 3, 3, 1, 1, 2, 2, 2, 2, 1, true},     /* dilation 2 */
+        {3, 2, 7, 7, 70, 2, 2, 1, 1, 0, 0, 1, 1, 1, true},      /* 2 channels, 70 outputs (3 tiles) */
     };
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++)
         conv_case(&cfgs[i]);
-    conv_relu_case();
+    conv_relu_case(8, 16, 14, 32);
+    conv_relu_case(8, 1, 28, 32); /* the forward with bias and ReLU in the implicit product */
 }
 
 typedef enum { POOL_MAX, POOL_AVG, POOL_ADAPTIVE } pool_kind;

@@ -26,6 +26,14 @@ anvil_status anvil_cpu_matmul(const anvil_exec *ex, const anvil_step *s)
                 (blasint)M, (blasint)N, (blasint)K, 1.0f, (const float *)s->in[0],
                 (blasint)acols, (const float *)s->in[1], (blasint)bcols, 0.0f,
                 (float *)s->out, (blasint)N);
+    if (s->node->n_in == 3) { /* the fused ReLU backward (graph/fuse.c) */
+        const float *mk = (const float *)s->in[2];
+        float *y = (float *)s->out;
+        int64_t total = M * N;
+#pragma omp parallel for if (total >= CPU_PAR_MIN) schedule(static)
+        for (int64_t i = 0; i < total; i++)
+            y[i] = mk[i] > 0.0f ? y[i] : 0.0f;
+    }
     return ANVIL_OK;
 }
 

@@ -24,6 +24,7 @@ typedef struct {
     const float *bias; /* NULL: none */
     int act;           /* fused activation (graph/fuse.c): 0 none, 1 relu, 2 gelu (tanh) */
     float beta;
+    const float *mask; /* NULL, or D-shaped: D = 0 where mask <= 0 (a fused ReLU backward) */
 } lt_gemm;
 
 static uint32_t ptr_align(const void *p)
@@ -207,6 +208,7 @@ static anvil_status simt_try(anvil_cuda_ctx *c, const lt_gemm *g, bool *used)
     k.beta = g->beta;
     k.bias = g->bias;
     k.act = g->act;
+    k.mask = g->mask;
     anvil_simt_plan p = anvil_simt_choose(k.m, k.n, k.k, c->sm_count);
     int bm, bn;
     anvil_simt_tile(p.cfg, &bm, &bn);
@@ -221,16 +223,36 @@ static anvil_status simt_try(anvil_cuda_ctx *c, const lt_gemm *g, bool *used)
     return anvil_cuda_launched(c, "simt_gemm");
 }
 
+/* The fused ReLU backward after a cuBLASLt product: d = 0 where mask <= 0, in place. */
+static __global__ void mask_kernel(float *d, const float *__restrict__ mask, int64_t total)
+{
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
+        d[i] = mask[i] > 0.0f ? d[i] : 0.0f;
+}
+
+static anvil_status gemm_unmasked(anvil_cuda_ctx *c, lt_gemm *g, const char *opname);
+
 static anvil_status gemm(anvil_cuda_ctx *c, lt_gemm *g, const char *opname)
 {
     if (g->m == 0 || g->n == 0)
         return ANVIL_OK;
-    if (g->k == 0) /* an empty sum: just the bias (or zeros) */
-        return init_bias(c, g->D, g->bias, g->m, g->n);
     bool used = false;
-    ANVIL_TRY(simt_try(c, g, &used));
+    if (g->k > 0)
+        ANVIL_TRY(simt_try(c, g, &used)); /* applies the mask itself */
     if (used)
         return ANVIL_OK;
+    ANVIL_TRY(gemm_unmasked(c, g, opname));
+    if (!g->mask)
+        return ANVIL_OK;
+    mask_kernel<<<anvil_cuda_blocks(g->m * g->n, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
+        g->D, g->mask, g->m * g->n);
+    return anvil_cuda_launched(c, "matmul (ReLU mask)");
+}
+
+static anvil_status gemm_unmasked(anvil_cuda_ctx *c, lt_gemm *g, const char *opname)
+{
+    if (g->k == 0) /* an empty sum: just the bias (or zeros) */
+        return init_bias(c, g->D, g->bias, g->m, g->n);
     bool no_algo = false;
     anvil_status s = lt_run(c, g, true, opname, &no_algo);
     if (s == ANVIL_OK || !(no_algo && (g->bias || g->act)))
@@ -293,6 +315,7 @@ ANVIL_CUDA_KERNEL(matmul)
     g.bias = NULL;
     g.act = 0;
     g.beta = 0.0f;
+    g.mask = s->node->n_in >= 3 ? (const float *)s->in[2] : NULL; /* a fused ReLU backward */
     if (g.lda < 1)
         g.lda = 1;
     if (g.ldb < 1)

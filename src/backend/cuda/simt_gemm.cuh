@@ -54,6 +54,24 @@ static __device__ __forceinline__ float anvil_simt_act(float v, int act)
     return v;
 }
 
+/* The epilogue, for output (i, j) with sum v. */
+static __device__ __forceinline__ void anvil_simt_finish(const anvil_simt_gemm &g, int i, int j, float v)
+{
+    if (i < g.m) {
+        int64_t o = i + (int64_t)j * g.ldd;
+        if (g.beta != 0.0f)
+            v += g.beta * g.D[o];
+        if (g.bias)
+            v += g.bias[i];
+        v = anvil_simt_act(v, g.act);
+        if (g.mask && !(g.mask[o] > 0.0f))
+            v = 0.0f;
+        g.D[o] = v;
+    } else if (i == g.m && g.rowsum) {
+        g.rowsum[j] = v;
+    }
+}
+
 /* Where a block's operand tiles come from.  A source fills the thread's RA values of the
  * A tile (BK x BM, As[kk][i]) and RB of the B tile (BK x BN, Bs[kk][j]) for the K range
  * [k0, k0 + BK) clipped to ke, zeros outside; prepare() runs once per thread first.
@@ -108,6 +126,7 @@ struct anvil_simt_dense_src {
             rb[r] = gk < ke && gj < n ? (TB ? B[gj + (int64_t)gk * ldb] : B[gk + (int64_t)gj * ldb]) : 0.0f;
         }
     }
+    __device__ void finish(const anvil_simt_gemm &g, int i, int j, float v) const { anvil_simt_finish(g, i, j, v); }
 };
 
 /* conv_wgrad_src: a convolution's weight gradient as an implicit product, nothing staged.
@@ -166,25 +185,74 @@ struct anvil_simt_conv_wgrad_src {
         for (int r = 0; r < RB; r++)
             rb[r] = in && yoff[r] >= 0 ? dyn[yoff[r]] : 0.0f;
     }
+    __device__ void finish(const anvil_simt_gemm &g, int i, int j, float v) const { anvil_simt_finish(g, i, j, v); }
 };
 
-/* The epilogue, for output (i, j) with sum v. */
-static __device__ __forceinline__ void anvil_simt_finish(const anvil_simt_gemm &g, int i, int j, float v)
-{
-    if (i < g.m) {
-        int64_t o = i + (int64_t)j * g.ldd;
-        if (g.beta != 0.0f)
-            v += g.beta * g.D[o];
-        if (g.bias)
-            v += g.bias[i];
-        v = anvil_simt_act(v, g.act);
-        if (g.mask && !(g.mask[o] > 0.0f))
-            v = 0.0f;
-        g.D[o] = v;
-    } else if (i == g.m && g.rowsum) {
-        g.rowsum[j] = v;
+/* conv_fwd_src: a convolution's forward pass as an implicit product, for layers whose
+ * reduction is at most one K slice (C*kh*kw <= 16: a first layer on one or two channels),
+ * where cuDNN's kernel plus the bias+ReLU pass took 22 µs on the cnn's first layer: for x
+ * [N,C,H,W], w [O,C,kh,kw] (ungrouped), y [N,O,OH,OW] = act(A B + bias) with A(pos, tap) =
+ * x at the tap's input position for output position pos = (n, oh, ow), B(tap, o) = w[o,
+ * tap]; M = N*OH*OW positions (the fast index of y), N = O, K = C*kh*kw.  The epilogue
+ * writes y in NCHW (bias per output channel, ReLU when fused). */
+template <int BM, int BN>
+struct anvil_simt_conv_fwd_src {
+    static constexpr int BK = ANVIL_SIMT_BK, NT = ANVIL_SIMT_THREADS, RA = BK * BM / NT, RB = BK * BN / NT;
+    const float *x, *w, *bias;
+    float *y;
+    int C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, positions, act, K;
+    const float *xn; /* this thread's position: its sample's x, top-left input row/column */
+    int ih, iw;
+    bool valid;
+    __device__ void prepare(int tid, int i0, int)
+    {
+        int pos = i0 + tid % BM, hw = OH * OW;
+        valid = pos < positions;
+        int n = valid ? pos / hw : 0, p = valid ? pos - n * hw : 0, oh = p / OW, ow = p - oh * OW;
+        xn = x + (int64_t)n * C * H * W;
+        ih = oh * sh - ph;
+        iw = ow * sw - pw;
     }
-}
+    __device__ void a_at(int tid, int r, int *i, int *kk) const
+    {
+        *i = tid % BM;
+        *kk = tid / BM + r * (NT / BM);
+    }
+    __device__ void b_at(int tid, int r, int *kk, int *j) const
+    {
+        *kk = tid % BK;
+        *j = tid / BK + r * (NT / BK);
+    }
+    __device__ void load(int tid, int, int j0, int k0, int ke, float *ra, float *rb) const
+    {
+        const int taps = kh * kw;
+#pragma unroll
+        for (int r = 0; r < RA; r++) {
+            int i, kk;
+            a_at(tid, r, &i, &kk);
+            int t = k0 + kk, c = t / taps, q = t - c * taps, ki = q / kw, kj = q - ki * kw;
+            int h = ih + ki * dh, wc = iw + kj * dw;
+            ra[r] = valid && t < ke && h >= 0 && h < H && wc >= 0 && wc < W ? xn[(c * H + h) * W + wc] : 0.0f;
+        }
+#pragma unroll
+        for (int r = 0; r < RB; r++) {
+            int kk, j;
+            b_at(tid, r, &kk, &j);
+            int t = k0 + kk, o = j0 + j;
+            rb[r] = t < ke && o < O ? w[(int64_t)o * K + t] : 0.0f;
+        }
+    }
+    __device__ void finish(const anvil_simt_gemm &, int i, int j, float v) const
+    {
+        if (i >= positions || j >= O)
+            return;
+        if (bias)
+            v += bias[j];
+        v = anvil_simt_act(v, act);
+        int hw = OH * OW, n = i / hw, p = i - n * hw;
+        y[((int64_t)n * O + j) * hw + p] = v;
+    }
+};
 
 /* One block: the tile (blockIdx.x over m, blockIdx.y over n) of split blockIdx.z.  With
  * several splits, each parks its partial tile in ws ([split][tile][thread][TM*TN]); with
@@ -305,7 +373,7 @@ static __global__ void __launch_bounds__(ANVIL_SIMT_THREADS)
             continue;
 #pragma unroll
         for (int x = 0; x < TM; x++)
-            anvil_simt_finish(g, i0 + tx * TM + x, j, acc[x][y]);
+            src.finish(g, i0 + tx * TM + x, j, acc[x][y]);
     }
 }
 

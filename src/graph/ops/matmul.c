@@ -51,6 +51,14 @@ static anvil_status matmul_infer(const anvil_graph *g, anvil_node *n)
         n->shape[1] = bcols;
     }
     n->dtype = ANVIL_F32;
+    if (n->n_in == 3) { /* the fused ReLU backward's mask (graph/fuse.c): the result's shape */
+        const anvil_node *mk = IN(g, n, 2);
+        bool same = mk->ndim == n->ndim && mk->dtype == ANVIL_F32;
+        for (int i = 0; same && i < n->ndim; i++)
+            same = mk->shape[i] == n->shape[i];
+        if (!same)
+            return anvil_fail(ANVIL_ERR_SHAPE, "matmul: mask %s is not the product's shape", SHAPE_STR(sa, mk));
+    }
     return ANVIL_OK;
 }
 
@@ -90,7 +98,7 @@ anvil_value anvil_matmul(anvil_graph *g, anvil_value a, anvil_value b, bool tran
     return anvil_graph_add(g, &n);
 }
 
-const anvil_opdef anvil_opdef_matmul = {"matmul", 2, 2, 0, matmul_infer, matmul_vjp};
+const anvil_opdef anvil_opdef_matmul = {"matmul", 2, 3, 0, matmul_infer, matmul_vjp};
 
 static anvil_status linear_infer(const anvil_graph *g, anvil_node *n)
 {
