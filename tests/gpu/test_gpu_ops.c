@@ -910,7 +910,7 @@ static void test_conv2d(void **state)
         {4, 64, 16, 16, 128, 1, 1, 2, 2, 0, 0, 1, 1, 1, false},
         /* a small weight gradient (64 x 27) over 8192 positions (like ResNet-18's stem) */
         {8, 3, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},
-        /* C*kh*kw <= 16: the forward as the own implicit product (conv.cu fwd_implicit) */
+        /* C*kh*kw <= 16: the forward as one direct kernel with bias+ReLU (conv.cu fwd_direct) */
         {4, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},    /* the cnn's first layer */
         {2, 1, 11, 9, 5, 3, 3, 2, 2, 1, 0, 1, 1, 1, false},     /* stride 2, asymmetric padding */
         {2, 1, 12, 12, 4, 3, 3, 1, 1, 2, 2, 2, 2, 1, true},     /* dilation 2 */
@@ -919,7 +919,7 @@ static void test_conv2d(void **state)
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++)
         conv_case(&cfgs[i]);
     conv_relu_case(8, 16, 14, 32);
-    conv_relu_case(8, 1, 28, 32); /* the forward with bias and ReLU in the implicit product */
+    conv_relu_case(8, 1, 28, 32); /* the direct short-reduction forward with bias and ReLU */
 }
 
 typedef enum { POOL_MAX, POOL_AVG, POOL_ADAPTIVE } pool_kind;

@@ -318,52 +318,89 @@ static __global__ void bias_act_kernel(float *y, const float *__restrict__ b, I 
     }
 }
 
-/* A forward pass with a reduction of at most one K slice (C*kh*kw <= 16, ungrouped: the
- * cnn's first layer) as simt_gemm.cuh's implicit product, bias and ReLU in its epilogue:
- * one kernel writing y once, instead of cuDNN's kernel and the bias+ReLU pass over y
- * (14 + 8 µs on the cnn).  ANVIL_ERR_UNSUPPORTED (nothing launched) for other layers or
- * with ANVIL_SIMT_GEMM=0; no workspace. */
-static anvil_status fwd_implicit(anvil_cuda_ctx *c, const anvil_node *x, const anvil_node *w, const anvil_node *y,
-                                 const int *ia, bool bias, const void *const *in, void *out, conv_ws ws)
+/* A forward pass with a short reduction (C*kh*kw <= FWD_DIRECT_TAPS, ungrouped: the cnn's
+ * first layer, 1 x 3x3) as one direct kernel with bias and ReLU: a thread per output
+ * position keeps its input taps in registers and writes every output channel (a warp's
+ * stores: 32 consecutive positions of one channel), the weights and bias in shared memory
+ * read as broadcasts.  Replaces cuDNN's kernel plus the bias+ReLU pass over y (14 + 8 µs on
+ * the cnn).  ANVIL_ERR_UNSUPPORTED (nothing launched) for other layers or with
+ * ANVIL_SIMT_GEMM=0; no workspace.  y = act(sum over taps in order + bias). */
+#define FWD_DIRECT_TAPS 16
+#define FWD_DIRECT_SMEM_FLOATS 12288
+
+typedef struct {
+    int C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, positions, taps;
+} fwd_geom;
+
+static __global__ void __launch_bounds__(256) conv_fwd_direct(fwd_geom q, const float *__restrict__ x,
+                                                              const float *__restrict__ w,
+                                                              const float *__restrict__ b, float *y, bool relu)
+{
+    extern __shared__ float sw_[]; /* O*taps weights, then O biases */
+    for (int i = threadIdx.x; i < q.O * q.taps; i += blockDim.x)
+        sw_[i] = w[i];
+    for (int i = threadIdx.x; i < q.O; i += blockDim.x)
+        sw_[q.O * q.taps + i] = b ? b[i] : 0.0f;
+    __syncthreads();
+    const int hw = q.OH * q.OW, kk = q.kh * q.kw;
+    for (int pos = blockIdx.x * blockDim.x + threadIdx.x; pos < q.positions; pos += gridDim.x * blockDim.x) {
+        int n = pos / hw, p = pos - n * hw, oh = p / q.OW, ow = p - oh * q.OW;
+        const float *xn = x + (int64_t)n * q.C * q.H * q.W;
+        float xv[FWD_DIRECT_TAPS];
+#pragma unroll
+        for (int t = 0; t < FWD_DIRECT_TAPS; t++) {
+            float v = 0.0f;
+            if (t < q.taps) {
+                int c = t / kk, r = t - c * kk, ki = r / q.kw, kj = r - ki * q.kw;
+                int h = oh * q.sh - q.ph + ki * q.dh, wc = ow * q.sw - q.pw + kj * q.dw;
+                if (h >= 0 && h < q.H && wc >= 0 && wc < q.W)
+                    v = xn[(c * q.H + h) * q.W + wc];
+            }
+            xv[t] = v;
+        }
+        float *yn = y + (int64_t)n * q.O * hw + p;
+        for (int o = 0; o < q.O; o++) {
+            const float *wo = sw_ + o * q.taps;
+            float acc = 0.0f;
+#pragma unroll
+            for (int t = 0; t < FWD_DIRECT_TAPS; t++)
+                if (t < q.taps)
+                    acc = fmaf(wo[t], xv[t], acc);
+            acc += sw_[q.O * q.taps + o];
+            yn[(int64_t)o * hw] = relu && !(acc > 0.0f) ? 0.0f : acc;
+        }
+    }
+}
+
+static anvil_status fwd_direct(anvil_cuda_ctx *c, const anvil_node *x, const anvil_node *w, const anvil_node *y,
+                               const int *ia, bool bias, const void *const *in, void *out, conv_ws ws)
 {
     const char *e = getenv("ANVIL_SIMT_GEMM");
-    int64_t C = x->shape[1], taps = C * w->shape[2] * w->shape[3];
+    int64_t C = x->shape[1], O = y->shape[1], taps = C * w->shape[2] * w->shape[3];
     int64_t positions = y->shape[0] * y->shape[2] * y->shape[3];
-    if ((e && strcmp(e, "0") == 0) || w->shape[1] != C || taps > ANVIL_SIMT_BK || taps < 1 || positions < 1 ||
-        !fits_int(x) || !fits_int(y) || positions / 64 >= 65535 * 64)
+    if ((e && strcmp(e, "0") == 0) || w->shape[1] != C || taps > FWD_DIRECT_TAPS || taps < 1 || positions < 1 ||
+        O * (taps + 1) > FWD_DIRECT_SMEM_FLOATS || !fits_int(x) || !fits_int(y))
         return ANVIL_ERR_UNSUPPORTED;
     if (ws.plan) {
         *ws.plan = 0;
         return ANVIL_OK;
     }
-    anvil_simt_conv_fwd_src<64, 32> src;
-    memset(&src, 0, sizeof src);
-    src.x = (const float *)in[0];
-    src.w = (const float *)in[1];
-    src.bias = bias ? (const float *)in[2] : NULL;
-    src.y = (float *)out;
-    src.C = (int)C, src.H = (int)x->shape[2], src.W = (int)x->shape[3], src.O = (int)y->shape[1];
-    src.OH = (int)y->shape[2], src.OW = (int)y->shape[3], src.kh = (int)w->shape[2], src.kw = (int)w->shape[3];
-    src.sh = ia[0], src.sw = ia[1], src.ph = ia[2], src.pw = ia[3], src.dh = ia[4], src.dw = ia[5];
-    src.positions = (int)positions;
-    src.act = ia[6] == 1 ? 1 : 0;
-    src.K = (int)taps;
-    anvil_simt_gemm g;
-    memset(&g, 0, sizeof g);
-    g.m = (int)positions;
-    g.n = src.O;
-    g.k = (int)taps;
-    cudaError_t ce = anvil_simt_launch_src<64, 32, 4, 2>(src, &g, 1, NULL, NULL, c->stream);
-    if (ce != cudaSuccess)
-        return anvil_cuda_fail(ce, "conv2d (implicit product)");
-    return anvil_cuda_launched(c, "conv2d (implicit product)");
+    fwd_geom q;
+    q.C = (int)C, q.H = (int)x->shape[2], q.W = (int)x->shape[3], q.O = (int)O;
+    q.OH = (int)y->shape[2], q.OW = (int)y->shape[3], q.kh = (int)w->shape[2], q.kw = (int)w->shape[3];
+    q.sh = ia[0], q.sw = ia[1], q.ph = ia[2], q.pw = ia[3], q.dh = ia[4], q.dw = ia[5];
+    q.positions = (int)positions, q.taps = (int)taps;
+    size_t smem = (size_t)(O * (taps + 1)) * sizeof(float);
+    conv_fwd_direct<<<anvil_cuda_blocks(positions, 256), 256, smem, c->stream>>>(
+        q, (const float *)in[0], (const float *)in[1], bias ? (const float *)in[2] : NULL, (float *)out, ia[6] == 1);
+    return anvil_cuda_launched(c, "conv2d (direct, short reduction)");
 }
 
 /* y = conv(x, w) (+ b), relu'd when the fusion pass set ia[6] */
 static anvil_status conv2d_run(anvil_cuda_ctx *c, const anvil_node *x, const anvil_node *w, const anvil_node *y,
                                const int *ia, bool bias, const void *const *in, void *out, conv_ws ws)
 {
-    anvil_status ri = fwd_implicit(c, x, w, y, ia, bias, in, out, ws);
+    anvil_status ri = fwd_direct(c, x, w, y, ia, bias, in, out, ws);
     if (ri != ANVIL_ERR_UNSUPPORTED)
         return ri;
     dnn_conv dd, *d = &dd;
