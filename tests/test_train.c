@@ -174,6 +174,27 @@ static void params_equal(anvil_trainer *a, anvil_trainer *b, const char *name, b
     anvil_tensor_release(tb);
 }
 
+/* Trains m for `steps` steps on (x, y) twice: with the fusion pass (which must fuse
+ * want_fused pairs) and with ANVIL_FUSE=0; t[0], t[1] and their last losses. */
+static void train_fused_and_not(anvil_model *m, anvil_trainer_config c, anvil_tensor *x, anvil_tensor *y, int steps,
+                                int want_fused, anvil_trainer *t[2], float loss[2])
+{
+    int64_t batch = anvil_tensor_shape(x)[0];
+    for (int f = 0; f < 2; f++) {
+        if (f == 1)
+            setenv("ANVIL_FUSE", "0", 1);
+        CHECK_OK(anvil_trainer_create(&t[f], m, &c));
+        anvil_plan_stats s;
+        CHECK_OK(anvil_trainer_plan_stats(t[f], batch, &s));
+        assert_int_equal(s.fused, f == 0 ? want_fused : 0);
+        for (int i = 0; i < steps; i++)
+            CHECK_OK(anvil_train_step(t[f], x, y));
+        CHECK_OK(anvil_trainer_last_loss(t[f], &loss[f]));
+        unsetenv("ANVIL_FUSE");
+    }
+    assert_memory_equal(&loss[0], &loss[1], sizeof(float));
+}
+
 /* conv -> relu -> maxpool (kernel k, stride st, padding pd) -> flatten -> linear 3. */
 static anvil_model *conv_pool_model(int k, int st, int pd)
 {
@@ -219,21 +240,9 @@ static void test_fused_pool_relu_bitwise(void **state)
         anvil_model *m = conv_pool_model(cfg[k][0], cfg[k][1], cfg[k][2]);
         anvil_trainer *t[2];
         float loss[2];
-        for (int f = 0; f < 2; f++) {
-            if (f == 1)
-                setenv("ANVIL_FUSE", "0", 1);
-            anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 5);
-            c.optimizer.lr = 0.05f;
-            CHECK_OK(anvil_trainer_create(&t[f], m, &c));
-            anvil_plan_stats s;
-            CHECK_OK(anvil_trainer_plan_stats(t[f], 6, &s));
-            assert_int_equal(s.fused, f == 0 ? 2 : 0);
-            for (int i = 0; i < 5; i++)
-                CHECK_OK(anvil_train_step(t[f], x, y));
-            CHECK_OK(anvil_trainer_last_loss(t[f], &loss[f]));
-            unsetenv("ANVIL_FUSE");
-        }
-        assert_memory_equal(&loss[0], &loss[1], sizeof(float));
+        anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 5);
+        c.optimizer.lr = 0.05f;
+        train_fused_and_not(m, c, x, y, 5, 2, t, loss);
         params_equal(t[0], t[1], "0.weight", true);
         params_equal(t[0], t[1], "0.bias", true);
         params_equal(t[0], t[1], "4.weight", true);
@@ -245,7 +254,7 @@ static void test_fused_pool_relu_bitwise(void **state)
     anvil_tensor_release(y);
 }
 
-/* The fusion pass changes no value on the CPU: an mlp with two hidden ReLU layers (linear
+/* The fusion pass changes no value on the CPU: an mlp with a hidden ReLU layer (linear
  * + relu epilogues, dy W + ReLU backward) trains bit for bit as with ANVIL_FUSE=0. */
 static void test_fused_mlp_bitwise(void **state)
 {
@@ -255,23 +264,7 @@ static void test_fused_mlp_bitwise(void **state)
     make_blobs(32, 3, &x, &y);
     anvil_trainer *t[2];
     float loss[2];
-    for (int f = 0; f < 2; f++) {
-        if (f == 1)
-            setenv("ANVIL_FUSE", "0", 1);
-        anvil_trainer_config c = cpu_config(ANVIL_OPT_ADAM, 9);
-        CHECK_OK(anvil_trainer_create(&t[f], m, &c));
-        anvil_plan_stats s;
-        CHECK_OK(anvil_trainer_plan_stats(t[f], 32, &s));
-        if (f == 0)
-            assert_int_equal(s.fused, 2); /* linear+relu, dy W + relu backward */
-        else
-            assert_int_equal(s.fused, 0);
-        for (int i = 0; i < 8; i++)
-            CHECK_OK(anvil_train_step(t[f], x, y));
-        CHECK_OK(anvil_trainer_last_loss(t[f], &loss[f]));
-        unsetenv("ANVIL_FUSE");
-    }
-    assert_memory_equal(&loss[0], &loss[1], sizeof(float));
+    train_fused_and_not(m, cpu_config(ANVIL_OPT_ADAM, 9), x, y, 8, 2, t, loss); /* linear+relu, dy W + relu bwd */
     params_equal(t[0], t[1], "0.weight", true);
     params_equal(t[0], t[1], "2.weight", true);
     for (int f = 0; f < 2; f++)

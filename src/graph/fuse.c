@@ -90,36 +90,28 @@ int anvil_fuse(anvil_graph *g, int n_roots, const anvil_value *roots, const anvi
         g->nodes[relu[v]].op = OP_RESHAPE;
         fused++;
     }
+    /* a ReLU backward (dy, v) whose dy has no other reader: into dy's producer */
     for (int u = 0; u < n; u++) {
         anvil_node *ab = &g->nodes[u];
-        if (!needed[u] || ab->op != OP_ACT_BWD || ab->ia[0] != ACT_RELU || ab->n_in != 2)
+        if (!needed[u] || ab->op != OP_ACT_BWD || ab->ia[0] != ACT_RELU || ab->n_in != 2 ||
+            uses[ab->in[0]] != 1 || ab->in[1] == ab->in[0])
             continue;
-        anvil_node *pb = &g->nodes[ab->in[0]];
-        if (pb->op != OP_MAXPOOL2D_BWD || pb->ia[6] != 0 || uses[ab->in[0]] != 1)
-            continue;
-        /* the pool's input is relu(v), v what the ReLU backward tests: a ReLU of v, or the
-         * view of v left by the epilogue fusion above */
+        anvil_node *src = &g->nodes[ab->in[0]];
         int v = ab->in[1];
-        const anvil_node *px = &g->nodes[pb->in[1]], *pv = &g->nodes[v];
-        bool epilogue = (pv->op == OP_LINEAR && pv->ia[1] == 1) || (pv->op == OP_CONV2D && pv->ia[6] == 1);
-        bool relu_of_v = px->in[0] == v && ((px->op == OP_ACT && px->ia[0] == ACT_RELU) ||
-                                            (px->op == OP_RESHAPE && epilogue));
-        if (!relu_of_v)
+        if (src->op == OP_MAXPOOL2D_BWD && src->ia[6] == 0) {
+            /* the pool's input is relu(v): a ReLU of v, or the view of v left by the
+             * epilogue fusion above */
+            const anvil_node *px = &g->nodes[src->in[1]], *pv = &g->nodes[v];
+            bool epilogue = (pv->op == OP_LINEAR && pv->ia[1] == 1) || (pv->op == OP_CONV2D && pv->ia[6] == 1);
+            if (px->in[0] != v || !((px->op == OP_ACT && px->ia[0] == ACT_RELU) || (px->op == OP_RESHAPE && epilogue)))
+                continue;
+            src->ia[6] = 1;
+        } else if (src->op == OP_MATMUL && src->n_in == 2) {
+            src->in[2] = v;
+            src->n_in = 3;
+        } else {
             continue;
-        pb->ia[6] = 1;
-        ab->op = OP_RESHAPE;
-        ab->n_in = 1;
-        fused++;
-    }
-    for (int u = 0; u < n; u++) {
-        anvil_node *ab = &g->nodes[u];
-        if (!needed[u] || ab->op != OP_ACT_BWD || ab->ia[0] != ACT_RELU || ab->n_in != 2)
-            continue;
-        anvil_node *mm = &g->nodes[ab->in[0]];
-        if (mm->op != OP_MATMUL || mm->n_in != 2 || uses[ab->in[0]] != 1 || ab->in[1] == ab->in[0])
-            continue;
-        mm->in[2] = ab->in[1];
-        mm->n_in = 3;
+        }
         ab->op = OP_RESHAPE;
         ab->n_in = 1;
         fused++;
