@@ -18,6 +18,10 @@
  *
  * Bias (and the ReLU the fusion pass may move in): one elementwise pass over y after the
  * convolution (bias_act_kernel; cuDNN's AddTensor and a separate ReLU were two).
+ * Not everything goes through cuDNN: forwards with a short reduction run as one direct
+ * kernel (fwd_direct), data gradients as a flipped-weight forward or a product + gather,
+ * weight gradients as Anvil's implicit product (small ones), im2col + product, or a direct
+ * kernel; each section below says when and why (measurements: docs/benchmarks.md).
  * Without cuDNN at build time this file defines nothing: the CUDA backend then lacks
  * these ops and a program that needs them fails to compile naming the op. */
 #include "backend/cuda/cuda_internal.h"
@@ -375,10 +379,9 @@ static __global__ void __launch_bounds__(256) conv_fwd_direct(fwd_geom q, const 
 static anvil_status fwd_direct(anvil_cuda_ctx *c, const anvil_node *x, const anvil_node *w, const anvil_node *y,
                                const int *ia, bool bias, const void *const *in, void *out, conv_ws ws)
 {
-    const char *e = getenv("ANVIL_SIMT_GEMM");
     int64_t C = x->shape[1], O = y->shape[1], taps = C * w->shape[2] * w->shape[3];
     int64_t positions = y->shape[0] * y->shape[2] * y->shape[3];
-    if ((e && strcmp(e, "0") == 0) || w->shape[1] != C || taps > FWD_DIRECT_TAPS || taps < 1 || positions < 1 ||
+    if (anvil_cuda_simt_mode() == 0 || w->shape[1] != C || taps > FWD_DIRECT_TAPS || taps < 1 || positions < 1 ||
         O * (taps + 1) > FWD_DIRECT_SMEM_FLOATS || !fits_int(x) || !fits_int(y))
         return ANVIL_ERR_UNSUPPORTED;
     if (ws.plan) {
@@ -794,8 +797,7 @@ typedef struct {
 
 static bool wimplicit_choose(const anvil_cuda_ctx *c, const wgrad_geom &q, wimplicit_plan *p)
 {
-    const char *e = getenv("ANVIL_SIMT_GEMM");
-    if (e && strcmp(e, "0") == 0)
+    if (anvil_cuda_simt_mode() == 0)
         return false;
     int64_t ck = q.C * q.kh * q.kw, K = q.N * q.OH * q.OW;
     if (q.Cg != q.C || ck * q.O > WIMPLICIT_MAX_VALUES || K > WIMPLICIT_MAX_POSITIONS || K < 1)

@@ -88,6 +88,8 @@ size_t anvil_cuda_conv_workspace(anvil_cuda_ctx *c, const anvil_graph *g, const 
 
 /* matmul.cu: column-major D[m,n] = op(A)[m,k] op(B)[k,n] + beta D in fp32 through
  * cuBLASLt, on the current lane (for other kernels that reduce to a matrix product). */
+/* matmul.cu: ANVIL_SIMT_GEMM as 0 (Anvil's own small-shape kernels off), 1 (default) or 2 (all). */
+int anvil_cuda_simt_mode(void);
 anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
                                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *D, int64_t ldd,
                                  const char *what);

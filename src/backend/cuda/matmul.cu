@@ -160,9 +160,10 @@ static __global__ void act_epilogue_kernel(float *d, int64_t total, int act)
     }
 }
 
-/* Which products take simt_gemm.cuh's kernel instead of cuBLASLt: ANVIL_SIMT_GEMM=0 none,
- * =all every one that fits, unset the small ones (see simt_small). */
-static int simt_mode(void)
+/* Which products take simt_gemm.cuh's kernel instead of cuBLASLt: ANVIL_SIMT_GEMM=0 none
+ * (0; conv.cu's own kernels are off too), =all every one that fits (2), unset the small
+ * ones (1, see simt_small).  Read once per process. */
+extern "C" int anvil_cuda_simt_mode(void)
 {
     static int mode = -1;
     if (mode < 0) {
@@ -186,7 +187,7 @@ static bool simt_small(const lt_gemm *g)
 static anvil_status simt_try(anvil_cuda_ctx *c, const lt_gemm *g, bool *used)
 {
     *used = false;
-    int mode = simt_mode();
+    int mode = anvil_cuda_simt_mode();
     if (mode == 0 || !c->gemm_counters || (mode == 1 && !simt_small(g)))
         return ANVIL_OK;
     if (g->m >= INT_MAX || g->n >= INT_MAX || g->k >= INT_MAX || g->lda > INT_MAX || g->ldb > INT_MAX ||
