@@ -915,6 +915,16 @@ static void test_conv2d(void **state)
         {2, 1, 11, 9, 5, 3, 3, 2, 2, 1, 0, 1, 1, 1, false},     /* stride 2, asymmetric padding */
         {2, 1, 12, 12, 4, 3, 3, 1, 1, 2, 2, 2, 2, 1, true},     /* dilation 2 */
         {3, 2, 7, 7, 70, 2, 2, 1, 1, 0, 0, 1, 1, 1, true},      /* 2 channels, 70 outputs (3 tiles) */
+        /* weight gradients with <= 1024 values in register tiles (conv.cu wgrad_tiled): the
+         * cnn's first layer at full batch and beyond the implicit product's 131072
+         * positions (8 output channels per thread, 64 slices of positions per channel
+         * pair); 1 per thread in 2 slices with stride, padding and dilation differing by
+         * axis; the cnn's second layer at full batch (the implicit product) */
+        {128, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},
+        {176, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, false},
+        {4, 4, 10, 9, 24, 3, 3, 2, 1, 1, 2, 1, 2, 1, false},
+        {64, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},
+        {2, 1, 11, 9, 8, 3, 3, 2, 2, 1, 0, 1, 1, 1, false},     /* more slices than positions per stage */
     };
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++)
         conv_case(&cfgs[i]);

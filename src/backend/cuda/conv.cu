@@ -778,10 +778,11 @@ static anvil_status wgrad_direct(anvil_cuda_ctx *c, const anvil_node *dy, const 
 }
 
 /* ---- small weight gradients as an implicit product (simt_gemm.cuh's conv_wgrad_src):
- * x and dy read in place, nothing staged, the positions split over about two blocks per
- * SM and the splits' partial sums added per value in a fixed order by a second kernel.
- * For the cnn's two layers (32 x 9 and 64 x 288 values over 100k and 25k positions) this
- * replaces the direct kernel below (42 + 7 µs) and im2col + cuBLASLt (~100 µs); taken
+ * x and dy read in place, nothing staged, the positions split over 2 (or 6, below) blocks
+ * per SM and the splits' partial sums added per value in a fixed order by a second kernel.
+ * For the cnn's second layer (64 x 288 values over 25k positions; its first, 32 x 9 over
+ * 100k, goes to the register-tiled kernel after this section) this replaces im2col +
+ * cuBLASLt (~100 µs: 81 + 10 µs here) and, for the first, the direct kernel (42 + 7); taken
  * when the gradient has at most WIMPLICIT_MAX_VALUES values over at most
  * WIMPLICIT_MAX_POSITIONS positions (larger ones: measured on the cnn only; ResNet-18's
  * layers stay on the paths below).  ANVIL_SIMT_GEMM=0 turns it off. */
@@ -803,11 +804,16 @@ static bool wimplicit_choose(const anvil_cuda_ctx *c, const wgrad_geom &q, wimpl
     if (q.Cg != q.C || ck * q.O > WIMPLICIT_MAX_VALUES || K > WIMPLICIT_MAX_POSITIONS || K < 1)
         return false;
     memset(p, 0, sizeof *p);
-    p->plan.cfg = ck <= 32 ? ANVIL_SIMT_32x32 : ANVIL_SIMT_64x64;
+    /* ck not a multiple of 64 (the cnn's 288): 32-row tiles waste no rows, and with ~6
+     * blocks per SM the step was 0.2548 ms vs 0.2628 with 64x64 tiles at 2 per SM (64x64
+     * at 6 per SM: 0.2706; 32x64 at 2, 4, 8, 12: 0.2961, 0.2602, 0.2549, 0.2596) */
+    const bool rows32 = ck > 32 && ck % 64 != 0 && ck % 32 == 0;
+    p->plan.cfg = ck <= 32 ? ANVIL_SIMT_32x32 : rows32 ? ANVIL_SIMT_32x64 : ANVIL_SIMT_64x64;
     int bm, bn;
     anvil_simt_tile(p->plan.cfg, &bm, &bn);
     int64_t tiles = ((ck + bm - 1) / bm) * ((q.O + bn - 1) / bn);
-    int64_t splits = (2 * (int64_t)(c->sm_count > 0 ? c->sm_count : 132) + tiles - 1) / tiles;
+    int64_t per_sm = rows32 ? 6 : 2;
+    int64_t splits = (per_sm * (int64_t)(c->sm_count > 0 ? c->sm_count : 132) + tiles - 1) / tiles;
     int64_t kmax = (K + 63) / 64;
     splits = splits < kmax ? splits : kmax;
     splits = splits < WIMPLICIT_MAX_SPLITS ? splits : WIMPLICIT_MAX_SPLITS;
@@ -851,12 +857,269 @@ static anvil_status wgrad_implicit(anvil_cuda_ctx *c, const anvil_node *dy, cons
     } while (0)
     if (p.plan.cfg == ANVIL_SIMT_32x32)
         WIMPLICIT_LAUNCH(32, 32, 2, 2);
+    else if (p.plan.cfg == ANVIL_SIMT_32x64)
+        WIMPLICIT_LAUNCH(32, 64, 2, 4);
     else
         WIMPLICIT_LAUNCH(64, 64, 4, 4);
 #undef WIMPLICIT_LAUNCH
     if (e != cudaSuccess)
         return anvil_cuda_fail(e, "conv2d_bwd_filter (implicit product)");
     return anvil_cuda_launched(c, "conv2d_bwd_filter (implicit product)");
+}
+
+/* ---- weight gradients with few values over many positions, with register tiles (the
+ * cnn's first layer: 32 x 1x3x3 over 100k positions).  The implicit product above
+ * re-derives each operand's input coordinates per element (26.6 + 4.8 µs there, ncu), the
+ * direct kernel stages one row at a time (42 µs).  Here 2 blocks per SM each take a
+ * contiguous range of output rows (n, oh) and stage up to q.rows of them at a time (never
+ * across samples) in shared memory with cp.async: per output channel its dy rows (one
+ * contiguous run: a warp per channel, coalesced, every copy in flight at once), per input
+ * channel the input rows its taps read, zero-filled outside x (so the inner loop has no
+ * bounds checks).  Every thread owns TO output channels x kh*kw taps of one input channel
+ * in registers: per position TO dy values and kh*kw x values feed TO*kh*kw multiply-adds.
+ * The positions are split over `slices` threads per channel pair, added by a fixed
+ * shuffle tree within a warp and then in warp order; the blocks' partial dW go to the
+ * workspace and wtile_sum adds them in block order (coalesced: 32 values x 32 block slices
+ * per block): deterministic, a function of the shapes only.  On the cnn: 13.9 + 3.8 µs.
+ * Taken for at most WTILE_MAX_VALUES values, kh*kw <= WTILE_KK, ungrouped; ANVIL_SIMT_GEMM=0
+ * turns it off.  Tried for the second layer (64 x 32x3x3 over 25k): 84.5 + 6.3 µs, no
+ * faster than the implicit product there, and with one block per SM for its whole run it
+ * slowed the step (0.2747 vs 0.2622 ms), so larger gradients keep the paths below. */
+#define WTILE_MAX_VALUES 1024
+#define WTILE_KK 9
+#define WTILE_THREADS 256
+#define WTILE_SMEM_FLOATS 12288 /* 48 KB: no opt-in needed */
+
+typedef struct {
+    int N, C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw;
+    int kk, WP, HR, CS, OSTR, rows, pairs, slices, outs, to;
+} wtile_geom;
+
+/* one float global -> shared without a register round trip (cp.async, sm_80+): a
+ * thread's copies are all in flight at once (a load-then-store loop waited out one
+ * latency per row: 40 of the first version's 111 µs on the cnn's second layer); a
+ * false `valid` writes a zero and reads nothing */
+static __device__ __forceinline__ void wtile_copy(float *dst, const float *src, bool valid)
+{
+    unsigned int d = (unsigned int)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 4 : 0) : "memory");
+}
+
+template <int TO>
+static __global__ void __launch_bounds__(WTILE_THREADS) wtile_partials(wtile_geom q, const float *__restrict__ x,
+                                                                       const float *__restrict__ dy, float *part)
+{
+    extern __shared__ float sm[]; /* dy [O][OSTR] (rows x OW each), then x [C][CS] (HR x WP each) */
+    float *dys = sm, *xs = sm + q.O * q.OSTR;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
+    const int pair = tid % q.pairs, slice = tid / q.pairs, slices = q.slices;
+    const bool active = slice < slices;
+    const int c = pair % q.C, o0 = (pair / q.C) * TO, OW = q.OW, WP = q.WP;
+    /* taps past kk read tap 0 again: no guards in the loop, their sums are never stored */
+    int toff[WTILE_KK];
+#pragma unroll
+    for (int t = 0; t < WTILE_KK; t++) {
+        int tt = t < q.kk ? t : 0, i = tt / q.kw, j = tt - i * q.kw;
+        toff[t] = i * q.dh * WP + j * q.dw;
+    }
+    /* a slice steps slices positions at a time: sr rows and sw columns, then one wrap */
+    const int sr = slices / OW, sc = slices - sr * OW;
+    const int xstep = sr * q.sh * WP + sc * q.sw, xwrap = q.sh * WP - OW * q.sw;
+    float acc[TO][WTILE_KK];
+#pragma unroll
+    for (int k = 0; k < TO; k++)
+#pragma unroll
+        for (int t = 0; t < WTILE_KK; t++)
+            acc[k][t] = 0.0f;
+    const int total = q.N * q.OH;
+    const int r0 = (int)((int64_t)total * blockIdx.x / gridDim.x), r1 = (int)((int64_t)total * (blockIdx.x + 1) / gridDim.x);
+    for (int s0 = r0; s0 < r1;) {
+        const int n = s0 / q.OH, oh0 = s0 - n * q.OH;
+        int nr = r1 - s0 < q.rows ? r1 - s0 : q.rows;
+        nr = q.OH - oh0 < nr ? q.OH - oh0 : nr;
+        const int len = nr * OW, hr = (nr - 1) * q.sh + (q.kh - 1) * q.dh + 1, h0 = oh0 * q.sh - q.ph;
+        __syncthreads(); /* the previous stage's reads are done */
+        for (int o = warp; o < q.O; o += warps) {
+            const float *src = dy + (((int64_t)n * q.O + o) * q.OH + oh0) * OW;
+            for (int k = lane; k < len; k += 32)
+                wtile_copy(dys + o * q.OSTR + k, src + k, true);
+        }
+        for (int row = warp; row < q.C * hr; row += warps) {
+            const int cc = row / hr, i = row - cc * hr, h = h0 + i;
+            const bool hin = h >= 0 && h < q.H;
+            const float *src = hin ? x + (((int64_t)n * q.C + cc) * q.H + h) * q.W - q.pw : x;
+            float *d = xs + cc * q.CS + i * WP;
+            for (int wq = lane; wq < WP; wq += 32) {
+                const int w = wq - q.pw;
+                const bool in = hin && w >= 0 && w < q.W;
+                wtile_copy(d + wq, in ? src + wq : x, in);
+            }
+        }
+        asm volatile("cp.async.wait_all;\n" ::: "memory");
+        __syncthreads();
+        s0 += nr;
+        if (!active || slice >= len)
+            continue;
+        int r = slice / OW, ow = slice - r * OW;
+        const float *xr = xs + c * q.CS + r * q.sh * WP + ow * q.sw;
+        const float *dr = dys + o0 * q.OSTR + slice;
+        for (int p = slice; p < len; p += slices) {
+            float xv[WTILE_KK];
+#pragma unroll
+            for (int t = 0; t < WTILE_KK; t++)
+                xv[t] = xr[toff[t]];
+#pragma unroll
+            for (int k = 0; k < TO; k++) {
+                const float d = dr[k * q.OSTR];
+#pragma unroll
+                for (int t = 0; t < WTILE_KK; t++)
+                    acc[k][t] = __fmaf_rn(d, xv[t], acc[k][t]);
+            }
+            dr += slices;
+            xr += xstep;
+            ow += sc;
+            if (ow >= OW) {
+                ow -= OW;
+                xr += xwrap;
+            }
+        }
+    }
+    /* the slices' sums: first across the slices within a warp (fixed shuffle tree), then
+     * the warps' in warp order */
+#pragma unroll
+    for (int b = 0; b < 5; b++) /* offsets pairs, 2 pairs, ... 16: unrolled, a uniform test */
+        if ((1 << b) >= q.pairs && q.pairs < 32)
+#pragma unroll
+            for (int k = 0; k < TO; k++)
+#pragma unroll
+                for (int t = 0; t < WTILE_KK; t++)
+                    acc[k][t] = __fadd_rn(acc[k][t], __shfl_xor_sync(0xffffffffu, acc[k][t], 1 << b));
+    const int groups = q.pairs < 32 ? slices * q.pairs / 32 : slices; /* partial sets left */
+    const int group = q.pairs < 32 ? warp : slice;
+    const bool writer = active && (q.pairs >= 32 || lane < q.pairs);
+    float *dst = part + (int64_t)blockIdx.x * q.outs;
+    if (groups > 1) {
+        __syncthreads();
+        dst = sm + group * q.outs;
+    }
+    if (writer)
+#pragma unroll
+        for (int k = 0; k < TO; k++)
+#pragma unroll
+            for (int t = 0; t < WTILE_KK; t++)
+                if (t < q.kk)
+                    dst[((o0 + k) * q.C + c) * q.kk + t] = acc[k][t];
+    if (groups > 1) {
+        __syncthreads();
+        for (int e = tid; e < q.outs; e += blockDim.x) {
+            float a = sm[e];
+            for (int g = 1; g < groups; g++)
+                a = __fadd_rn(a, sm[g * q.outs + e]);
+            part[(int64_t)blockIdx.x * q.outs + e] = a;
+        }
+    }
+}
+
+/* dw[v] = sum over blocks p of part[p][v], in p order per slice (p = s, s+32, ...) and
+ * then the 32 slices in order: threads (32 values, 32 slices), reads coalesced along v. */
+static __global__ void __launch_bounds__(1024) wtile_sum(const float *__restrict__ part, float *dw, int outs, int P)
+{
+    __shared__ float s[32][33];
+    const int v = blockIdx.x * 32 + threadIdx.x, sl = threadIdx.y;
+    float a = 0.0f;
+    if (v < outs)
+        for (int p = sl; p < P; p += 32)
+            a = __fadd_rn(a, part[(int64_t)p * outs + v]);
+    s[sl][threadIdx.x] = a;
+    __syncthreads();
+    if (sl == 0 && v < outs) {
+        float t = s[0][threadIdx.x];
+        for (int k = 1; k < 32; k++)
+            t = __fadd_rn(t, s[k][threadIdx.x]);
+        dw[v] = t;
+    }
+}
+
+/* TO (output channels per thread): the largest of 8, 4, 2, 1 dividing O with at most
+ * WTILE_THREADS channel pairs (C * O/TO), a number that divides or is a multiple of a warp
+ * (so a warp's slices reduce by shuffles); more channels per thread amortize the x loads
+ * and the loop over more multiply-adds. */
+static bool wtile_choose(const anvil_cuda_ctx *c, const wgrad_geom &g, wtile_geom *q, int *blocks, size_t *smem)
+{
+    if (anvil_cuda_simt_mode() == 0 || g.Cg != g.C)
+        return false;
+    int64_t kk = g.kh * g.kw, outs = g.O * g.C * kk, positions = g.N * g.OH * g.OW;
+    if (kk > WTILE_KK || outs > WTILE_MAX_VALUES || positions < 1)
+        return false;
+    int to = 0;
+    int64_t pairs = 0;
+    for (int t = 8; t >= 1 && !to; t /= 2) {
+        pairs = g.C * (g.O / t);
+        if (g.O % t == 0 && pairs <= WTILE_THREADS && (32 % pairs == 0 || pairs % 32 == 0))
+            to = t;
+    }
+    if (!to)
+        return false;
+    memset(q, 0, sizeof *q);
+    q->N = (int)g.N, q->C = (int)g.C, q->H = (int)g.H, q->W = (int)g.W, q->O = (int)g.O;
+    q->OH = (int)g.OH, q->OW = (int)g.OW, q->kh = (int)g.kh, q->kw = (int)g.kw;
+    q->sh = (int)g.sh, q->sw = (int)g.sw, q->ph = (int)g.ph, q->pw = (int)g.pw, q->dh = (int)g.dh, q->dw = (int)g.dw;
+    q->kk = (int)kk, q->to = to, q->pairs = (int)pairs, q->outs = (int)outs;
+    q->slices = (int)(WTILE_THREADS / pairs);
+    q->WP = (int)((g.OW - 1) * g.sw + (g.kw - 1) * g.dw + 1);
+    /* the most output rows per stage (within a sample) whose dy and x rows fit; odd channel
+     * strides, so that lanes that differ in o (or c) hit distinct banks */
+    int64_t rows = 0, st = 0;
+    for (int64_t r = 1; r <= g.OH; r++) {
+        int64_t hr = (r - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+        int64_t need = g.O * ((r * g.OW) | 1) + g.C * ((hr * q->WP) | 1);
+        if (need > WTILE_SMEM_FLOATS)
+            break;
+        rows = r, st = need;
+        q->OSTR = (int)((r * g.OW) | 1), q->HR = (int)hr, q->CS = (int)((hr * q->WP) | 1);
+    }
+    int64_t groups = pairs < 32 ? WTILE_THREADS / 32 : q->slices; /* partial sets after the shuffles */
+    if (rows < 1 || (groups > 1 && groups * outs > WTILE_SMEM_FLOATS))
+        return false;
+    q->rows = (int)rows;
+    int64_t total = g.N * g.OH, sm = c->sm_count > 0 ? c->sm_count : 132;
+    int64_t p = 2 * sm; /* 2 blocks per SM fit (registers); 4 were slower (two waves) */
+    *blocks = (int)(p < total ? p : total);
+    size_t red = groups > 1 ? (size_t)groups * (size_t)outs : 0;
+    *smem = ((size_t)st > red ? (size_t)st : red) * sizeof(float);
+    return true;
+}
+
+static anvil_status wgrad_tiled(anvil_cuda_ctx *c, const anvil_node *dy, const anvil_node *x, const anvil_node *w,
+                                const int *a, const void *const *in, void *out, conv_ws ws)
+{
+    if (!fits_int(x) || !fits_int(dy) || w->shape[1] <= 0)
+        return ANVIL_ERR_UNSUPPORTED;
+    wgrad_geom g = staging_geom(dy, x, w, a);
+    wtile_geom q;
+    int P;
+    size_t smem;
+    if (!wtile_choose(c, g, &q, &P, &smem))
+        return ANVIL_ERR_UNSUPPORTED;
+    size_t need = (size_t)P * (size_t)q.outs * sizeof(float);
+    if (ws.plan) {
+        *ws.plan = need;
+        return ANVIL_OK;
+    }
+    if (ws.bytes < need)
+        return anvil_fail(ANVIL_ERR_STATE, "conv2d_bwd_filter: the step has %zu bytes of workspace, not the %zu planned",
+                          ws.bytes, need);
+    float *part = (float *)ws.p;
+    const float *xp = (const float *)in[1], *dyp = (const float *)in[0];
+    switch (q.to) {
+    case 8: wtile_partials<8><<<P, WTILE_THREADS, smem, c->stream>>>(q, xp, dyp, part); break;
+    case 4: wtile_partials<4><<<P, WTILE_THREADS, smem, c->stream>>>(q, xp, dyp, part); break;
+    case 2: wtile_partials<2><<<P, WTILE_THREADS, smem, c->stream>>>(q, xp, dyp, part); break;
+    default: wtile_partials<1><<<P, WTILE_THREADS, smem, c->stream>>>(q, xp, dyp, part); break;
+    }
+    ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (register tiles)"));
+    wtile_sum<<<(unsigned int)((q.outs + 31) / 32), dim3(32, 32), 0, c->stream>>>(part, (float *)out, q.outs, P);
+    return anvil_cuda_launched(c, "conv2d_bwd_filter (register tiles, sum)");
 }
 
 /* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) when one sample's staging exceeds
@@ -994,6 +1257,9 @@ static anvil_status conv2d_bwd_filter_run(anvil_cuda_ctx *c, const anvil_node *d
             if (rc != ANVIL_ERR_UNSUPPORTED)
                 goto done;
         }
+        rc = wgrad_tiled(c, dy, x, w, ia, in, out, ws); /* few values, many positions */
+        if (rc != ANVIL_ERR_UNSUPPORTED)
+            goto done;
         rc = wgrad_implicit(c, dy, x, w, ia, in, out, ws);
         if (rc != ANVIL_ERR_UNSUPPORTED)
             goto done;
