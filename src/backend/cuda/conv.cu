@@ -20,8 +20,9 @@
  * convolution (bias_act_kernel; cuDNN's AddTensor and a separate ReLU were two).
  * Not everything goes through cuDNN: forwards with a short reduction run as one direct
  * kernel (fwd_direct), data gradients as a flipped-weight forward or a product + gather,
- * weight gradients as Anvil's implicit product (small ones), im2col + product, or a direct
- * kernel; each section below says when and why (measurements: docs/benchmarks.md).
+ * weight gradients in register tiles (few values), as Anvil's implicit product (small
+ * ones), im2col + product, or a direct kernel; each section below says when and why
+ * (measurements: docs/benchmarks.md).
  * Without cuDNN at build time this file defines nothing: the CUDA backend then lacks
  * these ops and a program that needs them fails to compile naming the op. */
 #include "backend/cuda/cuda_internal.h"
