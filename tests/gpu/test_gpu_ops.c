@@ -915,8 +915,6 @@ static void test_conv2d(void **state)
         {2, 1, 11, 9, 5, 3, 3, 2, 2, 1, 0, 1, 1, 1, false},     /* stride 2, asymmetric padding */
         {2, 1, 12, 12, 4, 3, 3, 1, 1, 2, 2, 2, 2, 1, true},     /* dilation 2 */
         {3, 2, 7, 7, 70, 2, 2, 1, 1, 0, 0, 1, 1, 1, true},      /* 2 channels, 70 outputs (3 tiles) */
-        {2, 3, 6, 7, 5, 1, 1, 1, 1, 0, 0, 1, 1, 1, true},       /* 3 taps: one float4 of weights */
-        {2, 4, 9, 9, 6, 2, 2, 1, 1, 1, 0, 1, 1, 1, true},       /* 16 taps: four */
         /* weight gradients with <= 1024 values in register tiles (conv.cu wgrad_tiled): the
          * cnn's first layer at full batch and beyond the implicit product's 131072
          * positions (8 output channels per thread, 64 slices of positions per channel

@@ -324,8 +324,8 @@ static __global__ void bias_act_kernel(float *y, const float *__restrict__ b, I 
 }
 
 /* A forward pass with a short reduction (C*kh*kw <= FWD_DIRECT_TAPS, ungrouped: the cnn's
- * first layer, 1 x 3x3) as one direct kernel with bias and ReLU: a thread per two output
- * positions keeps their input taps in registers and writes every output channel (a warp's
+ * first layer, 1 x 3x3) as one direct kernel with bias and ReLU: a thread per output
+ * position keeps its input taps in registers and writes every output channel (a warp's
  * stores: 32 consecutive positions of one channel), the weights and bias in shared memory
  * read as broadcasts.  Replaces cuDNN's kernel plus the bias+ReLU pass over y (14 + 8 µs on
  * the cnn).  ANVIL_ERR_UNSUPPORTED (nothing launched) for other layers or with
@@ -337,72 +337,42 @@ typedef struct {
     int C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, positions, taps;
 } fwd_geom;
 
-/* Two output positions per thread (a block: 512 consecutive positions, so each warp's
- * stores stay 32 consecutive floats of one channel) and the weights as T4 float4s per
- * channel (taps zero-padded to 4*T4; a padded tap adds 0 * 0): per channel and position
- * pair, T4 broadcast loads feed 8*T4 multiply-adds.  One position per thread with one
- * float load per multiply-add took 16.5 µs on the cnn, this 13.2 (ncu). */
-#define FWD_DIRECT_POS 2
-
-template <int T4>
 static __global__ void __launch_bounds__(256) conv_fwd_direct(fwd_geom q, const float *__restrict__ x,
-                                                               const float *__restrict__ w,
-                                                               const float *__restrict__ b, float *y, bool relu)
+                                                              const float *__restrict__ w,
+                                                              const float *__restrict__ b, float *y, bool relu)
 {
-    extern __shared__ float4 sw4_[]; /* O rows of T4 float4 (zero-padded taps), then O biases */
-    float *swf = reinterpret_cast<float *>(sw4_);
-    const int TS = 4 * T4;
-    for (int i = threadIdx.x; i < q.O * TS; i += blockDim.x) {
-        int o = i / TS, t = i - o * TS;
-        swf[i] = t < q.taps ? w[o * q.taps + t] : 0.0f;
-    }
+    extern __shared__ float sw_[]; /* O*taps weights, then O biases */
+    for (int i = threadIdx.x; i < q.O * q.taps; i += blockDim.x)
+        sw_[i] = w[i];
     for (int i = threadIdx.x; i < q.O; i += blockDim.x)
-        swf[q.O * TS + i] = b ? b[i] : 0.0f;
+        sw_[q.O * q.taps + i] = b ? b[i] : 0.0f;
     __syncthreads();
-    const int hw = q.OH * q.OW, kk = q.kh * q.kw, chunk = FWD_DIRECT_POS * blockDim.x;
-    for (int base = blockIdx.x * chunk; base < q.positions; base += gridDim.x * chunk) {
-        float xv[FWD_DIRECT_POS][TS];
-        float *yp[FWD_DIRECT_POS];
-        bool ok[FWD_DIRECT_POS];
+    const int hw = q.OH * q.OW, kk = q.kh * q.kw;
+    for (int pos = blockIdx.x * blockDim.x + threadIdx.x; pos < q.positions; pos += gridDim.x * blockDim.x) {
+        int n = pos / hw, p = pos - n * hw, oh = p / q.OW, ow = p - oh * q.OW;
+        const float *xn = x + (int64_t)n * q.C * q.H * q.W;
+        float xv[FWD_DIRECT_TAPS];
 #pragma unroll
-        for (int s = 0; s < FWD_DIRECT_POS; s++) {
-            const int pos = base + s * blockDim.x + threadIdx.x;
-            ok[s] = pos < q.positions;
-            const int pc = ok[s] ? pos : 0, n = pc / hw, p = pc - n * hw, oh = p / q.OW, ow = p - oh * q.OW;
-            const float *xn = x + (int64_t)n * q.C * q.H * q.W;
-#pragma unroll
-            for (int t = 0; t < TS; t++) {
-                float v = 0.0f;
-                if (t < q.taps) {
-                    int c = t / kk, r = t - c * kk, ki = r / q.kw, kj = r - ki * q.kw;
-                    int h = oh * q.sh - q.ph + ki * q.dh, wc = ow * q.sw - q.pw + kj * q.dw;
-                    if (h >= 0 && h < q.H && wc >= 0 && wc < q.W)
-                        v = xn[(c * q.H + h) * q.W + wc];
-                }
-                xv[s][t] = v;
+        for (int t = 0; t < FWD_DIRECT_TAPS; t++) {
+            float v = 0.0f;
+            if (t < q.taps) {
+                int c = t / kk, r = t - c * kk, ki = r / q.kw, kj = r - ki * q.kw;
+                int h = oh * q.sh - q.ph + ki * q.dh, wc = ow * q.sw - q.pw + kj * q.dw;
+                if (h >= 0 && h < q.H && wc >= 0 && wc < q.W)
+                    v = xn[(c * q.H + h) * q.W + wc];
             }
-            yp[s] = y + (int64_t)n * q.O * hw + p;
+            xv[t] = v;
         }
+        float *yn = y + (int64_t)n * q.O * hw + p;
         for (int o = 0; o < q.O; o++) {
-            float4 wv[T4];
+            const float *wo = sw_ + o * q.taps;
+            float acc = 0.0f;
 #pragma unroll
-            for (int j = 0; j < T4; j++)
-                wv[j] = sw4_[o * T4 + j];
-            const float bo = swf[q.O * TS + o];
-#pragma unroll
-            for (int s = 0; s < FWD_DIRECT_POS; s++) {
-                float acc = 0.0f;
-#pragma unroll
-                for (int j = 0; j < T4; j++) {
-                    acc = fmaf(wv[j].x, xv[s][4 * j], acc);
-                    acc = fmaf(wv[j].y, xv[s][4 * j + 1], acc);
-                    acc = fmaf(wv[j].z, xv[s][4 * j + 2], acc);
-                    acc = fmaf(wv[j].w, xv[s][4 * j + 3], acc);
-                }
-                acc += bo;
-                if (ok[s])
-                    yp[s][(int64_t)o * hw] = relu && !(acc > 0.0f) ? 0.0f : acc;
-            }
+            for (int t = 0; t < FWD_DIRECT_TAPS; t++)
+                if (t < q.taps)
+                    acc = fmaf(wo[t], xv[t], acc);
+            acc += sw_[q.O * q.taps + o];
+            yn[(int64_t)o * hw] = relu && !(acc > 0.0f) ? 0.0f : acc;
         }
     }
 }
@@ -413,7 +383,7 @@ static anvil_status fwd_direct(anvil_cuda_ctx *c, const anvil_node *x, const anv
     int64_t C = x->shape[1], O = y->shape[1], taps = C * w->shape[2] * w->shape[3];
     int64_t positions = y->shape[0] * y->shape[2] * y->shape[3];
     if (anvil_cuda_simt_mode() == 0 || w->shape[1] != C || taps > FWD_DIRECT_TAPS || taps < 1 || positions < 1 ||
-        O * (((taps + 3) / 4) * 4 + 1) > FWD_DIRECT_SMEM_FLOATS || !fits_int(x) || !fits_int(y))
+        O * (taps + 1) > FWD_DIRECT_SMEM_FLOATS || !fits_int(x) || !fits_int(y))
         return ANVIL_ERR_UNSUPPORTED;
     if (ws.plan) {
         *ws.plan = 0;
@@ -424,16 +394,9 @@ static anvil_status fwd_direct(anvil_cuda_ctx *c, const anvil_node *x, const anv
     q.OH = (int)y->shape[2], q.OW = (int)y->shape[3], q.kh = (int)w->shape[2], q.kw = (int)w->shape[3];
     q.sh = ia[0], q.sw = ia[1], q.ph = ia[2], q.pw = ia[3], q.dh = ia[4], q.dw = ia[5];
     q.positions = (int)positions, q.taps = (int)taps;
-    const float *xp = (const float *)in[0], *wp = (const float *)in[1], *bp = bias ? (const float *)in[2] : NULL;
-    const int t4 = (int)((taps + 3) / 4);
-    size_t smem = (size_t)(O * (4 * t4 + 1)) * sizeof(float);
-    unsigned int nb = anvil_cuda_blocks((positions + FWD_DIRECT_POS - 1) / FWD_DIRECT_POS, 256);
-    switch (t4) {
-    case 1: conv_fwd_direct<1><<<nb, 256, smem, c->stream>>>(q, xp, wp, bp, (float *)out, ia[6] == 1); break;
-    case 2: conv_fwd_direct<2><<<nb, 256, smem, c->stream>>>(q, xp, wp, bp, (float *)out, ia[6] == 1); break;
-    case 3: conv_fwd_direct<3><<<nb, 256, smem, c->stream>>>(q, xp, wp, bp, (float *)out, ia[6] == 1); break;
-    default: conv_fwd_direct<4><<<nb, 256, smem, c->stream>>>(q, xp, wp, bp, (float *)out, ia[6] == 1); break;
-    }
+    size_t smem = (size_t)(O * (taps + 1)) * sizeof(float);
+    conv_fwd_direct<<<anvil_cuda_blocks(positions, 256), 256, smem, c->stream>>>(
+        q, (const float *)in[0], (const float *)in[1], bias ? (const float *)in[2] : NULL, (float *)out, ia[6] == 1);
     return anvil_cuda_launched(c, "conv2d (direct, short reduction)");
 }
 
