@@ -923,7 +923,7 @@ static __global__ void __launch_bounds__(WTILE_THREADS) wtile_partials(wtile_geo
         int tt = t < q.kk ? t : 0, i = tt / q.kw, j = tt - i * q.kw;
         toff[t] = i * q.dh * WP + j * q.dw;
     }
-    /* a slice steps slices positions at a time: sr rows and sw columns, then one wrap */
+    /* a slice steps `slices` positions at a time: sr rows and sc columns, then one wrap */
     const int sr = slices / OW, sc = slices - sr * OW;
     const int xstep = sr * q.sh * WP + sc * q.sw, xwrap = q.sh * WP - OW * q.sw;
     float acc[TO][WTILE_KK];
