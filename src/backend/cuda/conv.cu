@@ -893,13 +893,13 @@ static anvil_status wgrad_implicit(anvil_cuda_ctx *c, const anvil_node *dy, cons
 
 typedef struct {
     int N, C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw;
-    int kk, WP, HR, CS, OSTR, rows, pairs, slices, outs, to;
+    int kk, WP, CS, OSTR, rows, pairs, slices, outs, to;
 } wtile_geom;
 
 /* one float global -> shared without a register round trip (cp.async, sm_80+): a
- * thread's copies are all in flight at once (a load-then-store loop waited out one
- * latency per row: 40 of the first version's 111 µs on the cnn's second layer); a
- * false `valid` writes a zero and reads nothing */
+ * thread's copies are all in flight at once (a load-then-store loop waits out one
+ * latency per row: with it the kernel took 111 µs on the cnn's second layer, with
+ * cp.async 84.5); a false `valid` writes a zero and reads nothing */
 static __device__ __forceinline__ void wtile_copy(float *dst, const float *src, bool valid)
 {
     unsigned int d = (unsigned int)__cvta_generic_to_shared(dst);
@@ -910,7 +910,7 @@ template <int TO>
 static __global__ void __launch_bounds__(WTILE_THREADS) wtile_partials(wtile_geom q, const float *__restrict__ x,
                                                                        const float *__restrict__ dy, float *part)
 {
-    extern __shared__ float sm[]; /* dy [O][OSTR] (rows x OW each), then x [C][CS] (HR x WP each) */
+    extern __shared__ float sm[]; /* dy [O][OSTR] (rows x OW each), then x [C][CS] (input rows x WP each) */
     float *dys = sm, *xs = sm + q.O * q.OSTR;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
     const int pair = tid % q.pairs, slice = tid / q.pairs, slices = q.slices;
@@ -1077,7 +1077,7 @@ static bool wtile_choose(const anvil_cuda_ctx *c, const wgrad_geom &g, wtile_geo
         if (need > WTILE_SMEM_FLOATS)
             break;
         rows = r, st = need;
-        q->OSTR = (int)((r * g.OW) | 1), q->HR = (int)hr, q->CS = (int)((hr * q->WP) | 1);
+        q->OSTR = (int)((r * g.OW) | 1), q->CS = (int)((hr * q->WP) | 1);
     }
     int64_t groups = pairs < 32 ? WTILE_THREADS / 32 : q->slices; /* partial sets after the shuffles */
     if (rows < 1 || (groups > 1 && groups * outs > WTILE_SMEM_FLOATS))
