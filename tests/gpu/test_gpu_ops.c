@@ -915,6 +915,8 @@ static void test_conv2d(void **state)
         {2, 1, 11, 9, 5, 3, 3, 2, 2, 1, 0, 1, 1, 1, false},     /* stride 2, asymmetric padding */
         {2, 1, 12, 12, 4, 3, 3, 1, 1, 2, 2, 2, 2, 1, true},     /* dilation 2 */
         {3, 2, 7, 7, 70, 2, 2, 1, 1, 0, 0, 1, 1, 1, true},      /* 2 channels, 70 outputs (3 tiles) */
+        {2, 3, 6, 7, 5, 1, 1, 1, 1, 0, 0, 1, 1, 1, true},       /* 3 taps: one float4 of weights */
+        {2, 4, 9, 9, 6, 2, 2, 1, 1, 1, 0, 1, 1, 1, true},       /* 16 taps: four */
         /* weight gradients with <= 1024 values in register tiles (conv.cu wgrad_tiled): the
          * cnn's first layer at full batch and beyond the implicit product's 131072
          * positions (8 output channels per thread, 64 slices of positions per channel
@@ -925,6 +927,16 @@ static void test_conv2d(void **state)
         {4, 4, 10, 9, 24, 3, 3, 2, 1, 1, 2, 1, 2, 1, false},
         {64, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},
         {2, 1, 11, 9, 8, 3, 3, 2, 2, 1, 0, 1, 1, 1, false},     /* more slices than positions per stage */
+        /* 3x3 "same" layers with < 64 channels on one side: conv_tiles.cu (the cnn's second
+         * layer above, 16 and 64 samples).  7- and 8-wide row segments, a partial last stage
+         * of input channels (12, 40), 24 and 8 output channels per block, bands of rows that
+         * do not divide the height, 4 row ranges per weight-gradient block (7 rows), its
+         * large shared-memory opt-in (56 wide), more samples than SMs (blocks loop) */
+        {3, 12, 10, 16, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},
+        {5, 40, 7, 7, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, false},
+        {2, 16, 21, 56, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},
+        {2, 64, 8, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, false},
+        {136, 8, 7, 7, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, true},
     };
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++)
         conv_case(&cfgs[i]);

@@ -26,6 +26,7 @@
  * Without cuDNN at build time this file defines nothing: the CUDA backend then lacks
  * these ops and a program that needs them fails to compile naming the op. */
 #include "backend/cuda/cuda_internal.h"
+#include "backend/cuda/conv_tiles.h"
 #include "backend/cuda/simt_gemm.cuh"
 
 #ifdef ANVIL_HAVE_CUDNN
@@ -324,8 +325,8 @@ static __global__ void bias_act_kernel(float *y, const float *__restrict__ b, I 
 }
 
 /* A forward pass with a short reduction (C*kh*kw <= FWD_DIRECT_TAPS, ungrouped: the cnn's
- * first layer, 1 x 3x3) as one direct kernel with bias and ReLU: a thread per output
- * position keeps its input taps in registers and writes every output channel (a warp's
+ * first layer, 1 x 3x3) as one direct kernel with bias and ReLU: a thread per two output
+ * positions keeps their input taps in registers and writes every output channel (a warp's
  * stores: 32 consecutive positions of one channel), the weights and bias in shared memory
  * read as broadcasts.  Replaces cuDNN's kernel plus the bias+ReLU pass over y (14 + 8 µs on
  * the cnn).  ANVIL_ERR_UNSUPPORTED (nothing launched) for other layers or with
@@ -337,42 +338,77 @@ typedef struct {
     int C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, positions, taps;
 } fwd_geom;
 
+/* Two output positions per thread (a block: 512 consecutive positions, so each warp's
+ * stores stay 32 consecutive floats of one channel) and the weights as T4 float4s per
+ * channel (taps zero-padded to 4*T4; a padded tap adds 0 * 0): per channel and position
+ * pair, T4 broadcast loads feed 8*T4 multiply-adds.  One position per thread with one
+ * float load per multiply-add took 16.5 µs on the cnn, this 13.2 (ncu). */
+#define FWD_DIRECT_POS 2
+
+template <int T4>
 static __global__ void __launch_bounds__(256) conv_fwd_direct(fwd_geom q, const float *__restrict__ x,
-                                                              const float *__restrict__ w,
-                                                              const float *__restrict__ b, float *y, bool relu)
+                                                               const float *__restrict__ w,
+                                                               const float *__restrict__ b, float *y, bool relu)
 {
-    extern __shared__ float sw_[]; /* O*taps weights, then O biases */
-    for (int i = threadIdx.x; i < q.O * q.taps; i += blockDim.x)
-        sw_[i] = w[i];
-    for (int i = threadIdx.x; i < q.O; i += blockDim.x)
-        sw_[q.O * q.taps + i] = b ? b[i] : 0.0f;
+    /* the O biases first, zero-padded to OP = a multiple of 4 floats, then O rows of T4
+     * float4 weights (zero-padded taps): the compiler may combine the biases' loads into
+     * 16-byte ones, which stay inside the padding (with the biases last, such a load read
+     * 12 bytes past the buffer: compute-sanitizer, 2 test shapes) */
+    extern __shared__ float4 sw4_[];
+    float *swf = reinterpret_cast<float *>(sw4_);
+    const int TS = 4 * T4, OP = (q.O + 3) / 4 * 4;
+    const float4 *ww4 = sw4_ + OP / 4;
+    for (int i = threadIdx.x; i < OP; i += blockDim.x)
+        swf[i] = b && i < q.O ? b[i] : 0.0f;
+    for (int i = threadIdx.x; i < q.O * TS; i += blockDim.x) {
+        int o = i / TS, t = i - o * TS;
+        swf[OP + i] = t < q.taps ? w[o * q.taps + t] : 0.0f;
+    }
     __syncthreads();
-    const int hw = q.OH * q.OW, kk = q.kh * q.kw;
-    for (int pos = blockIdx.x * blockDim.x + threadIdx.x; pos < q.positions; pos += gridDim.x * blockDim.x) {
-        int n = pos / hw, p = pos - n * hw, oh = p / q.OW, ow = p - oh * q.OW;
-        const float *xn = x + (int64_t)n * q.C * q.H * q.W;
-        float xv[FWD_DIRECT_TAPS];
+    const int hw = q.OH * q.OW, kk = q.kh * q.kw, chunk = FWD_DIRECT_POS * blockDim.x;
+    for (int base = blockIdx.x * chunk; base < q.positions; base += gridDim.x * chunk) {
+        float xv[FWD_DIRECT_POS][TS];
+        float *yp[FWD_DIRECT_POS];
+        bool ok[FWD_DIRECT_POS];
 #pragma unroll
-        for (int t = 0; t < FWD_DIRECT_TAPS; t++) {
-            float v = 0.0f;
-            if (t < q.taps) {
-                int c = t / kk, r = t - c * kk, ki = r / q.kw, kj = r - ki * q.kw;
-                int h = oh * q.sh - q.ph + ki * q.dh, wc = ow * q.sw - q.pw + kj * q.dw;
-                if (h >= 0 && h < q.H && wc >= 0 && wc < q.W)
-                    v = xn[(c * q.H + h) * q.W + wc];
+        for (int s = 0; s < FWD_DIRECT_POS; s++) {
+            const int pos = base + s * blockDim.x + threadIdx.x;
+            ok[s] = pos < q.positions;
+            const int pc = ok[s] ? pos : 0, n = pc / hw, p = pc - n * hw, oh = p / q.OW, ow = p - oh * q.OW;
+            const float *xn = x + (int64_t)n * q.C * q.H * q.W;
+#pragma unroll
+            for (int t = 0; t < TS; t++) {
+                float v = 0.0f;
+                if (t < q.taps) {
+                    int c = t / kk, r = t - c * kk, ki = r / q.kw, kj = r - ki * q.kw;
+                    int h = oh * q.sh - q.ph + ki * q.dh, wc = ow * q.sw - q.pw + kj * q.dw;
+                    if (h >= 0 && h < q.H && wc >= 0 && wc < q.W)
+                        v = xn[(c * q.H + h) * q.W + wc];
+                }
+                xv[s][t] = v;
             }
-            xv[t] = v;
+            yp[s] = y + (int64_t)n * q.O * hw + p;
         }
-        float *yn = y + (int64_t)n * q.O * hw + p;
         for (int o = 0; o < q.O; o++) {
-            const float *wo = sw_ + o * q.taps;
-            float acc = 0.0f;
+            float4 wv[T4];
 #pragma unroll
-            for (int t = 0; t < FWD_DIRECT_TAPS; t++)
-                if (t < q.taps)
-                    acc = fmaf(wo[t], xv[t], acc);
-            acc += sw_[q.O * q.taps + o];
-            yn[(int64_t)o * hw] = relu && !(acc > 0.0f) ? 0.0f : acc;
+            for (int j = 0; j < T4; j++)
+                wv[j] = ww4[o * T4 + j];
+            const float bo = swf[o];
+#pragma unroll
+            for (int s = 0; s < FWD_DIRECT_POS; s++) {
+                float acc = 0.0f;
+#pragma unroll
+                for (int j = 0; j < T4; j++) {
+                    acc = fmaf(wv[j].x, xv[s][4 * j], acc);
+                    acc = fmaf(wv[j].y, xv[s][4 * j + 1], acc);
+                    acc = fmaf(wv[j].z, xv[s][4 * j + 2], acc);
+                    acc = fmaf(wv[j].w, xv[s][4 * j + 3], acc);
+                }
+                acc += bo;
+                if (ok[s])
+                    yp[s][(int64_t)o * hw] = relu && !(acc > 0.0f) ? 0.0f : acc;
+            }
         }
     }
 }
@@ -383,7 +419,7 @@ static anvil_status fwd_direct(anvil_cuda_ctx *c, const anvil_node *x, const anv
     int64_t C = x->shape[1], O = y->shape[1], taps = C * w->shape[2] * w->shape[3];
     int64_t positions = y->shape[0] * y->shape[2] * y->shape[3];
     if (anvil_cuda_simt_mode() == 0 || w->shape[1] != C || taps > FWD_DIRECT_TAPS || taps < 1 || positions < 1 ||
-        O * (taps + 1) > FWD_DIRECT_SMEM_FLOATS || !fits_int(x) || !fits_int(y))
+        O * ((taps + 3) / 4) * 4 + (O + 3) / 4 * 4 > FWD_DIRECT_SMEM_FLOATS || !fits_int(x) || !fits_int(y))
         return ANVIL_ERR_UNSUPPORTED;
     if (ws.plan) {
         *ws.plan = 0;
@@ -394,10 +430,25 @@ static anvil_status fwd_direct(anvil_cuda_ctx *c, const anvil_node *x, const anv
     q.OH = (int)y->shape[2], q.OW = (int)y->shape[3], q.kh = (int)w->shape[2], q.kw = (int)w->shape[3];
     q.sh = ia[0], q.sw = ia[1], q.ph = ia[2], q.pw = ia[3], q.dh = ia[4], q.dw = ia[5];
     q.positions = (int)positions, q.taps = (int)taps;
-    size_t smem = (size_t)(O * (taps + 1)) * sizeof(float);
-    conv_fwd_direct<<<anvil_cuda_blocks(positions, 256), 256, smem, c->stream>>>(
-        q, (const float *)in[0], (const float *)in[1], bias ? (const float *)in[2] : NULL, (float *)out, ia[6] == 1);
+    const float *xp = (const float *)in[0], *wp = (const float *)in[1], *bp = bias ? (const float *)in[2] : NULL;
+    const int t4 = (int)((taps + 3) / 4);
+    size_t smem = (size_t)(O * 4 * t4 + (O + 3) / 4 * 4) * sizeof(float);
+    unsigned int nb = anvil_cuda_blocks((positions + FWD_DIRECT_POS - 1) / FWD_DIRECT_POS, 256);
+    switch (t4) {
+    case 1: conv_fwd_direct<1><<<nb, 256, smem, c->stream>>>(q, xp, wp, bp, (float *)out, ia[6] == 1); break;
+    case 2: conv_fwd_direct<2><<<nb, 256, smem, c->stream>>>(q, xp, wp, bp, (float *)out, ia[6] == 1); break;
+    case 3: conv_fwd_direct<3><<<nb, 256, smem, c->stream>>>(q, xp, wp, bp, (float *)out, ia[6] == 1); break;
+    default: conv_fwd_direct<4><<<nb, 256, smem, c->stream>>>(q, xp, wp, bp, (float *)out, ia[6] == 1); break;
+    }
     return anvil_cuda_launched(c, "conv2d (direct, short reduction)");
+}
+
+/* 3x3, stride 1, padding 1, undilated, ungrouped: the layers of conv_tiles.cu's backward
+ * kernels (it checks the channel counts) */
+static bool same3x3(const anvil_node *x, const anvil_node *w, const int *a)
+{
+    return w->shape[2] == 3 && w->shape[3] == 3 && w->shape[1] == x->shape[1] && a[0] == 1 && a[1] == 1 &&
+           a[2] == 1 && a[3] == 1 && a[4] == 1 && a[5] == 1;
 }
 
 /* y = conv(x, w) (+ b), relu'd when the fusion pass set ia[6] */
@@ -503,7 +554,13 @@ static anvil_status conv2d_bwd_data_run(anvil_cuda_ctx *c, const anvil_node *dy,
                                         const anvil_node *x, const int *ia, const void *const *in, void *out,
                                         conv_ws ws)
 {
-    anvil_status fs = dgrad_as_fprop(c, dy, w, x, ia, in, out, ws);
+    anvil_status fs = ANVIL_ERR_UNSUPPORTED;
+    if (same3x3(x, w, ia))
+        fs = anvil_conv_tiles_dgrad(c, x->shape[0], x->shape[1], w->shape[0], x->shape[2], x->shape[3],
+                                    in ? (const float *)in[0] : NULL, in ? (const float *)in[1] : NULL, (float *)out,
+                                    ws.plan);
+    if (fs == ANVIL_ERR_UNSUPPORTED)
+        fs = dgrad_as_fprop(c, dy, w, x, ia, in, out, ws);
     if (fs == ANVIL_ERR_UNSUPPORTED)
         fs = dgrad_gemm(c, dy, w, x, ia, in, out, ws);
     if (fs != ANVIL_ERR_UNSUPPORTED)
@@ -896,16 +953,6 @@ typedef struct {
     int kk, WP, CS, OSTR, rows, pairs, slices, outs, to;
 } wtile_geom;
 
-/* one float global -> shared without a register round trip (cp.async, sm_80+): a
- * thread's copies are all in flight at once (a load-then-store loop waits out one
- * latency per row: with it the kernel took 111 µs on the cnn's second layer, with
- * cp.async 84.5); a false `valid` writes a zero and reads nothing */
-static __device__ __forceinline__ void wtile_copy(float *dst, const float *src, bool valid)
-{
-    unsigned int d = (unsigned int)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 4 : 0) : "memory");
-}
-
 template <int TO>
 static __global__ void __launch_bounds__(WTILE_THREADS) wtile_partials(wtile_geom q, const float *__restrict__ x,
                                                                        const float *__restrict__ dy, float *part)
@@ -943,7 +990,7 @@ static __global__ void __launch_bounds__(WTILE_THREADS) wtile_partials(wtile_geo
         for (int o = warp; o < q.O; o += warps) {
             const float *src = dy + (((int64_t)n * q.O + o) * q.OH + oh0) * OW;
             for (int k = lane; k < len; k += 32)
-                wtile_copy(dys + o * q.OSTR + k, src + k, true);
+                anvil_cp_async4(dys + o * q.OSTR + k, src + k, true);
         }
         for (int row = warp; row < q.C * hr; row += warps) {
             const int cc = row / hr, i = row - cc * hr, h = h0 + i;
@@ -953,7 +1000,7 @@ static __global__ void __launch_bounds__(WTILE_THREADS) wtile_partials(wtile_geo
             for (int wq = lane; wq < WP; wq += 32) {
                 const int w = wq - q.pw;
                 const bool in = hin && w >= 0 && w < q.W;
-                wtile_copy(d + wq, in ? src + wq : x, in);
+                anvil_cp_async4(d + wq, in ? src + wq : x, in);
             }
         }
         asm volatile("cp.async.wait_all;\n" ::: "memory");
@@ -1041,6 +1088,13 @@ static __global__ void __launch_bounds__(1024) wtile_sum(const float *__restrict
     }
 }
 
+anvil_status anvil_conv_sum_partials(anvil_cuda_ctx *c, const float *part, float *dw, int outs, int P,
+                                     const char *what)
+{
+    wtile_sum<<<(unsigned int)((outs + 31) / 32), dim3(32, 32), 0, c->stream>>>(part, dw, outs, P);
+    return anvil_cuda_launched(c, what);
+}
+
 /* TO (output channels per thread): the largest of 8, 4, 2, 1 dividing O with at most
  * WTILE_THREADS channel pairs (C * O/TO), a number that divides or is a multiple of a warp
  * (so a warp's slices reduce by shuffles); more channels per thread amortize the x loads
@@ -1119,8 +1173,7 @@ static anvil_status wgrad_tiled(anvil_cuda_ctx *c, const anvil_node *dy, const a
     default: wtile_partials<1><<<P, WTILE_THREADS, smem, c->stream>>>(q, xp, dyp, part); break;
     }
     ANVIL_TRY(anvil_cuda_launched(c, "conv2d_bwd_filter (register tiles)"));
-    wtile_sum<<<(unsigned int)((q.outs + 31) / 32), dim3(32, 32), 0, c->stream>>>(part, (float *)out, q.outs, P);
-    return anvil_cuda_launched(c, "conv2d_bwd_filter (register tiles, sum)");
+    return anvil_conv_sum_partials(c, part, (float *)out, q.outs, P, "conv2d_bwd_filter (register tiles, sum)");
 }
 
 /* Returns ANVIL_ERR_UNSUPPORTED (nothing launched) when one sample's staging exceeds
@@ -1261,6 +1314,13 @@ static anvil_status conv2d_bwd_filter_run(anvil_cuda_ctx *c, const anvil_node *d
         rc = wgrad_tiled(c, dy, x, w, ia, in, out, ws); /* few values, many positions */
         if (rc != ANVIL_ERR_UNSUPPORTED)
             goto done;
+        if (same3x3(x, w, ia)) {
+            rc = anvil_conv_tiles_wgrad(c, x->shape[0], x->shape[1], w->shape[0], x->shape[2], x->shape[3],
+                                        in ? (const float *)in[1] : NULL, in ? (const float *)in[0] : NULL,
+                                        (float *)out, ws.p, ws.bytes, ws.plan);
+            if (rc != ANVIL_ERR_UNSUPPORTED)
+                goto done;
+        }
         rc = wgrad_implicit(c, dy, x, w, ia, in, out, ws);
         if (rc != ANVIL_ERR_UNSUPPORTED)
             goto done;
