@@ -255,31 +255,63 @@ static anvil_status dnn_run(const dnn_conv *d, const Perf *perf, int n, int pref
 
 /* y = conv(xp, wp) with the descriptors d, by the first usable algorithm of cuDNN's
  * forward heuristics (dnn_run) within ws [limit bytes]; xn, wn name the shapes in errors.
- * With plan: only its workspace (dnn_run). */
+ * With bp (bias [O]): y = relu(conv + b) in one call (cudnnConvolutionBiasActivationForward,
+ * its epilogue: the cnn's second layer 37.7 + 5.5 µs of bias+ReLU pass before); NaN sums
+ * give 0 as in bias_act1.  With plan: only its workspace (dnn_run). */
 static anvil_status dnn_forward(anvil_cuda_ctx *c, const dnn_conv *d, const void *xp, const void *wp, void *yp,
-                                void *ws, size_t limit, size_t *plan, const anvil_node *xn, const anvil_node *wn)
+                                const void *bp, void *ws, size_t limit, size_t *plan, const anvil_node *xn,
+                                const anvil_node *wn)
 {
     anvil_status rc = ANVIL_OK;
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int n = 0;
     const float one = 1.0f, zero = 0.0f;
     cudnnHandle_t h = (cudnnHandle_t)c->cudnn;
+    cudnnTensorDescriptor_t bd = NULL;
+    cudnnActivationDescriptor_t act = NULL;
     DNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d->x, d->w, d->conv, d->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
                                                      &n, perf),
               "cudnnGetConvolutionForwardAlgorithm_v7");
+    if (bp) {
+        DNN_CHECK(cudnnCreateTensorDescriptor(&bd), "cudnnCreateTensorDescriptor (bias)");
+        DNN_CHECK(cudnnSetTensor4dDescriptor(bd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, d->O, 1, 1),
+                  "cudnnSetTensor4dDescriptor (bias)");
+        DNN_CHECK(cudnnCreateActivationDescriptor(&act), "cudnnCreateActivationDescriptor");
+        DNN_CHECK(cudnnSetActivationDescriptor(act, CUDNN_ACTIVATION_RELU, CUDNN_NOT_PROPAGATE_NAN, 0.0),
+                  "cudnnSetActivationDescriptor");
+    }
     {
         auto ws_of = [&](cudnnConvolutionFwdAlgo_t a, size_t *ws) {
             return cudnnGetConvolutionForwardWorkspaceSize(h, d->x, d->w, d->conv, d->y, a, ws);
         };
         auto exec = [&](cudnnConvolutionFwdAlgo_t a, size_t need) {
+            if (bp) /* z = y with alpha2 = 0: not read */
+                return cudnnConvolutionBiasActivationForward(h, &one, d->x, xp, d->w, wp, d->conv, a,
+                                                             need ? ws : NULL, need, &zero, d->y, yp, bd, bp, act,
+                                                             d->y, yp);
             return cudnnConvolutionForward(h, &one, d->x, xp, d->w, wp, d->conv, a, need ? ws : NULL, need, &zero,
                                            d->y, yp);
         };
-        rc = dnn_run(d, perf, n, fwd_prefer(d), false, fwd_rank, ws_of, limit, plan, exec, "cudnnConvolutionForward",
-                     xn, wn);
+        rc = dnn_run(d, perf, n, fwd_prefer(d), false, fwd_rank, ws_of, limit, plan, exec,
+                     bp ? "cudnnConvolutionBiasActivationForward" : "cudnnConvolutionForward", xn, wn);
     }
 done:
+    if (act)
+        cudnnDestroyActivationDescriptor(act);
+    if (bd)
+        cudnnDestroyTensorDescriptor(bd);
     return rc;
+}
+
+/* conv2d_run's fused cuDNN path (ANVIL_CUDNN_FUSED=0 turns it off, for A/B measurements) */
+static bool cudnn_fused_on(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("ANVIL_CUDNN_FUSED");
+        on = !(e && strcmp(e, "0") == 0);
+    }
+    return on != 0;
 }
 
 /* A kernel's view of its workspace: where (NULL while planning) and how many bytes; when
@@ -462,10 +494,16 @@ static anvil_status conv2d_run(anvil_cuda_ctx *c, const anvil_node *x, const anv
     anvil_status rc = dnn_setup(c, d, "conv2d", x, w, y, ia);
     if (rc != ANVIL_OK)
         goto done;
-    rc = dnn_forward(c, d, in ? in[0] : NULL, in ? in[1] : NULL, out, ws.p, ws.plan ? DNN_WS_MAX : ws.bytes,
-                     ws.plan, x, w);
-    if (rc != ANVIL_OK || ws.plan)
-        goto done;
+    {
+        /* bias and ReLU in cuDNN's epilogue when both are asked for (a bias alone would
+         * restrict cuDNN to one algorithm) */
+        const bool fused = bias && ia[6] == 1 && cudnn_fused_on();
+        const void *bp = fused ? (in ? in[2] : (const void *)d) : NULL; /* planning: any non-NULL */
+        rc = dnn_forward(c, d, in ? in[0] : NULL, in ? in[1] : NULL, out, bp, ws.p,
+                         ws.plan ? DNN_WS_MAX : ws.bytes, ws.plan, x, w);
+        if (rc != ANVIL_OK || ws.plan || fused)
+            goto done;
+    }
     if (bias || ia[6] == 1) {
         int64_t O = y->shape[1], S = y->shape[2] * y->shape[3], total = y->shape[0] * O * S;
         const float *bp = bias ? (const float *)in[2] : NULL;
@@ -536,7 +574,7 @@ static anvil_status dgrad_as_fprop(anvil_cuda_ctx *c, const anvil_node *dy, cons
     size_t fwd = 0;
     anvil_status rc = dnn_setup_dims(c, d, "conv2d_bwd_data", xd, wd, yd, ia);
     if (rc == ANVIL_OK)
-        rc = dnn_forward(c, d, in ? in[0] : NULL, wt, out, ws.p ? ws.p + flip_bytes : NULL,
+        rc = dnn_forward(c, d, in ? in[0] : NULL, wt, out, NULL, ws.p ? ws.p + flip_bytes : NULL,
                          ws.plan ? DNN_WS_MAX : ws.bytes - flip_bytes, ws.plan ? &fwd : NULL, x, w);
     if (ws.plan)
         *ws.plan += flip_bytes + fwd;
