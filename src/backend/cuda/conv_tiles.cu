@@ -37,7 +37,7 @@
 
 #define CT_TO 8                 /* output channels per thread */
 #define CT_THREADS 448          /* most threads of a data-gradient block (one block per SM) */
-#define CT_SMEM_FLOATS 51200    /* 200 KB of staged inputs per block */
+#define CT_SMEM_FLOATS 51200    /* 200 KB of staged inputs per block at most (less where the device allows less) */
 #define CT_MAX_CHANNELS 64      /* layers with more use cuDNN's Winograd (conv.cu) */
 #define CT_MIN_CHANNELS 8       /* fewer waste most of a stage (ResNet's 3-channel stem) */
 #define CW_THREADS 512          /* most threads of a weight-gradient block */
@@ -221,8 +221,19 @@ static size_t ct_smem_floats(const ct_geom &q, int ks)
     return st > yt ? st : yt;
 }
 
+/* the most shared memory a block may opt into on this device (227 KB on the H100/H200) */
+static int smem_optin_bytes(const anvil_cuda_ctx *c)
+{
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device) != cudaSuccess) {
+        (void)cudaGetLastError(); /* not left for a later launch check to report */
+        v = 48 << 10;
+    }
+    return v;
+}
+
 /* The plan: PW 8 or 7 dividing W; the largest band R (from the whole height, halved) and
- * then the largest OB (64, 56, ... 8 dividing Cout) whose staged inputs fit CT_SMEM_FLOATS
+ * then the largest OB (64, 56, ... 8 dividing Cout) whose staged inputs fit the shared memory
  * with at most CT_THREADS threads per channel group; bands halved further while the grid
  * would leave more than half the SMs idle; then as many channel groups KS (8, 4, 2, 1) as
  * the threads allow with at least 4 input channels each. */
@@ -241,6 +252,7 @@ static bool ct_choose(const anvil_cuda_ctx *c, int64_t N, int64_t Cin, int64_t C
     q->N = (int)N, q->Cin = (int)Cin, q->Cout = (int)Cout, q->H = (int)H, q->W = (int)W;
     q->S = (int)(W / *pw);
     const int64_t sms = c->sm_count > 0 ? c->sm_count : 132;
+    const size_t opt = (size_t)smem_optin_bytes(c) / sizeof(float), smax = opt < CT_SMEM_FLOATS ? opt : CT_SMEM_FLOATS;
     bool found = false;
     for (int R = (int)H; R >= 1 && !found; R = R > 1 ? (R + 1) / 2 : 0) {
         for (int ob = 64; ob >= CT_TO && !found; ob -= CT_TO) {
@@ -253,14 +265,14 @@ static bool ct_choose(const anvil_cuda_ctx *c, int64_t N, int64_t Cin, int64_t C
             q->CSTR = (R + 2) * q->XS;
             q->XCH = ((int)Cin * q->CSTR + 3) / 4 * 4;
             q->YS = (R * (int)W) | 1;
-            found = q->tile <= CT_THREADS && ct_smem_floats(*q, 1) <= CT_SMEM_FLOATS &&
+            found = q->tile <= CT_THREADS && ct_smem_floats(*q, 1) <= smax &&
                     (N * q->ogroups * q->bands * 2 >= sms || R == 1);
         }
     }
     if (!found)
         return false;
     *ks = 1;
-    while (*ks < 8 && q->tile * *ks * 2 <= CT_THREADS && Cin >= 8 * *ks && ct_smem_floats(*q, *ks * 2) <= CT_SMEM_FLOATS)
+    while (*ks < 8 && q->tile * *ks * 2 <= CT_THREADS && Cin >= 8 * *ks && ct_smem_floats(*q, *ks * 2) <= smax)
         *ks *= 2;
     q->cpg = (int)((Cin + *ks - 1) / *ks);
     return true;
@@ -398,13 +410,6 @@ static size_t cw_smem_floats(const cw_geom &q)
     return st > red ? st : red;
 }
 
-static int cw_smem_max(const anvil_cuda_ctx *c)
-{
-    int v = 0;
-    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device) != cudaSuccess)
-        v = 48 << 10;
-    return v;
-}
 
 /* RS: 2 or 4 row ranges per block when the threads allow (more warps per SM to hide the
  * shared loads); one block per SM at most, P = min(N, SMs) blocks. */
@@ -426,7 +431,7 @@ static bool cw_choose(const anvil_cuda_ctx *c, int64_t N, int64_t C, int64_t O, 
     q->DYO = ((int)C * q->CSTR + 3) / 4 * 4;
     q->OS = (int)O + 4;
     q->outs = (int)(O * C * 9);
-    if (cw_smem_floats(*q) * sizeof(float) > (size_t)cw_smem_max(c))
+    if (cw_smem_floats(*q) * sizeof(float) > (size_t)smem_optin_bytes(c))
         return false;
     int64_t sms = c->sm_count > 0 ? c->sm_count : 132;
     *P = (int)(N < sms ? N : sms);
