@@ -16,13 +16,15 @@
  * Descriptors are made and destroyed per call: the kernel functions run
  * only while a program is captured, and the CUDA graph replays what they recorded.
  *
- * Bias (and the ReLU the fusion pass may move in): one elementwise pass over y after the
- * convolution (bias_act_kernel; cuDNN's AddTensor and a separate ReLU were two).
+ * Bias and the ReLU the fusion pass may move in: both in cuDNN's epilogue
+ * (cudnnConvolutionBiasActivationForward); one of them alone, an elementwise pass over y
+ * after the convolution (bias_act_kernel; cuDNN's AddTensor and a separate ReLU were two).
  * Not everything goes through cuDNN: forwards with a short reduction run as one direct
  * kernel (fwd_direct), data gradients as a flipped-weight forward or a product + gather,
- * weight gradients in register tiles (few values), as Anvil's implicit product (small
- * ones), im2col + product, or a direct kernel; each section below says when and why
- * (measurements: docs/benchmarks.md).
+ * the backward passes of 3x3 "same" layers with few channels in register tiles
+ * (conv_tiles.cu), weight gradients in register tiles (few values), as Anvil's implicit
+ * product (small ones), im2col + product, or a direct kernel; each section below says
+ * when and why (measurements: docs/benchmarks.md).
  * Without cuDNN at build time this file defines nothing: the CUDA backend then lacks
  * these ops and a program that needs them fails to compile naming the op. */
 #include "backend/cuda/cuda_internal.h"
@@ -374,7 +376,7 @@ typedef struct {
  * stores stay 32 consecutive floats of one channel) and the weights as T4 float4s per
  * channel (taps zero-padded to 4*T4; a padded tap adds 0 * 0): per channel and position
  * pair, T4 broadcast loads feed 8*T4 multiply-adds.  One position per thread with one
- * float load per multiply-add took 16.5 µs on the cnn, this 13.2 (ncu). */
+ * float load per multiply-add took 16.5 µs on the cnn, this 13.0-13.2 (ncu). */
 #define FWD_DIRECT_POS 2
 
 template <int T4>

@@ -39,7 +39,7 @@
 #define CT_THREADS 448          /* most threads of a data-gradient block (one block per SM) */
 #define CT_SMEM_FLOATS 51200    /* 200 KB of staged inputs per block at most (less where the device allows less) */
 #define CT_MAX_CHANNELS 64      /* layers with more use cuDNN's Winograd (conv.cu) */
-#define CT_MIN_CHANNELS 8       /* fewer waste most of a stage (ResNet's 3-channel stem) */
+#define CT_MIN_CHANNELS 8       /* fewer: too little work per block (ResNet's 3-channel stem keeps its paths) */
 #define CW_THREADS 512          /* most threads of a weight-gradient block */
 
 enum { CT_DGRAD = 1, CT_WGRAD = 2 };
