@@ -4,8 +4,11 @@
  * every operand layout and epilogue against a double-precision host product; then, per
  * product, the median µs of 7 runs of a CUDA graph of 50 products for cuBLASLt, for the
  * plan anvil_simt_choose() picks, and for the fastest of every tile shape x split count
- * (to tune the choice).  A probe, not a test.
+ * (to tune the choice); the same for cluster_gemm.cuh's split-K over a thread-block cluster
+ * (the plan anvil_cluster_choose() picks, and the best tile shape x cluster size).  A probe,
+ * not a test.
  *   build/bench_simt_gemm */
+#include "backend/cuda/cluster_gemm.cuh"
 #include "backend/cuda/simt_gemm.cuh"
 
 #include <cublasLt.h>
@@ -14,6 +17,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <vector>
 
 #define CKL(x)                                                                               \
@@ -148,7 +152,7 @@ static anvil_simt_gemm simt_of(const prod &p, const float *A, const float *B, fl
 }
 
 /* Every layout and epilogue against a double host product; returns the worst relative error. */
-static double check(bool ta, bool tb, int m, int n, int k, anvil_simt_plan pl, bool epi)
+static double check(bool ta, bool tb, int m, int n, int k, anvil_simt_plan pl, bool epi, int cluster = 0)
 {
     prod p = {"check", ta, tb, m, n, k, false};
     std::vector<float> hA, hB, hD0, hbias, hmask;
@@ -162,12 +166,21 @@ static double check(bool ta, bool tb, int m, int n, int k, anvil_simt_plan pl, b
         g.bias = bias;
         g.act = 1;
         g.mask = mask;
-        g.rowsum = rs;
+        g.rowsum = cluster ? NULL : rs;
     } else {
         g.bias = NULL;
     }
-    CKC(anvil_simt_launch(&g, pl, ws, counters, stream));
-    CKC(anvil_simt_launch(&g, pl, ws, counters, stream)); /* twice: the counters were reset */
+    if (cluster) {
+        if (!anvil_cluster_fits(&g)) {
+            fprintf(stderr, "cluster check: %dx%dx%d %d%d does not fit\n", m, n, k, ta, tb);
+            exit(1);
+        }
+        CKC(anvil_cluster_launch(&g, cluster, stream));
+        CKC(anvil_cluster_launch(&g, cluster, stream));
+    } else {
+        CKC(anvil_simt_launch(&g, pl, ws, counters, stream));
+        CKC(anvil_simt_launch(&g, pl, ws, counters, stream)); /* twice: the counters were reset */
+    }
     CKC(cudaStreamSynchronize(stream)); /* a non-blocking stream: cudaMemcpy does not wait for it */
     std::vector<float> hD((size_t)m * n), hrs(n);
     CKC(cudaMemcpy(hD.data(), D, hD.size() * 4, cudaMemcpyDeviceToHost));
@@ -193,7 +206,7 @@ static double check(bool ta, bool tb, int m, int n, int k, anvil_simt_plan pl, b
             }
             worst = std::max(worst, fabs(want - hD[i + (size_t)j * m]) / (mag + 1e-6));
         }
-    if (epi)
+    if (epi && !cluster)
         for (int j = 0; j < n; j++) {
             double s = 0, mag = 0;
             for (int q = 0; q < k; q++) {
@@ -216,8 +229,10 @@ int main(void)
     CKC(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     CKC(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
 
+    /* SIMT_GEMM_ONLY=text: only the products whose name contains it, no checks (for ncu) */
+    const char *only = getenv("SIMT_GEMM_ONLY");
     double worst = 0;
-    for (int cfg = 0; cfg < ANVIL_SIMT_NCFG; cfg++)
+    for (int cfg = 0; !only && cfg < ANVIL_SIMT_NCFG; cfg++)
         for (int sp : {1, 3})
             for (int ta = 0; ta < 2; ta++)
                 for (int tb = 0; tb < 2; tb++)
@@ -225,6 +240,19 @@ int main(void)
                         worst = std::max(worst, check(ta, tb, 100, 37, 300, anvil_simt_plan{cfg, sp}, epi));
     printf("correctness: worst |error| / sum|a b| over 5 tiles x 2 splits x 4 layouts x 2 epilogues: %.3g %s\n",
            worst, worst < 1e-5 ? "ok" : "FAILED");
+    double cworst = 0;
+    for (int cs : {1, 2, 8})
+        for (int ta = 0; !only && ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int epi = 0; epi < 2; epi++) {
+                    /* 100 x 36 outputs (partial tiles both ways), K 300: partial last stages;
+                     * K 36 over 8 blocks: blocks with nothing to sum */
+                    cworst = std::max(cworst, check(ta, tb, 100, 36, 300, anvil_simt_plan{0, 1}, epi, cs));
+                    cworst = std::max(cworst, check(ta, tb, 68, 132, 36, anvil_simt_plan{0, 1}, epi, cs));
+                }
+    printf("cluster correctness: worst over 3 cluster sizes x 4 layouts x 2 epilogues x 2 shapes: %.3g %s\n",
+           cworst, cworst < 1e-5 ? "ok" : "FAILED");
+    worst = std::max(worst, cworst);
 
     const int R = 128;
     const prod prods[] = {
@@ -244,9 +272,11 @@ int main(void)
         {"cnn lin2 dx", false, false, 128, R, 10, false},
         {"cnn conv2 dW (288x64, K 25088)", true, false, 288, 64, 25088, false},
     };
-    printf("%-32s %9s %9s %-10s %9s %-10s %9s\n", "product", "cuBLASLt", "simt", "(plan)", "best", "(plan)",
-           "max|diff|");
+    printf("%-32s %9s %9s %-10s %9s %-10s %9s %-9s %9s %-9s %9s\n", "product", "cuBLASLt", "simt", "(plan)", "best",
+           "(plan)", "cluster", "(plan)", "best", "(plan)", "max|diff|");
     for (const prod &p : prods) {
+        if (only && !strstr(p.name, only))
+            continue;
         size_t big = (size_t)std::max(p.m, p.k) * std::max(p.n, p.k);
         float *A = dev_random(big, 11, NULL), *B = dev_random(big, 12, NULL), *bias = dev_random(p.m, 13, NULL);
         float *D1, *D2;
@@ -269,6 +299,23 @@ int main(void)
                 if (t < best)
                     best = t, bp = q;
             }
+        /* the cluster path: the chosen plan (if any) and the best of every shape x size */
+        double t_cl = 0, cbest = 1e30;
+        int cpl = anvil_cluster_choose(p.m, p.n, p.k, sms), cbp = 0;
+        bool cfits = anvil_cluster_fits(&g);
+        if (cfits && cpl)
+            t_cl = time_graph([&] { CKC(anvil_cluster_launch(&g, cpl, stream)); });
+        for (int cs : {1, 2, 4, 8}) {
+            if (!cfits)
+                break;
+            double t = time_graph([&] { CKC(anvil_cluster_launch(&g, cs, stream)); });
+            if (only)
+                printf("  cluster of %d: %.2f\n", cs, t);
+            if (t < cbest)
+                cbest = t, cbp = cs;
+        }
+        if (cfits && cpl) /* D2 from the chosen cluster plan, compared with cuBLASLt below */
+            CKC(anvil_cluster_launch(&g, cpl, stream));
         CKC(cudaStreamSynchronize(stream));
         std::vector<float> h1((size_t)p.m * p.n), h2(h1.size());
         CKC(cudaMemcpy(h1.data(), D1, h1.size() * 4, cudaMemcpyDeviceToHost));
@@ -279,10 +326,15 @@ int main(void)
         int bm, bn, cbm, cbn;
         anvil_simt_tile(pl.cfg, &bm, &bn);
         anvil_simt_tile(bp.cfg, &cbm, &cbn);
-        char a[32], b[32];
+        char a[32], b[32], c1[32] = "-", c2[32] = "-";
         snprintf(a, sizeof a, "%dx%d/%d", bm, bn, pl.splits);
         snprintf(b, sizeof b, "%dx%d/%d", cbm, cbn, bp.splits);
-        printf("%-32s %9.2f %9.2f %-10s %9.2f %-10s %9.2g (of %.3g)\n", p.name, t_lt, t_simt, a, best, b, md, mx);
+        if (cfits && cpl)
+            snprintf(c1, sizeof c1, "32x32/%d", cpl);
+        if (cfits)
+            snprintf(c2, sizeof c2, "32x32/%d", cbp);
+        printf("%-32s %9.2f %9.2f %-10s %9.2f %-10s %9.2f %-9s %9.2f %-9s %9.2g (of %.3g)\n", p.name, t_lt, t_simt, a,
+               best, b, t_cl, c1, cfits ? cbest : 0.0, c2, md, mx);
         cudaFree(A), cudaFree(B), cudaFree(bias), cudaFree(D1), cudaFree(D2);
     }
     return worst < 1e-5 ? 0 : 1;
