@@ -128,6 +128,9 @@ static __global__ void __launch_bounds__(256) anvil_cluster_gemm_kernel(anvil_si
     extern __shared__ __align__(16) float smem[];
     float *ring_a = smem, *ring_b = smem + S * OA::FLOATS;
 
+    /* launched with programmatic stream serialization (pdl): nothing is read before the
+     * kernel ahead has finished (a no-op otherwise) */
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
     const int tid = threadIdx.x, grp = tid / (NT / KG), lt = tid % (NT / KG);
     const int tx = lt % (BM / TM), ty = lt / (BM / TM);
     const int i0 = blockIdx.x * BM, j0 = blockIdx.y * BN;
@@ -255,7 +258,7 @@ static inline int anvil_cluster_choose(int m, int n, int k, int sm_count)
 }
 
 template <int BM, int BN, int TM, int TN, int KG, bool AKC, bool BKC>
-static cudaError_t anvil_cluster_launch_t(const anvil_simt_gemm *g, int cs, cudaStream_t st)
+static cudaError_t anvil_cluster_launch_t(const anvil_simt_gemm *g, int cs, cudaStream_t st, bool pdl)
 {
     auto kern = anvil_cluster_gemm_kernel<BM, BN, TM, TN, KG, AKC, BKC>;
     const size_t smem = anvil_cluster_smem_bytes<BM, BN, TM, TN, KG, AKC, BKC>();
@@ -278,22 +281,25 @@ static cudaError_t anvil_cluster_launch_t(const anvil_simt_gemm *g, int cs, cuda
     cfg.blockDim = dim3(256, 1, 1);
     cfg.dynamicSmemBytes = smem;
     cfg.stream = st;
-    cudaLaunchAttribute attr[1];
+    cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = 1;
     attr[0].val.clusterDim.y = 1;
     attr[0].val.clusterDim.z = (unsigned)cs;
+    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[1].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = pdl ? 2 : 1;
     return cudaLaunchKernelEx(&cfg, kern, *g, kc);
 }
 
-/* Launches g (anvil_cluster_fits) as clusters of cs (1, 2, 4 or 8) blocks on st. */
-static inline cudaError_t anvil_cluster_launch(const anvil_simt_gemm *g, int cs, cudaStream_t st)
+/* Launches g (anvil_cluster_fits) as clusters of cs (1, 2, 4 or 8) blocks on st; pdl: with
+ * programmatic stream serialization (the kernel waits for the one ahead before reading). */
+static inline cudaError_t anvil_cluster_launch(const anvil_simt_gemm *g, int cs, cudaStream_t st, bool pdl = false)
 {
 #define ANVIL_CLUSTER_L(akc, bkc)                                                                           \
     anvil_cluster_launch_t<ANVIL_CLUSTER_BM, ANVIL_CLUSTER_BN, ANVIL_CLUSTER_TM, ANVIL_CLUSTER_TN, ANVIL_CLUSTER_KG, \
-                           akc, bkc>(g, cs, st)
+                           akc, bkc>(g, cs, st, pdl)
     bool akc = g->ta, bkc = !g->tb;
     if (akc && bkc)
         return ANVIL_CLUSTER_L(true, true);

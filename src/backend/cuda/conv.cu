@@ -951,7 +951,7 @@ static anvil_status wgrad_implicit(anvil_cuda_ctx *c, const anvil_node *dy, cons
         src.C = (int)q.C, src.H = (int)q.H, src.W = (int)q.W, src.O = (int)q.O, src.OH = (int)q.OH;           \
         src.OW = (int)q.OW, src.kh = (int)q.kh, src.kw = (int)q.kw, src.sh = (int)q.sh, src.sw = (int)q.sw;   \
         src.ph = (int)q.ph, src.pw = (int)q.pw, src.dh = (int)q.dh, src.dw = (int)q.dw;                       \
-        e = anvil_simt_launch_src<BM, BN, TM, TN>(src, &p.g, p.plan.splits, (float *)ws.p, NULL, c->stream); \
+        e = anvil_simt_launch_src<BM, BN, TM, TN>(src, &p.g, p.plan.splits, (float *)ws.p, NULL, c->stream, false); \
     } while (0)
     if (p.plan.cfg == ANVIL_SIMT_32x32)
         WIMPLICIT_LAUNCH(32, 32, 2, 2);

@@ -90,6 +90,10 @@ size_t anvil_cuda_conv_workspace(anvil_cuda_ctx *c, const anvil_graph *g, const 
  * cuBLASLt, on the current lane (for other kernels that reduce to a matrix product). */
 /* matmul.cu: ANVIL_SIMT_GEMM as 0 (Anvil's own small-shape kernels off), 1 (default) or 2 (all). */
 int anvil_cuda_simt_mode(void);
+/* Whether kernels launched through anvil_cuda_launch may start before the kernel ahead of
+ * them in the stream has finished (programmatic dependent launch); ANVIL_PDL=0 turns it
+ * off.  Read once per process. */
+int anvil_cuda_pdl(void);
 anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
                                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *D, int64_t ldd,
                                  const char *what);
@@ -141,6 +145,38 @@ static inline anvil_cuda_ctx *anvil_cuda_ctx_of(const anvil_exec *ex)
 static __device__ __forceinline__ void anvil_cuda_flag_error(unsigned int *err, unsigned int bit)
 {
     *(volatile unsigned int *)err = bit;
+}
+
+/* Programmatic dependent launch (sm_90).  A kernel launched through anvil_cuda_launch may
+ * be scheduled while the kernel ahead of it in the stream is still running, so that the
+ * launch latency of a chain of short dependent kernels overlaps their tails.  Every such
+ * kernel calls anvil_pdl_wait() first, before any access to global memory: it returns once
+ * the kernel ahead has completed and its writes are visible (at once when the launch was
+ * an ordinary one), so the overlap never reaches the data. */
+static __device__ __forceinline__ void anvil_pdl_wait(void)
+{
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+}
+
+/* Launches kern<<<grid, block, smem, st>>>(args...), with programmatic stream
+ * serialization when anvil_cuda_pdl() (kern must start with anvil_pdl_wait()). */
+template <typename... K, typename... A>
+static inline cudaError_t anvil_cuda_launch(void (*kern)(K...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                                            A... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    if (anvil_cuda_pdl()) {
+        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = at;
+        cfg.numAttrs = 1;
+    }
+    return cudaLaunchKernelEx(&cfg, kern, args...);
 }
 
 static inline unsigned int anvil_cuda_blocks(int64_t n, int threads, unsigned int cap = 65535u * 8)

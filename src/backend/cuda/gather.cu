@@ -8,6 +8,7 @@
 static __global__ void gather_images(float *x, const uint8_t *images, const uint32_t *order,
                                      const anvil_hyper *h, int64_t b, int64_t k)
 {
+    anvil_pdl_wait();
     int64_t start = h->data_cursor;
     for (int64_t row = blockIdx.x; row < b; row += gridDim.x) {
         const uint8_t *src = images + (int64_t)order[start + row] * k;
@@ -20,6 +21,7 @@ static __global__ void gather_images(float *x, const uint8_t *images, const uint
 static __global__ void gather_labels(int32_t *y, const int32_t *labels, const uint32_t *order,
                                      const anvil_hyper *h, int64_t b)
 {
+    anvil_pdl_wait();
     int64_t start = h->data_cursor;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < b; i += (int64_t)gridDim.x * blockDim.x)
         y[i] = labels[order[start + i]];
@@ -35,12 +37,16 @@ ANVIL_CUDA_KERNEL(gather)
     if (b == 0)
         return ANVIL_OK;
     if (s->node->ia[0] == 1) {
-        gather_labels<<<anvil_cuda_blocks(b, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS, 0, c->stream>>>(
-            (int32_t *)s->out, d->labels, d->order, ex->hyper, b);
+        ANVIL_CUDA_CHECK(anvil_cuda_launch(gather_labels, anvil_cuda_blocks(b, ANVIL_CUDA_THREADS), ANVIL_CUDA_THREADS,
+                                           0, c->stream, (int32_t *)s->out, d->labels, d->order,
+                                           (const anvil_hyper *)ex->hyper, b),
+                         "gather");
     } else {
         int64_t k = d->sample_elems;
-        gather_images<<<(unsigned int)(b < 65535 ? b : 65535), ANVIL_CUDA_THREADS, 0, c->stream>>>(
-            (float *)s->out, d->images, d->order, ex->hyper, b, k);
+        ANVIL_CUDA_CHECK(anvil_cuda_launch(gather_images, (unsigned int)(b < 65535 ? b : 65535), ANVIL_CUDA_THREADS, 0,
+                                           c->stream, (float *)s->out, d->images, d->order,
+                                           (const anvil_hyper *)ex->hyper, b, k),
+                         "gather");
     }
     return anvil_cuda_launched(c, "gather");
 }

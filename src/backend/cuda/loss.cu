@@ -219,6 +219,7 @@ static __global__ void ce_bwd_kernel(ce_args k, const float *dloss, float *dx, u
 /* ce_bwd_kernel with a thread per row (short rows) */
 static __global__ void ce_bwd_short(ce_args k, const float *dloss, float *dx, unsigned int *err)
 {
+    anvil_pdl_wait();
     float g = (float)((double)dloss[0] / (double)k.N);
     float onem = (float)(1.0 - (double)k.eps), unif = (float)((double)k.eps / (double)k.C);
     for (int64_t n = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; n < k.N; n += (int64_t)gridDim.x * blockDim.x) {
@@ -254,8 +255,9 @@ ANVIL_CUDA_KERNEL(cross_entropy_bwd)
     if (k.N * k.C == 0)
         return ANVIL_OK;
     if (k.C <= CE_SHORT_ROW) {
-        ce_bwd_short<<<anvil_cuda_blocks(k.N, 128), 128, 0, c->stream>>>(k, (const float *)s->in[0], (float *)s->out,
-                                                                      c->err_dev);
+        ANVIL_CUDA_CHECK(anvil_cuda_launch(ce_bwd_short, anvil_cuda_blocks(k.N, 128), 128, 0, c->stream, k,
+                                           (const float *)s->in[0], (float *)s->out, c->err_dev),
+                         "cross_entropy_bwd");
         return anvil_cuda_launched(c, "cross_entropy_bwd");
     }
     ce_bwd_kernel<<<anvil_cuda_blocks(k.N, 8, 65535u * 4), 256, 0, c->stream>>>(

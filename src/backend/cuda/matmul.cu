@@ -219,10 +219,20 @@ static anvil_status simt_try(anvil_cuda_ctx *c, const lt_gemm *g, bool *used)
         anvil_simt_ws_bytes(&k, p) > ANVIL_CUDA_LT_WORKSPACE)
         return ANVIL_OK;
     *used = true;
-    cudaError_t e = anvil_simt_launch(&k, p, (float *)c->lt_workspace, c->gemm_counters, c->stream);
+    cudaError_t e = anvil_simt_launch(&k, p, (float *)c->lt_workspace, c->gemm_counters, c->stream, anvil_cuda_pdl() != 0);
     if (e != cudaSuccess)
         return anvil_cuda_fail(e, "simt_gemm");
     return anvil_cuda_launched(c, "simt_gemm");
+}
+
+extern "C" int anvil_cuda_pdl(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("ANVIL_PDL");
+        on = !(e && strcmp(e, "0") == 0);
+    }
+    return on;
 }
 
 /* ANVIL_CLUSTER_GEMM=0 turns cluster_gemm.cuh's path off (for A/B runs); read once. */
@@ -271,7 +281,7 @@ static anvil_status cluster_try(anvil_cuda_ctx *c, const lt_gemm *g, bool *used)
     if (cs < 2 || !anvil_cluster_fits(&k))
         return ANVIL_OK;
     *used = true;
-    cudaError_t e = anvil_cluster_launch(&k, cs, c->stream);
+    cudaError_t e = anvil_cluster_launch(&k, cs, c->stream, anvil_cuda_pdl() != 0);
     if (e != cudaSuccess)
         return anvil_cuda_fail(e, "cluster_gemm");
     return anvil_cuda_launched(c, "cluster_gemm");

@@ -183,6 +183,7 @@ static __global__ void adam_kernel(float *params, const float *grads, float *m, 
     /* Bias corrections in double, as Python computes them (and the CPU kernel): once per
      * block (two double pow()s in every thread cost as much as the update itself). */
     __shared__ adam_consts ks;
+    anvil_pdl_wait();
     if (threadIdx.x == 0) {
         double lr = (double)h->group[a.group].lr, t = (double)h->step + 1.0;
         double bc1 = __dsub_rn(1.0, pow((double)a.b1, t));
@@ -253,8 +254,9 @@ ANVIL_CUDA_KERNEL(adam)
     a.maximize = s->node->ia[5] != 0;
     float *m = sl.s[0], *v = sl.s[1], *vmax = sl.s[2];
     int vec4 = aligned16(sl.p) && aligned16(sl.g) && aligned16(m) && aligned16(v) && (!a.amsgrad || aligned16(vmax));
-    adam_kernel<<<optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream>>>(sl.p, sl.g, m, v, vmax, n, ex->hyper, a,
-                                                                        vec4);
+    ANVIL_CUDA_CHECK(anvil_cuda_launch(adam_kernel, optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream, sl.p,
+                                       (const float *)sl.g, m, v, vmax, n, (const anvil_hyper *)ex->hyper, a, vec4),
+                     "adam");
     return anvil_cuda_launched(c, "adam");
 }
 
@@ -595,6 +597,7 @@ ANVIL_CUDA_KERNEL(nadam)
 
 static __global__ void step_end_kernel(anvil_hyper *h, int64_t data_batch)
 {
+    anvil_pdl_wait();
     h->step += 1;
     h->rng_counter += 1;
     h->data_cursor += data_batch; /* resident data: the batch just used */
@@ -660,6 +663,6 @@ ANVIL_CUDA_KERNEL(step_end)
 {
     anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
     int64_t data_batch = s->node->n_in == 1 ? s->in_node[0]->shape[0] : 0;
-    step_end_kernel<<<1, 1, 0, c->stream>>>(ex->hyper, data_batch);
+    ANVIL_CUDA_CHECK(anvil_cuda_launch(step_end_kernel, 1, 1, 0, c->stream, ex->hyper, data_batch), "step_end");
     return anvil_cuda_launched(c, "step_end");
 }

@@ -204,6 +204,9 @@ static __global__ void __launch_bounds__(ANVIL_SIMT_THREADS)
     __shared__ __align__(16) float Bs[2][BK][BN + 4];
     __shared__ bool last_block;
 
+    /* launched with programmatic stream serialization (pdl): nothing is read before the
+     * kernel ahead has finished (a no-op otherwise) */
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
     const int tid = threadIdx.x, tx = tid % (BM / TM), ty = tid / (BM / TM);
     const int i0 = blockIdx.x * BM, j0 = blockIdx.y * BN;
     const int kb = blockIdx.z * kchunk, ke = min(g.k, kb + kchunk);
@@ -376,13 +379,24 @@ static inline anvil_simt_plan anvil_simt_choose(int m, int n, int k, int sm_coun
 
 template <int BM, int BN, int TM, int TN, class Src>
 static cudaError_t anvil_simt_launch_src(const Src &src, const anvil_simt_gemm *g, int splits, float *ws,
-                                         unsigned int *counters, cudaStream_t st)
+                                         unsigned int *counters, cudaStream_t st, bool pdl)
 {
     int mrows = g->rowsum ? g->m + 1 : g->m;
     dim3 grid((unsigned)((mrows + BM - 1) / BM), (unsigned)((g->n + BN - 1) / BN), (unsigned)splits);
     int chunk = (g->k + splits - 1) / splits;
     chunk = (chunk + ANVIL_SIMT_BK - 1) / ANVIL_SIMT_BK * ANVIL_SIMT_BK;
-    anvil_simt_gemm_kernel<BM, BN, TM, TN, Src><<<grid, ANVIL_SIMT_THREADS, 0, st>>>(src, *g, chunk, ws, counters);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = dim3(ANVIL_SIMT_THREADS, 1, 1);
+    cfg.stream = st;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, anvil_simt_gemm_kernel<BM, BN, TM, TN, Src>, src, *g, chunk, ws, counters);
+    if (e != cudaSuccess)
+        return e;
     if (splits > 1 && !counters) {
         int64_t total = (int64_t)mrows * g->n, blocks = (total * 32 + 255) / 256;
         anvil_simt_reduce_kernel<BM, BN, TM, TN><<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, st>>>(
@@ -393,12 +407,12 @@ static cudaError_t anvil_simt_launch_src(const Src &src, const anvil_simt_gemm *
 
 template <int BM, int BN, int TM, int TN>
 static cudaError_t anvil_simt_launch_t(const anvil_simt_gemm *g, int splits, float *ws, unsigned int *counters,
-                                       cudaStream_t st)
+                                       cudaStream_t st, bool pdl)
 {
 #define ANVIL_SIMT_DENSE(ta, tb)                                                                          \
     anvil_simt_launch_src<BM, BN, TM, TN>(                                                                \
         anvil_simt_dense_src<BM, BN, ta, tb>{g->A, g->B, g->lda, g->ldb, g->m, g->n, g->rowsum != NULL}, g, \
-        splits, ws, counters, st)
+        splits, ws, counters, st, pdl)
     if (!g->ta && !g->tb)
         return ANVIL_SIMT_DENSE(false, false);
     if (!g->ta && g->tb)
@@ -411,16 +425,17 @@ static cudaError_t anvil_simt_launch_t(const anvil_simt_gemm *g, int splits, flo
 
 /* Launches g with plan p on st.  ws: at least anvil_simt_ws_bytes(g, p) bytes; counters:
  * ANVIL_SIMT_COUNTERS zeros, not used concurrently by another product.  The caller checks
- * that the tile count fits the counters and that p.splits <= ANVIL_SIMT_MAX_SPLITS. */
+ * that the tile count fits the counters and that p.splits <= ANVIL_SIMT_MAX_SPLITS.  pdl:
+ * with programmatic stream serialization (the kernel waits for the one ahead first). */
 static inline cudaError_t anvil_simt_launch(const anvil_simt_gemm *g, anvil_simt_plan p, float *ws,
-                                            unsigned int *counters, cudaStream_t st)
+                                            unsigned int *counters, cudaStream_t st, bool pdl = false)
 {
     switch (p.cfg) {
-    case ANVIL_SIMT_64x64: return anvil_simt_launch_t<64, 64, 4, 4>(g, p.splits, ws, counters, st);
-    case ANVIL_SIMT_32x64: return anvil_simt_launch_t<32, 64, 2, 4>(g, p.splits, ws, counters, st);
-    case ANVIL_SIMT_64x32: return anvil_simt_launch_t<64, 32, 4, 2>(g, p.splits, ws, counters, st);
-    case ANVIL_SIMT_32x32: return anvil_simt_launch_t<32, 32, 2, 2>(g, p.splits, ws, counters, st);
-    default: return anvil_simt_launch_t<128, 64, 8, 4>(g, p.splits, ws, counters, st);
+    case ANVIL_SIMT_64x64: return anvil_simt_launch_t<64, 64, 4, 4>(g, p.splits, ws, counters, st, pdl);
+    case ANVIL_SIMT_32x64: return anvil_simt_launch_t<32, 64, 2, 4>(g, p.splits, ws, counters, st, pdl);
+    case ANVIL_SIMT_64x32: return anvil_simt_launch_t<64, 32, 4, 2>(g, p.splits, ws, counters, st, pdl);
+    case ANVIL_SIMT_32x32: return anvil_simt_launch_t<32, 32, 2, 2>(g, p.splits, ws, counters, st, pdl);
+    default: return anvil_simt_launch_t<128, 64, 8, 4>(g, p.splits, ws, counters, st, pdl);
     }
 }
 
