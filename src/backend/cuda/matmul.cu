@@ -184,6 +184,31 @@ static bool simt_small(const lt_gemm *g)
     return (g->m * g->n <= 4096 && g->k <= 4096) || (g->k <= 16 && g->m * g->n <= ((int64_t)1 << 20));
 }
 
+/* g as the own kernels' description (simt_gemm.cuh); false when a size passes int. */
+static bool as_simt(const lt_gemm *g, anvil_simt_gemm *k)
+{
+    if (g->m >= INT_MAX || g->n >= INT_MAX || g->k >= INT_MAX || g->lda > INT_MAX || g->ldb > INT_MAX ||
+        g->ldd > INT_MAX)
+        return false;
+    memset(k, 0, sizeof *k);
+    k->ta = g->ta == CUBLAS_OP_T;
+    k->tb = g->tb == CUBLAS_OP_T;
+    k->m = (int)g->m;
+    k->n = (int)g->n;
+    k->k = (int)g->k;
+    k->A = g->A;
+    k->lda = (int)g->lda;
+    k->B = g->B;
+    k->ldb = (int)g->ldb;
+    k->D = g->D;
+    k->ldd = (int)g->ldd;
+    k->beta = g->beta;
+    k->bias = g->bias;
+    k->act = g->act;
+    k->mask = g->mask;
+    return true;
+}
+
 /* Runs g through simt_gemm.cuh when it is eligible; *used says whether it did. */
 static anvil_status simt_try(anvil_cuda_ctx *c, const lt_gemm *g, bool *used)
 {
@@ -191,26 +216,9 @@ static anvil_status simt_try(anvil_cuda_ctx *c, const lt_gemm *g, bool *used)
     int mode = anvil_cuda_simt_mode();
     if (mode == 0 || !c->gemm_counters || (mode == 1 && !simt_small(g)))
         return ANVIL_OK;
-    if (g->m >= INT_MAX || g->n >= INT_MAX || g->k >= INT_MAX || g->lda > INT_MAX || g->ldb > INT_MAX ||
-        g->ldd > INT_MAX)
-        return ANVIL_OK;
     anvil_simt_gemm k;
-    memset(&k, 0, sizeof k);
-    k.ta = g->ta == CUBLAS_OP_T;
-    k.tb = g->tb == CUBLAS_OP_T;
-    k.m = (int)g->m;
-    k.n = (int)g->n;
-    k.k = (int)g->k;
-    k.A = g->A;
-    k.lda = (int)g->lda;
-    k.B = g->B;
-    k.ldb = (int)g->ldb;
-    k.D = g->D;
-    k.ldd = (int)g->ldd;
-    k.beta = g->beta;
-    k.bias = g->bias;
-    k.act = g->act;
-    k.mask = g->mask;
+    if (!as_simt(g, &k))
+        return ANVIL_OK;
     anvil_simt_plan p = anvil_simt_choose(k.m, k.n, k.k, c->sm_count);
     int bm, bn;
     anvil_simt_tile(p.cfg, &bm, &bn);
@@ -219,7 +227,8 @@ static anvil_status simt_try(anvil_cuda_ctx *c, const lt_gemm *g, bool *used)
         anvil_simt_ws_bytes(&k, p) > ANVIL_CUDA_LT_WORKSPACE)
         return ANVIL_OK;
     *used = true;
-    cudaError_t e = anvil_simt_launch(&k, p, (float *)c->lt_workspace, c->gemm_counters, c->stream, anvil_cuda_pdl() != 0);
+    cudaError_t e =
+        anvil_simt_launch(&k, p, (float *)c->lt_workspace, c->gemm_counters, c->stream, anvil_cuda_pdl() != 0);
     if (e != cudaSuccess)
         return anvil_cuda_fail(e, "simt_gemm");
     return anvil_cuda_launched(c, "simt_gemm");
@@ -257,26 +266,9 @@ static anvil_status cluster_try(anvil_cuda_ctx *c, const lt_gemm *g, bool *used)
     *used = false;
     if (anvil_cuda_simt_mode() == 0 || !cluster_enabled())
         return ANVIL_OK;
-    if (g->m >= INT_MAX || g->n >= INT_MAX || g->k >= INT_MAX || g->lda > INT_MAX || g->ldb > INT_MAX ||
-        g->ldd > INT_MAX)
-        return ANVIL_OK;
     anvil_simt_gemm k;
-    memset(&k, 0, sizeof k);
-    k.ta = g->ta == CUBLAS_OP_T;
-    k.tb = g->tb == CUBLAS_OP_T;
-    k.m = (int)g->m;
-    k.n = (int)g->n;
-    k.k = (int)g->k;
-    k.A = g->A;
-    k.lda = (int)g->lda;
-    k.B = g->B;
-    k.ldb = (int)g->ldb;
-    k.D = g->D;
-    k.ldd = (int)g->ldd;
-    k.beta = g->beta;
-    k.bias = g->bias;
-    k.act = g->act;
-    k.mask = g->mask;
+    if (!as_simt(g, &k))
+        return ANVIL_OK;
     int cs = anvil_cluster_choose(k.m, k.n, k.k, c->sm_count);
     if (cs < 2 || !anvil_cluster_fits(&k))
         return ANVIL_OK;
