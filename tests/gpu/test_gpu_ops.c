@@ -393,8 +393,9 @@ static void linear_gelu_case(int64_t rows, int64_t in, int64_t out, bool bias)
 }
 
 /* linear -> relu -> linear, gradients: the input gradient of the second product (dy W2)
- * takes the ReLU backward's mask (graph/fuse.c) — in the own small-shape kernel's
- * epilogue when out2 is tiny, as a pass after cuBLASLt otherwise. */
+ * takes the ReLU backward's mask (graph/fuse.c) — in the epilogue of the own kernels
+ * (simt_gemm.cuh when out2 is tiny, cluster_gemm.cuh for few tiles and aligned K), as a
+ * pass after cuBLASLt otherwise. */
 static void relu_mlp_case(int64_t rows, int64_t in, int64_t hid, int64_t out2)
 {
     gcase c;
@@ -421,7 +422,9 @@ static void test_linear(void **state)
     (void)state;
     NEED_GPU();
     relu_mlp_case(128, 50, 512, 10);  /* dy W2: K = 10, the own kernel */
-    relu_mlp_case(64, 30, 200, 96);   /* K = 96, 64 x 200 outputs: cuBLASLt + mask pass */
+    relu_mlp_case(64, 30, 200, 96);   /* K = 96, 64 x 200 outputs: the cluster split-K (2 blocks) */
+    relu_mlp_case(64, 30, 200, 94);   /* K = 94, not whole float4s: cuBLASLt + mask pass */
+    relu_mlp_case(128, 64, 512, 512); /* the mlp's dh1 shape: cluster split-K, K = 512 */
     relu_mlp_case(7, 5, 9, 3);
     int64_t x1[2] = {5, 7}, x2[2] = {128, 784}, x3[3] = {3, 4, 9}, x4[2] = {33, 17};
     linear_case(2, x1, 3, true);
