@@ -5,11 +5,12 @@
  *
  * A cluster of cs blocks computes one 32 x 32 output tile: block r sums its own K range,
  * operands streamed into shared memory by a 3-stage cp.async ring; inside a block 4 groups
- * of 64 threads split each stage's K again (4 x 4 outputs per thread).  The partial tiles stay in shared memory:
- * each block then adds one slice of the tile over the cluster's blocks through distributed
- * shared memory, in rank order (the result is a function of the shapes and the plan only:
- * the same on every run), and applies the epilogue of simt_gemm.cuh (beta, bias, ReLU or
- * GELU, ReLU-backward mask).  No workspace, counters or second kernel.
+ * of 64 threads split each stage's K again (4 x 4 outputs per thread).  The partial tiles
+ * stay in shared memory: each block then adds one slice of the tile over the cluster's
+ * blocks through distributed shared memory, in rank order (the result is a function of
+ * the shapes and the plan only: the same on every run), and applies the epilogue of
+ * simt_gemm.cuh (beta, bias, ReLU or GELU, ReLU-backward mask).  No workspace, counters
+ * or second kernel.
  *
  * Operands as simt_gemm.cuh describes them (column-major, cuBLAS's op(A), op(B)); 16-byte
  * copies need aligned pointers, leading dimensions and K (anvil_cluster_fits). */
