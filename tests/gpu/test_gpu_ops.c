@@ -741,6 +741,8 @@ static void test_cross_entropy(void **state)
         ce_case(6, 5, 0.0f, probs);
         ce_case(6, 5, 0.1f, probs);
         ce_case(128, 10, 0.0f, probs);
+        ce_case(33, 17, 0.1f, probs);   /* the gradient's 32-lane groups, a partial block */
+        ce_case(50, 32, 0.0f, probs);
         ce_case(1000, 37, 0.2f, probs); /* many blocks of partial sums */
         ce_case(7, 3000, 0.1f, probs);  /* long rows */
     }

@@ -317,9 +317,68 @@ static bool depends(const anvil_step *a, const anvil_step *b) /* does a (later) 
     return false;
 }
 
-/* Captures p's steps, spreading independent ones over the lanes: a step continues the
- * lane of its latest dependency when that lane has nothing newer, else takes the lane
- * idle longest; it waits (an event, a graph edge) for dependencies on other lanes. */
+/* Does later step a wait for step b?  Inside a barrier's window by their memory; a barrier
+ * waits for everything before it and everything after it waits for the barrier. */
+static bool edge(const anvil_step *a, const anvil_step *b)
+{
+    return is_barrier(a) || is_barrier(b) || depends(a, b);
+}
+
+/* Marks the steps of the program's critical chain: from the step that heads the longest
+ * chain of dependent steps, each time the successor that heads the longest remaining one
+ * (ties: the one writing more bytes, a product before a bias reduction).  capture_lanes
+ * keeps them all on lane 0, so that each follows its predecessor in one stream (the
+ * launch overlap of PDL works only there) and side work (the loss value, weight
+ * gradients) takes the other lanes.  O(n^2) dependency tests, once per capture. */
+static anvil_status critical_chain(const anvil_step *steps, int n, bool *chain)
+{
+    int *height = (int *)anvil_xmalloc((size_t)(n + 1) * 2 * sizeof *height, "capture heights");
+    if (!height)
+        return ANVIL_ERR_OOM;
+    int *heir = height + n + 1;
+    int top = -1;
+    for (int i = n - 1; i >= 0; i--) {
+        height[i] = 1;
+        heir[i] = -1;
+        for (int j = i + 1; j < n; j++) {
+            if (!edge(&steps[j], &steps[i]))
+                continue;
+            int hj = height[j] + 1;
+            size_t bj = anvil_node_bytes(steps[j].node), bh = heir[i] >= 0 ? anvil_node_bytes(steps[heir[i]].node) : 0;
+            if (hj > height[i] || (hj == height[i] && heir[i] >= 0 && bj > bh)) {
+                height[i] = hj;
+                heir[i] = j;
+            }
+            if (is_barrier(&steps[j]))
+                break; /* later steps depend on i through the barrier */
+        }
+        if (top < 0 || height[i] >= height[top])
+            top = i;
+    }
+    for (int i = 0; i < n; i++)
+        chain[i] = false;
+    for (int i = top; i >= 0; i = heir[i])
+        chain[i] = true;
+    free(height);
+    return ANVIL_OK;
+}
+
+/* ANVIL_LANES=old: the previous lane choice (the latest dependency's lane when free, else
+ * the lane idle longest), for A/B runs; read once. */
+static bool chain_lanes(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("ANVIL_LANES");
+        on = !(e && strcmp(e, "old") == 0);
+    }
+    return on != 0;
+}
+
+/* Captures p's steps, spreading independent ones over the lanes: the critical chain on
+ * lane 0; any other step continues the lane of its latest dependency when that lane has
+ * nothing newer, else takes the side lane idle longest; it waits (an event, a graph edge)
+ * for dependencies on other lanes.  Barriers run on lane 0. */
 static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anvil_exec *ex)
 {
     int n = p->n_steps - p->n_init;
@@ -331,6 +390,21 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         free(ev);
         free(lane);
         return ANVIL_ERR_OOM;
+    }
+    bool *chain = (bool *)anvil_xcalloc((size_t)n + 1, sizeof *chain, "capture chain");
+    if (!chain) {
+        free(ev);
+        free(lane);
+        return ANVIL_ERR_OOM;
+    }
+    if (chain_lanes() && ANVIL_CUDA_LANES > 1) {
+        s = critical_chain(steps, n, chain);
+        if (s != ANVIL_OK) {
+            free(chain);
+            free(ev);
+            free(lane);
+            return s;
+        }
     }
     cudaStream_t main_stream = c->stream;
     void *main_ws = c->lt_workspace;
@@ -361,7 +435,19 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
                     latest = j;
             }
         int L = 0;
-        if (!bar) {
+        if (!bar && chain_lanes() && ANVIL_CUDA_LANES > 1) {
+            /* the critical chain on lane 0, the rest on the others as below */
+            if (!chain[i]) {
+                if (latest > barrier && lane[latest] != 0 && last[lane[latest]] == latest) {
+                    L = lane[latest];
+                } else {
+                    L = 1;
+                    for (int l = 2; l < ANVIL_CUDA_LANES; l++)
+                        if (last[l] < last[L])
+                            L = l;
+                }
+            }
+        } else if (!bar) {
             if (latest > barrier && last[lane[latest]] == latest) {
                 L = lane[latest];
             } else {
@@ -395,6 +481,7 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         if (last[l] >= 0 && last[l] > barrier)
             cudaStreamWaitEvent(main_stream, ev[last[l]], 0);
 out:
+    free(chain);
     c->stream = main_stream;
     c->lt_workspace = main_ws;
     c->scratch = main_scratch;
