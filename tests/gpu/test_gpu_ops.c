@@ -1276,6 +1276,52 @@ static void test_cnn_trainer(void **state)
     anvil_model_free(mg);
 }
 
+/* The built-in "mlp" (784-512-512-10) at the benchmark's batch of 128, 5 Adam steps on
+ * both devices: on CUDA its 10-class product computes the loss gradient in its epilogue
+ * (cluster_gemm.cuh, offered by the capture), so this is that path against the CPU's
+ * separate kernels: losses per step, then every parameter. */
+static void test_mlp_trainer(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    anvil_model *mc, *mg;
+    CHECK_OK(anvil_model_builtin(&mc, "mlp"));
+    CHECK_OK(anvil_model_builtin(&mg, "mlp"));
+    anvil_trainer_config cfg = anvil_trainer_default_config();
+    cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_ADAM);
+    cfg.optimizer.lr = 1e-3f;
+    cfg.seed = 31;
+    cfg.verbose = 0;
+    anvil_trainer *tc, *tg;
+    cfg.device = ANVIL_DEVICE_CPU;
+    CHECK_OK(anvil_trainer_create(&tc, mc, &cfg));
+    cfg.device = gpu_device;
+    CHECK_OK(anvil_trainer_create(&tg, mg, &cfg));
+    for (int k = 0; k < PAR_STEPS; k++) {
+        int64_t xs[4] = {128, 1, 28, 28}, n = 128;
+        anvil_tensor *x = tu_rand_tensor(4, xs, 0, 1, 1300 + (uint64_t)k), *y;
+        assert_non_null(x);
+        CHECK_OK(anvil_tensor_create(&y, ANVIL_I32, 1, &n, NULL));
+        int32_t *yd = anvil_tensor_data(y);
+        for (int i = 0; i < 128; i++)
+            yd[i] = (i * 7 + k) % 10;
+        CHECK_OK(anvil_train_step(tc, x, y));
+        CHECK_OK(anvil_train_step(tg, x, y));
+        float lc, lg;
+        CHECK_OK(anvil_trainer_last_loss(tc, &lc));
+        CHECK_OK(anvil_trainer_last_loss(tg, &lg));
+        if (!(fabs((double)lc - lg) <= 1e-5 + 1e-4 * fabs((double)lc)))
+            fail_msg("mlp adam: step %d loss gpu %.9g vs cpu %.9g", k + 1, (double)lg, (double)lc);
+        anvil_tensor_release(x);
+        anvil_tensor_release(y);
+    }
+    compare_params(mc, tc, tg, 5e-5, 5e-4, "mlp adam");
+    anvil_trainer_free(tc);
+    anvil_trainer_free(tg);
+    anvil_model_free(mc);
+    anvil_model_free(mg);
+}
+
 static void test_sgd_nesterov(void **state)
 {
     (void)state;
@@ -1842,6 +1888,7 @@ int main(void)
         cmocka_unit_test(test_pooling),
         cmocka_unit_test(test_maxpool_ties),
         cmocka_unit_test(test_sgd_nesterov),
+        cmocka_unit_test(test_mlp_trainer),
         cmocka_unit_test(test_adam),
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_more_optimizers),

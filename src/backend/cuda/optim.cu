@@ -108,9 +108,9 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 static unsigned int optim_blocks(anvil_cuda_ctx *c, int64_t n)
 {
-    /* a persistent-style grid: as many blocks as stay resident at once (four of 256
-     * threads per SM at Adam's 55 registers; the mlp step measured 1.5 µs faster than
-     * with twice that, which ran in two waves) */
+    /* a persistent-style grid: about as many blocks as stay resident at once (the mlp's
+     * Adam step measured 1.5 µs faster with 4 per SM than with 8, which ran in two waves;
+     * Adam now takes 6, see adam_kernel) */
     unsigned int cap = (unsigned int)(c->sm_count > 0 ? c->sm_count * 4 : 1024);
     return anvil_cuda_blocks((n + 3) / 4, ANVIL_CUDA_THREADS, cap);
 }
@@ -179,8 +179,11 @@ static __device__ __forceinline__ void adam_elem(const adam_args &a, const adam_
     p = __fsub_rn(pi, __fmul_rn(k.step_size, __fdiv_rn(mi, denom)));
 }
 
-static __global__ void adam_kernel(float *params, const float *grads, float *m, float *v, float *vmax,
-                                   int64_t n, const anvil_hyper *h, adam_args a, int vec4)
+/* At most 40 registers (no spills), so that 6 blocks fit an SM and one wave covers the
+ * mlp's 0.67 M parameters at a float4 per thread. */
+static __global__ void __launch_bounds__(ANVIL_CUDA_THREADS, 6)
+    adam_kernel(float *params, const float *grads, float *m, float *v, float *vmax, int64_t n, const anvil_hyper *h,
+                adam_args a, int vec4)
 {
     /* Bias corrections in double, as Python computes them (and the CPU kernel): once per
      * block (two double pow()s in every thread cost as much as the update itself).  The
@@ -259,7 +262,10 @@ ANVIL_CUDA_KERNEL(adam)
     a.maximize = s->node->ia[5] != 0;
     float *m = sl.s[0], *v = sl.s[1], *vmax = sl.s[2];
     int vec4 = aligned16(sl.p) && aligned16(sl.g) && aligned16(m) && aligned16(v) && (!a.amsgrad || aligned16(vmax));
-    ANVIL_CUDA_CHECK(anvil_cuda_launch(adam_kernel, optim_blocks(c, n), ANVIL_CUDA_THREADS, 0, c->stream, sl.p,
+    /* one resident wave: 6 blocks per SM (its launch bounds) */
+    unsigned int blocks = anvil_cuda_blocks((n + 3) / 4, ANVIL_CUDA_THREADS,
+                                            c->sm_count > 0 ? (unsigned int)(c->sm_count * 6) : 1024u);
+    ANVIL_CUDA_CHECK(anvil_cuda_launch(adam_kernel, blocks, ANVIL_CUDA_THREADS, 0, c->stream, sl.p,
                                        (const float *)sl.g, m, v, vmax, n, (const anvil_hyper *)ex->hyper, a, vec4),
                      "adam");
     return anvil_cuda_launched(c, "adam");
