@@ -1277,9 +1277,9 @@ static void test_cnn_trainer(void **state)
 }
 
 /* The built-in "mlp" (784-512-512-10) at the benchmark's batch of 128, 5 Adam steps on
- * both devices: on CUDA its 10-class product computes the loss gradient in its epilogue
- * (cluster_gemm.cuh, offered by the capture), so this is that path against the CPU's
- * separate kernels: losses per step, then every parameter. */
+ * both devices: the benchmark's own kernels on CUDA (the cluster split-K products, the
+ * lane-per-class loss gradient, Adam's one-wave grid) against the CPU's: losses per step,
+ * then every parameter. */
 static void test_mlp_trainer(void **state)
 {
     (void)state;

@@ -10,9 +10,7 @@
  * blocks through distributed shared memory, in rank order (the result is a function of
  * the shapes and the plan only: the same on every run), and applies the epilogue of
  * simt_gemm.cuh (beta, bias, ReLU or GELU, ReLU-backward mask).  No workspace, counters
- * or second kernel.  A classifier's product (<= 32 classes) can also write cross-entropy's
- * gradient with respect to its logits (ce_dx in anvil_simt_gemm): the block that finishes
- * a sample's column has all its classes, so the loss gradient needs no kernel of its own.
+ * or second kernel.
  *
  * Operands as simt_gemm.cuh describes them (column-major, cuBLAS's op(A), op(B)); 16-byte
  * copies need aligned pointers, leading dimensions and K (anvil_cluster_fits). */
@@ -107,50 +105,14 @@ struct anvil_cluster_shape {
     static_assert(ANVIL_CLUSTER_BKS % (4 * KG) == 0, "whole 4-deep steps per group");
 };
 
-/* Shared memory: the ring, then (reusing it) the KG partial tiles; the cross-entropy
- * epilogue adds BM x BN floats after them (anvil_cluster_launch_t). */
+/* Shared memory: the ring, then (reusing it) the KG partial tiles. */
 template <int BM, int BN, int TM, int TN, int KG, bool AKC, bool BKC>
-static __host__ __device__ constexpr size_t anvil_cluster_smem_bytes()
+static size_t anvil_cluster_smem_bytes()
 {
-    const size_t ring = (size_t)ANVIL_CLUSTER_STAGES *
-                        (anvil_cluster_operand<BM, AKC>::FLOATS + anvil_cluster_operand<BN, BKC>::FLOATS);
-    const size_t red = (size_t)KG * BM * BN;
+    size_t ring = (size_t)ANVIL_CLUSTER_STAGES *
+                  (anvil_cluster_operand<BM, AKC>::FLOATS + anvil_cluster_operand<BN, BKC>::FLOATS);
+    size_t red = (size_t)KG * BM * BN;
     return (ring > red ? ring : red) * sizeof(float);
-}
-
-/* Cross-entropy's gradient for logits column j (sample j; class c = the lane, m <= 32
- * classes; col: the finished logits, in shared memory), as loss.cu's ce_bwd_group
- * computes it: the same double exponentials summed in the same order (class 0 first),
- * so the same floats.  Called by a whole warp. */
-static __device__ __forceinline__ void anvil_cluster_ce_column(const anvil_simt_gemm &g, int j, const float *col)
-{
-    const int c = threadIdx.x & 31;
-    const bool in = c < g.m;
-    const int64_t o = (int64_t)j * g.ldd + c;
-    const float x = in ? col[c] : -INFINITY;
-    float mx = x;
-#pragma unroll
-    for (int d = 16; d > 0; d /= 2)
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, d));
-    const double e = in ? exp((double)x - mx) : 0.0;
-    double sum = 0.0;
-#pragma unroll
-    for (int q = 0; q < 32; q++) {
-        const double t = __shfl_sync(0xffffffffu, e, q);
-        if (q < g.m)
-            sum += t;
-    }
-    const float lse = (float)(mx + log(sum));
-    const float gs = (float)((double)g.ce_dloss[0] / (double)g.n);
-    const float onem = (float)(1.0 - (double)g.ce_eps), unif = (float)((double)g.ce_eps / (double)g.m);
-    if (!in)
-        return;
-    const int32_t y = g.ce_labels[j];
-    const bool bad = y < 0 || y >= g.m;
-    if (bad && c == 0)
-        atomicOr(g.ce_err, g.ce_err_bit);
-    const float tc = (c == y ? onem : 0.0f) + unif;
-    g.ce_dx[o] = bad ? 0.0f : gs * (expf(x - lse) - tc);
 }
 
 /* Grid (tiles along m, tiles along n, cs), clusters of (1, 1, cs); kc: K per block, a
@@ -243,8 +205,6 @@ static __global__ void __launch_bounds__(256) anvil_cluster_gemm_kernel(anvil_si
      * order; all of a thread's remote loads are issued before the first addition. */
     const int cs = (int)cluster.num_blocks(), r = (int)cluster.block_rank();
     const int per = BM * BN / cs;
-    /* past the ring / partial tiles: this block's finished columns, for the loss gradient */
-    float *ce_fin = smem + anvil_cluster_smem_bytes<BM, BN, TM, TN, KG, AKC, BKC>() / sizeof(float);
     for (int e = r * per + 4 * tid; e < (r + 1) * per; e += 4 * NT) {
         float4 p[ANVIL_CLUSTER_MAX];
 #pragma unroll
@@ -262,22 +222,6 @@ static __global__ void __launch_bounds__(256) anvil_cluster_gemm_kernel(anvil_si
             anvil_simt_finish(g, i + 1, j, v.y);
             anvil_simt_finish(g, i + 2, j, v.z);
             anvil_simt_finish(g, i + 3, j, v.w);
-            if (g.ce_dx) { /* the logits as finish() made them (bias only: fits() saw to it) */
-                float *f = ce_fin + (e - r * per);
-                f[0] = g.bias && i < g.m ? v.x + g.bias[i] : v.x;
-                f[1] = g.bias && i + 1 < g.m ? v.y + g.bias[i + 1] : v.y;
-                f[2] = g.bias && i + 2 < g.m ? v.z + g.bias[i + 2] : v.z;
-                f[3] = g.bias && i + 3 < g.m ? v.w + g.bias[i + 3] : v.w;
-            }
-        }
-    }
-    if (g.ce_dx) { /* whole columns (m <= BM, one tile along m): this block's BN / cs */
-        __syncthreads(); /* their logits are in ce_fin */
-        const int cols = BN / cs;
-        for (int q = tid / 32; q < cols; q += NT / 32) {
-            const int j = j0 + r * cols + q;
-            if (j < g.n)
-                anvil_cluster_ce_column(g, j, ce_fin + q * BM);
         }
     }
     /* The other blocks may still be reading this one's tile; no memory ordering is needed
@@ -287,13 +231,9 @@ static __global__ void __launch_bounds__(256) anvil_cluster_gemm_kernel(anvil_si
 }
 
 /* Whether g can take this path: no row sum, 16-byte aligned operands, K and the
- * contiguous extents in whole float4s; with the cross-entropy epilogue, at most BM
- * classes and no other epilogue than the bias. */
+ * contiguous extents in whole float4s. */
 static inline bool anvil_cluster_fits(const anvil_simt_gemm *g)
 {
-    if (g->ce_dx && (g->m > ANVIL_CLUSTER_BM || g->act || g->mask || g->beta != 0.0f || !g->ce_labels ||
-                     !g->ce_dloss || !g->ce_err))
-        return false;
     bool akc = g->ta, bkc = !g->tb;
     return !g->rowsum && g->k > 0 && g->k % 4 == 0 && ((uintptr_t)g->A & 15) == 0 &&
            ((uintptr_t)g->B & 15) == 0 && g->lda % 4 == 0 && g->ldb % 4 == 0 && (akc || g->m % 4 == 0) &&
@@ -322,9 +262,7 @@ template <int BM, int BN, int TM, int TN, int KG, bool AKC, bool BKC>
 static cudaError_t anvil_cluster_launch_t(const anvil_simt_gemm *g, int cs, cudaStream_t st, bool pdl)
 {
     auto kern = anvil_cluster_gemm_kernel<BM, BN, TM, TN, KG, AKC, BKC>;
-    /* the cross-entropy epilogue keeps the finished logits in BM x BN more floats */
-    const size_t base = anvil_cluster_smem_bytes<BM, BN, TM, TN, KG, AKC, BKC>(), most = base + BM * BN * sizeof(float);
-    const size_t smem = g->ce_dx ? most : base;
+    const size_t smem = anvil_cluster_smem_bytes<BM, BN, TM, TN, KG, AKC, BKC>();
     static unsigned long long attr_set = 0; /* per instantiation, a bit per device */
     int dev = 0;
     cudaError_t e = cudaGetDevice(&dev);
@@ -332,7 +270,7 @@ static cudaError_t anvil_cluster_launch_t(const anvil_simt_gemm *g, int cs, cuda
         return e;
     unsigned long long bit = dev < 64 ? 1ull << dev : 0;
     if (!(attr_set & bit)) {
-        e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most);
+        e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess)
             return e;
         attr_set |= bit;

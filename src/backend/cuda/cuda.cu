@@ -375,47 +375,6 @@ static bool chain_lanes(void)
     return on != 0;
 }
 
-static bool reads_from(const anvil_step *w, byte_range r)
-{
-    for (int k = 0; k < w->node->n_in; k++)
-        if (overlaps(range_of(w->in[k], w->in_node[k]), r))
-            return true;
-    return false;
-}
-
-/* The loss gradient that chain step i's product may compute in its epilogue (matmul.cu,
- * cluster_gemm.cuh): the next chain step j, a CROSS_ENTROPY_BWD with class indices that
- * reads i's output as its logits, when moving j's work to i's time is safe: no step from
- * i to j writes j's other inputs (the loss gradient, the labels) or touches j's output,
- * and i neither reads nor writes j's output.  -1: none.  (ANVIL_CE_FUSED=0: never.) */
-static int ce_partner(const anvil_step *steps, int i, int n, const bool *chain)
-{
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("ANVIL_CE_FUSED");
-        on = !(e && strcmp(e, "0") == 0);
-    }
-    if (!on || !chain[i] || !steps[i].out)
-        return -1;
-    int j = i + 1;
-    while (j < n && !chain[j])
-        j++;
-    if (j >= n || steps[j].node->op != OP_CROSS_ENTROPY_BWD || steps[j].node->n_in != 3 ||
-        steps[j].in[1] != steps[i].out || steps[j].node->ia[0])
-        return -1;
-    const anvil_step *ce = &steps[j];
-    byte_range dx = range_of(ce->out, ce->node), dl = range_of(ce->in[0], ce->in_node[0]),
-               lb = range_of(ce->in[2], ce->in_node[2]);
-    if (writes_into(&steps[i], dx) || reads_from(&steps[i], dx))
-        return -1;
-    for (int q = i + 1; q < j; q++) {
-        const anvil_step *w = &steps[q];
-        if (is_barrier(w) || writes_into(w, dl) || writes_into(w, lb) || writes_into(w, dx) || reads_from(w, dx))
-            return -1;
-    }
-    return j;
-}
-
 /* Captures p's steps, spreading independent ones over the lanes: the critical chain on
  * lane 0; any other step continues the lane of its latest dependency when that lane has
  * nothing newer, else takes the side lane idle longest; it waits (an event, a graph edge)
@@ -510,21 +469,7 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         c->lt_workspace = c->lane_ws[L];
         c->scratch = c->lane_scratch[L];
         c->gemm_counters = c->lane_counters[L];
-        int cej = chain_lanes() && ANVIL_CUDA_LANES > 1 ? ce_partner(steps, i, n, chain) : -1;
-        if (cej >= 0) { /* offered: the product then needs what the loss gradient needs */
-            for (int l = 0; l < ANVIL_CUDA_LANES; l++) {
-                if (l == L)
-                    continue;
-                for (int j = i - 1; j > barrier; j--)
-                    if (lane[j] == l && depends(&steps[cej], &steps[j])) {
-                        cudaStreamWaitEvent(c->stream, ev[j], 0);
-                        break;
-                    }
-            }
-            c->ce_offer = &steps[cej];
-        }
         s = anvil_cuda_kernels[st->node->op](ex, st);
-        c->ce_offer = NULL;
         cudaEventRecord(ev[i], c->stream);
         lane[i] = L;
         last[L] = i;
@@ -537,7 +482,6 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
             cudaStreamWaitEvent(main_stream, ev[last[l]], 0);
 out:
     free(chain);
-    c->ce_offer = c->ce_taken = NULL;
     c->stream = main_stream;
     c->lt_workspace = main_ws;
     c->scratch = main_scratch;

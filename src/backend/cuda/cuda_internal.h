@@ -62,10 +62,6 @@ typedef struct {
     unsigned int *err_host;
     unsigned int *err_dev;
     bool capturing;         /* inside run()'s stream capture */
-    /* A loss gradient (CROSS_ENTROPY_BWD step) that the capture offers to the product
-     * making its logits (matmul.cu's cluster kernel computes it in its epilogue), and the
-     * one taken, whose own launch is then skipped; NULL when none. */
-    const anvil_step *ce_offer, *ce_taken;
     /* Capture lanes: independent steps are captured on different streams so that the
      * graph runs them concurrently.  Lane 0 is `stream`; each lane has its own cuBLASLt
      * workspace and reduction scratch, and a kernel uses the current lane's (stream,

@@ -272,29 +272,10 @@ static anvil_status cluster_try(anvil_cuda_ctx *c, const lt_gemm *g, bool *used)
     int cs = anvil_cluster_choose(k.m, k.n, k.k, c->sm_count);
     if (cs < 2 || !anvil_cluster_fits(&k))
         return ANVIL_OK;
-    /* the loss gradient the capture offered, when this product makes its logits */
-    const anvil_step *ce = c->ce_offer;
-    if (ce && ce->in[1] == (const void *)g->D && ce->in_node[1]->ndim == 2 && ce->in_node[1]->shape[0] == g->n &&
-        ce->in_node[1]->shape[1] == g->m && g->ldd == g->m && !ce->node->ia[0]) {
-        anvil_simt_gemm kc = k;
-        kc.ce_dx = (float *)ce->out;
-        kc.ce_labels = (const int32_t *)ce->in[2];
-        kc.ce_dloss = (const float *)ce->in[0];
-        kc.ce_eps = ce->node->fa[0];
-        kc.ce_err = c->err_dev;
-        kc.ce_err_bit = ANVIL_CUDA_ERR_LABEL;
-        if (anvil_cluster_fits(&kc)) {
-            k = kc;
-            c->ce_taken = ce;
-        }
-    }
-    c->ce_offer = NULL;
     *used = true;
     cudaError_t e = anvil_cluster_launch(&k, cs, c->stream, anvil_cuda_pdl() != 0);
-    if (e != cudaSuccess) {
-        c->ce_taken = NULL;
+    if (e != cudaSuccess)
         return anvil_cuda_fail(e, "cluster_gemm");
-    }
     return anvil_cuda_launched(c, "cluster_gemm");
 }
 

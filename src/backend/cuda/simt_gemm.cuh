@@ -36,16 +36,6 @@ typedef struct {
     int act;                /* 0 none, 1 relu, 2 gelu (tanh approximation) */
     const float *mask;      /* [m,n] with ld ldd, or NULL: D = 0 where mask <= 0 (ReLU backward) */
     float *rowsum;          /* [n] or NULL: sum over k of op(B)[k, j] (a bias gradient) */
-    /* cluster_gemm.cuh only: with ce_dx, D holds logits (class i of sample j) and the
-     * kernel also writes cross-entropy's gradient with respect to them (class indices
-     * ce_labels, smoothing ce_eps, loss gradient *ce_dloss, mean over the n samples) to
-     * ce_dx (same layout as D); a label outside [0, m) sets ce_err_bit in *ce_err */
-    float *ce_dx;
-    const int32_t *ce_labels;
-    const float *ce_dloss;
-    float ce_eps;
-    unsigned int *ce_err;
-    unsigned int ce_err_bit;
 } anvil_simt_gemm;
 
 /* Tile shapes: BM x BN outputs per block, TM x TN per thread. */
