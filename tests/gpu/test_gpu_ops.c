@@ -1205,9 +1205,8 @@ static void trainer_parity_cfg(anvil_trainer_config cfg, bool dropout, bool plat
     anvil_model_free(mg);
 }
 
-/* The built-in "cnn" (conv-relu-maxpool x2, linear-relu-linear on 1x28x28) trained 5 Adam
- * steps on the CPU and on CUDA from the same seed: losses per step, then every parameter
- * (atol 5e-5, rtol 5e-4), then predictions.  Inputs in [0, 1) as images, random labels. */
+/* The built-in "cnn" (conv-relu-maxpool x2, linear-relu-linear on 1x28x28): batches of
+ * inputs in [0, 1) as images, random labels. */
 #define CNN_BATCH 16
 
 static void cnn_batch(int k, anvil_tensor **x, anvil_tensor **y)
@@ -1223,18 +1222,19 @@ static void cnn_batch(int k, anvil_tensor **x, anvil_tensor **y)
         yd[i] = u[i] >= 10.0f ? 9 : (int32_t)u[i];
 }
 
-static void test_cnn_trainer(void **state)
+/* A built-in model trained 5 Adam steps (lr 1e-3) on the CPU and on CUDA from the same
+ * seed and batches: losses per step, then every parameter (atol 5e-5, rtol 5e-4), then
+ * predictions on another batch. */
+static void builtin_parity(const char *name, uint64_t seed, void (*batch)(int, anvil_tensor **, anvil_tensor **))
 {
-    (void)state;
-    NEED_GPU();
     const double atol = 5e-5, rtol = 5e-4;
     anvil_model *mc, *mg;
-    CHECK_OK(anvil_model_builtin(&mc, "cnn"));
-    CHECK_OK(anvil_model_builtin(&mg, "cnn"));
+    CHECK_OK(anvil_model_builtin(&mc, name));
+    CHECK_OK(anvil_model_builtin(&mg, name));
     anvil_trainer_config cfg = anvil_trainer_default_config();
     cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_ADAM);
     cfg.optimizer.lr = 1e-3f;
-    cfg.seed = 777;
+    cfg.seed = seed;
     cfg.verbose = 0;
     anvil_trainer *tc, *tg;
     cfg.device = ANVIL_DEVICE_CPU;
@@ -1242,30 +1242,30 @@ static void test_cnn_trainer(void **state)
     cfg.device = gpu_device;
     CHECK_OK(anvil_trainer_create(&tg, mg, &cfg));
     assert_int_equal(anvil_trainer_device(tg), gpu_device);
-    compare_params(mc, tc, tg, 1e-30, 0.0, "cnn initial parameters");
+    compare_params(mc, tc, tg, 1e-30, 0.0, "initial parameters");
     for (int k = 0; k < PAR_STEPS; k++) {
         anvil_tensor *x, *y;
-        cnn_batch(k, &x, &y);
+        batch(k, &x, &y);
         CHECK_OK(anvil_train_step(tc, x, y));
         CHECK_OK(anvil_train_step(tg, x, y));
         float lc, lg;
         CHECK_OK(anvil_trainer_last_loss(tc, &lc));
         CHECK_OK(anvil_trainer_last_loss(tg, &lg));
         if (!(fabs((double)lc - lg) <= 1e-4 + 1e-3 * fabs((double)lc)))
-            fail_msg("cnn adam: step %d loss gpu %.9g vs cpu %.9g", k + 1, (double)lg, (double)lc);
+            fail_msg("%s adam: step %d loss gpu %.9g vs cpu %.9g", name, k + 1, (double)lg, (double)lc);
         anvil_tensor_release(x);
         anvil_tensor_release(y);
     }
-    compare_params(mc, tc, tg, atol, rtol, "cnn adam");
+    compare_params(mc, tc, tg, atol, rtol, name);
     anvil_tensor *x, *y, *pc, *pg;
-    cnn_batch(99, &x, &y);
+    batch(99, &x, &y);
     CHECK_OK(anvil_predict(tc, x, &pc));
     CHECK_OK(anvil_predict(tg, x, &pg));
     int64_t worst;
     double e = tu_rel_err(anvil_tensor_cdata(pg), anvil_tensor_cdata(pc), anvil_tensor_numel(pc), atol * 10,
                           rtol * 10, &worst);
     if (e > 1.0)
-        fail_msg("cnn adam: predictions differ at [%lld] (%.3g x tolerance)", (long long)worst, e);
+        fail_msg("%s adam: predictions differ at [%lld] (%.3g x tolerance)", name, (long long)worst, e);
     anvil_tensor_release(x);
     anvil_tensor_release(y);
     anvil_tensor_release(pc);
@@ -1276,50 +1276,32 @@ static void test_cnn_trainer(void **state)
     anvil_model_free(mg);
 }
 
-/* The built-in "mlp" (784-512-512-10) at the benchmark's batch of 128, 5 Adam steps on
- * both devices: the benchmark's own kernels on CUDA (the cluster split-K products, the
- * lane-per-class loss gradient, Adam's one-wave grid) against the CPU's: losses per step,
- * then every parameter. */
+static void test_cnn_trainer(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    builtin_parity("cnn", 777, cnn_batch);
+}
+
+/* The built-in "mlp" (784-512-512-10) at the benchmark's batch of 128: the benchmark's
+ * own kernels on CUDA (the cluster split-K products, the lane-per-class loss gradient,
+ * Adam's one-wave grid) against the CPU's. */
+static void mlp_batch(int k, anvil_tensor **x, anvil_tensor **y)
+{
+    int64_t xs[4] = {128, 1, 28, 28}, n = 128;
+    *x = tu_rand_tensor(4, xs, 0, 1, 1300 + (uint64_t)k);
+    assert_non_null(*x);
+    CHECK_OK(anvil_tensor_create(y, ANVIL_I32, 1, &n, NULL));
+    int32_t *yd = anvil_tensor_data(*y);
+    for (int i = 0; i < 128; i++)
+        yd[i] = (i * 7 + k) % 10;
+}
+
 static void test_mlp_trainer(void **state)
 {
     (void)state;
     NEED_GPU();
-    anvil_model *mc, *mg;
-    CHECK_OK(anvil_model_builtin(&mc, "mlp"));
-    CHECK_OK(anvil_model_builtin(&mg, "mlp"));
-    anvil_trainer_config cfg = anvil_trainer_default_config();
-    cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_ADAM);
-    cfg.optimizer.lr = 1e-3f;
-    cfg.seed = 31;
-    cfg.verbose = 0;
-    anvil_trainer *tc, *tg;
-    cfg.device = ANVIL_DEVICE_CPU;
-    CHECK_OK(anvil_trainer_create(&tc, mc, &cfg));
-    cfg.device = gpu_device;
-    CHECK_OK(anvil_trainer_create(&tg, mg, &cfg));
-    for (int k = 0; k < PAR_STEPS; k++) {
-        int64_t xs[4] = {128, 1, 28, 28}, n = 128;
-        anvil_tensor *x = tu_rand_tensor(4, xs, 0, 1, 1300 + (uint64_t)k), *y;
-        assert_non_null(x);
-        CHECK_OK(anvil_tensor_create(&y, ANVIL_I32, 1, &n, NULL));
-        int32_t *yd = anvil_tensor_data(y);
-        for (int i = 0; i < 128; i++)
-            yd[i] = (i * 7 + k) % 10;
-        CHECK_OK(anvil_train_step(tc, x, y));
-        CHECK_OK(anvil_train_step(tg, x, y));
-        float lc, lg;
-        CHECK_OK(anvil_trainer_last_loss(tc, &lc));
-        CHECK_OK(anvil_trainer_last_loss(tg, &lg));
-        if (!(fabs((double)lc - lg) <= 1e-5 + 1e-4 * fabs((double)lc)))
-            fail_msg("mlp adam: step %d loss gpu %.9g vs cpu %.9g", k + 1, (double)lg, (double)lc);
-        anvil_tensor_release(x);
-        anvil_tensor_release(y);
-    }
-    compare_params(mc, tc, tg, 5e-5, 5e-4, "mlp adam");
-    anvil_trainer_free(tc);
-    anvil_trainer_free(tg);
-    anvil_model_free(mc);
-    anvil_model_free(mg);
+    builtin_parity("mlp", 31, mlp_batch);
 }
 
 static void test_sgd_nesterov(void **state)
