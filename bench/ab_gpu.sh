@@ -12,9 +12,7 @@ build="${1:-build-gpu}"
 variants="${2:?variants, e.g. \"ANVIL_PDL=1;ANVIL_PDL=0\"}"
 models="${3:-mlp}"
 modes="${4:-resident}"
-[ -f "$build/libanvil.so" ] || { cmake -S . -B "$build" -DANVIL_CUDA=ON >/dev/null && cmake --build "$build" -j"$(nproc)" >/dev/null; }
-cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Iinclude bench/anvil_train_bench.c \
-  -L"$build" -lanvil -Wl,-rpath,"$(pwd)/$build" -lm -o "$build/bench_anvil_train"
+bench/build_bench.sh "$build"
 IFS=';' read -ra vs <<<"$variants"
 for r in $(seq "${ROUNDS:-3}"); do
   for v in "${vs[@]}"; do

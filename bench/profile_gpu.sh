@@ -11,9 +11,7 @@ build="${1:-build-gpu}"
 models="${2:-mlp cnn resnet18}"
 ncu="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)"
 [ -n "$ncu" ] || { echo "profile_gpu: ncu not found" >&2; exit 1; }
-[ -f "$build/libanvil.so" ] || { cmake -S . -B "$build" -DANVIL_CUDA=ON >/dev/null && cmake --build "$build" -j"$(nproc)" >/dev/null; }
-cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Iinclude bench/anvil_train_bench.c \
-  -L"$build" -lanvil -Wl,-rpath,"$(pwd)/$build" -lm -o "$build/bench_anvil_train"
+bench/build_bench.sh "$build"
 tmp="$(mktemp -d)"
 for model in $models; do
   for s in 1 2; do

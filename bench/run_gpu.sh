@@ -15,9 +15,7 @@ steps_arg="${2:-auto}"
 warmup_arg="${3:-auto}"
 models="${4:-mlp cnn resnet18}"
 torch_modes_all="eager,compile,reduce-overhead,whole-step-graph"
-[ -f "$build/libanvil.so" ] || { cmake -S . -B "$build" -DANVIL_CUDA=ON >/dev/null && cmake --build "$build" -j"$(nproc)" >/dev/null; }
-cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Iinclude bench/anvil_train_bench.c \
-  -L"$build" -lanvil -Wl,-rpath,"$(pwd)/$build" -lm -o "$build/bench_anvil_train"
+bench/build_bench.sh "$build"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | sed 's/^/gpu: /'
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)  date: $(date -u +%F)"
 

@@ -14,11 +14,9 @@ cupti_inc="$(dirname "$(find -L "$cuda" -name cupti.h -print -quit 2>/dev/null |
 cupti_so="$(find -L "$cuda" /usr/lib/x86_64-linux-gnu -name "libcupti.so" -print -quit 2>/dev/null || true)"
 [ -d "$cupti_inc" ] && [ -n "$cupti_so" ] || { echo "trace_gpu: CUPTI not found under $cuda" >&2; exit 1; }
 cupti_lib="$(dirname "$cupti_so")"
-[ -f "$build/libanvil.so" ] || { cmake -S . -B "$build" -DANVIL_CUDA=ON >/dev/null && cmake --build "$build" -j"$(nproc)" >/dev/null; }
+bench/build_bench.sh "$build"
 cc -O2 -std=c11 -shared -fPIC -Wall -Wextra -Werror -I"$cuda/include" -I"$cupti_inc" bench/kernel_trace.c \
   "$cupti_so" -Wl,-rpath,"$cupti_lib" -o "$build/libkernel_trace.so"
-cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Iinclude bench/anvil_train_bench.c \
-  -L"$build" -lanvil -Wl,-rpath,"$(pwd)/$build" -lm -o "$build/bench_anvil_train"
 tmp="$(mktemp)"
 CUDA_INJECTION64_PATH="$(pwd)/$build/libkernel_trace.so" "$build/bench_anvil_train" "$model" cuda "$mode" "$steps" 5 \
   2>"$tmp" | grep -o '"ms_per_step":[0-9.]*' || true
