@@ -375,6 +375,36 @@ static bool chain_lanes(void)
     return on != 0;
 }
 
+/* The Adam updates of a program whose only effects are Adam updates, gradient clipping,
+ * metric accumulation and one STEP_END: their count (0: not such a program, or
+ * ANVIL_END_BESIDE=0), into adams[], and the index of the first one. */
+static int adam_program(const anvil_step *steps, int n, const anvil_step **adams, int *first)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("ANVIL_END_BESIDE");
+        on = !(e && strcmp(e, "0") == 0);
+    }
+    int na = 0, ends = 0;
+    *first = -1;
+    for (int i = 0; on && i < n; i++) {
+        anvil_op op = steps[i].node->op;
+        if (op == OP_ADAM) {
+            if (na == ANVIL_CUDA_MAX_ADAM)
+                return 0;
+            if (*first < 0)
+                *first = i;
+            adams[na++] = &steps[i];
+        } else if (op == OP_STEP_END) {
+            ends++;
+        } else if ((anvil_opdef_of(op)->flags & OPF_EFFECT) && op != OP_CLIP_NORM && op != OP_ACCUM_LOSS &&
+                   op != OP_ACCUM_EVAL) {
+            return 0;
+        }
+    }
+    return ends == 1 ? na : 0;
+}
+
 /* Captures p's steps, spreading independent ones over the lanes: the critical chain on
  * lane 0; any other step continues the lane of its latest dependency when that lane has
  * nothing newer, else takes the side lane idle longest; it waits (an event, a graph edge)
@@ -384,7 +414,7 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
     int n = p->n_steps - p->n_init;
     const anvil_step *steps = p->steps + p->n_init; /* the constants ran before */
     anvil_status s = ANVIL_OK;
-    cudaEvent_t *ev = (cudaEvent_t *)anvil_xcalloc((size_t)n + 1, sizeof *ev, "capture events");
+    cudaEvent_t *ev = (cudaEvent_t *)anvil_xcalloc((size_t)n + 2, sizeof *ev, "capture events");
     int *lane = (int *)anvil_xmalloc(((size_t)n + 1) * sizeof *lane, "capture lanes");
     if (!ev || !lane) {
         free(ev);
@@ -412,18 +442,66 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
     float *main_scratch = c->scratch;
     int last[ANVIL_CUDA_LANES], barrier = -1;
     bool joined[ANVIL_CUDA_LANES] = {true};
+    /* Adam programs: the updates' constants computed on lane 1 at the start of the step
+     * (beside the forward pass), so that the updates read no step or lr and STEP_END can
+     * run beside them instead of after them (the end of the step's critical path). */
+    const anvil_step *adams[ANVIL_CUDA_MAX_ADAM];
+    int first_adam = -1;
+    int n_adam = ANVIL_CUDA_LANES > 1 && c->adam_consts ? adam_program(steps, n, adams, &first_adam) : 0;
     for (int l = 0; l < ANVIL_CUDA_LANES; l++)
         last[l] = -1;
     int made = 0;
-    for (; made <= n; made++)
+    for (; made <= n + 1; made++) /* one per step, the fork point, the update constants' */
         if (cudaEventCreateWithFlags(&ev[made], cudaEventDisableTiming) != cudaSuccess) {
             s = anvil_fail(ANVIL_ERR_DEVICE, "cudaEventCreate (capture)");
             goto out;
         }
     cudaEventRecord(ev[n], main_stream); /* the fork point */
+    c->adam_prep_n = 0;
+    if (n_adam > 0) {
+        cudaStreamWaitEvent(c->lane_stream[1], ev[n], 0);
+        joined[1] = true;
+        c->stream = c->lane_stream[1];
+        c->scratch = c->lane_scratch[1];
+        s = anvil_cuda_adam_prepare(ex, adams, n_adam);
+        cudaEventRecord(ev[n + 1], c->stream);
+        c->stream = main_stream;
+        c->scratch = main_scratch;
+    }
     for (int i = 0; i < n && s == ANVIL_OK; i++) {
         const anvil_step *st = &steps[i];
         bool bar = is_barrier(st);
+        if (n_adam > 0 && st->node->op == OP_STEP_END) {
+            /* beside the updates, on the side lane idle longest: after every step before
+             * the first update (the readers of the data cursor and the rng counter) and
+             * the constants' kernel (the reader of the step and the lr) */
+            int E = 1;
+            for (int l = 2; l < ANVIL_CUDA_LANES; l++)
+                if (last[l] < last[E])
+                    E = l;
+            cudaStream_t es = c->lane_stream[E];
+            if (!joined[E]) {
+                cudaStreamWaitEvent(es, ev[n], 0);
+                joined[E] = true;
+            }
+            for (int l = 0; l < ANVIL_CUDA_LANES; l++)
+                for (int j = first_adam - 1; j >= 0; j--)
+                    if (lane[j] == l) {
+                        cudaStreamWaitEvent(es, ev[j], 0);
+                        break;
+                    }
+            cudaStreamWaitEvent(es, ev[n + 1], 0);
+            c->stream = es;
+            c->lt_workspace = c->lane_ws[E];
+            c->scratch = c->lane_scratch[E];
+            c->gemm_counters = c->lane_counters[E];
+            s = anvil_cuda_kernels[st->node->op](ex, st);
+            cudaEventRecord(ev[i], es);
+            lane[i] = E;
+            last[E] = i;
+            barrier = i;
+            continue;
+        }
         /* the latest dependency on each lane */
         int need[ANVIL_CUDA_LANES], latest = barrier;
         for (int l = 0; l < ANVIL_CUDA_LANES; l++)
@@ -469,6 +547,8 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         c->lt_workspace = c->lane_ws[L];
         c->scratch = c->lane_scratch[L];
         c->gemm_counters = c->lane_counters[L];
+        if (n_adam > 0 && st->node->op == OP_ADAM) /* its constants (lane 1 may have nothing since) */
+            cudaStreamWaitEvent(c->stream, ev[n + 1], 0);
         s = anvil_cuda_kernels[st->node->op](ex, st);
         cudaEventRecord(ev[i], c->stream);
         lane[i] = L;
@@ -478,9 +558,10 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
     }
     /* join every lane back into the capturing stream */
     for (int l = 1; l < ANVIL_CUDA_LANES; l++)
-        if (last[l] >= 0 && last[l] > barrier)
+        if (last[l] >= 0 && last[l] >= barrier) /* >=: STEP_END may end a side lane */
             cudaStreamWaitEvent(main_stream, ev[last[l]], 0);
 out:
+    c->adam_prep_n = 0;
     free(chain);
     c->stream = main_stream;
     c->lt_workspace = main_ws;
@@ -626,6 +707,8 @@ static void ctx_free(anvil_cuda_ctx *c)
         cudaFree(c->counters_base);
     if (c->scratch)
         cudaFree(c->scratch);
+    if (c->adam_consts)
+        cudaFree(c->adam_consts);
     if (c->lt)
         cublasLtDestroy(c->lt);
 #ifdef ANVIL_HAVE_CUDNN
@@ -682,6 +765,11 @@ static anvil_status ctx_open(anvil_cuda_ctx *c)
     if (e != cudaSuccess) {
         c->scratch = NULL;
         return anvil_cuda_fail(e, "cudaMalloc (reduction scratch)");
+    }
+    e = cudaMalloc(&c->adam_consts, ANVIL_CUDA_MAX_ADAM * 4 * sizeof(float));
+    if (e != cudaSuccess) {
+        c->adam_consts = NULL;
+        return anvil_cuda_fail(e, "cudaMalloc (update constants)");
     }
     {
         size_t cb = (size_t)ANVIL_CUDA_LANES * ANVIL_SIMT_COUNTERS * sizeof(unsigned int);

@@ -38,6 +38,7 @@ enum {
 #define ANVIL_CUDA_LANES 4                             /* concurrent streams in a graph */
 #define ANVIL_CUDA_MAX_PARTIALS 1024                   /* blocks of a split reduction */
 #define ANVIL_SIMT_COUNTERS 4096                       /* matmul.cu's split-K tile counters, per lane */
+#define ANVIL_CUDA_MAX_ADAM ANVIL_MAX_PARAM_GROUPS     /* Adam updates whose constants are prepared */
 
 typedef struct {
     anvil_backend *be;      /* back-pointer, for the counters */
@@ -62,6 +63,11 @@ typedef struct {
     unsigned int *err_host;
     unsigned int *err_dev;
     bool capturing;         /* inside run()'s stream capture */
+    /* Adam's per-step constants, computed at the start of the step (optim.cu's
+     * anvil_cuda_adam_prepare, from capture_lanes) for the updates adam_prep[0..n) */
+    void *adam_consts;      /* ANVIL_CUDA_MAX_ADAM x 3 floats, device */
+    const anvil_step *adam_prep[ANVIL_CUDA_MAX_ADAM];
+    int adam_prep_n;
     /* Capture lanes: independent steps are captured on different streams so that the
      * graph runs them concurrently.  Lane 0 is `stream`; each lane has its own cuBLASLt
      * workspace and reduction scratch, and a kernel uses the current lane's (stream,
@@ -94,6 +100,9 @@ int anvil_cuda_simt_mode(void);
  * them in the stream has finished (programmatic dependent launch); ANVIL_PDL=0 turns it
  * off.  Read once per process. */
 int anvil_cuda_pdl(void);
+/* optim.cu: launches the kernel computing the constants of Adam updates adams[0..n) for
+ * this step (into c->adam_consts; those updates then read them), on the current lane. */
+anvil_status anvil_cuda_adam_prepare(const anvil_exec *ex, const anvil_step *const *adams, int n);
 anvil_status anvil_cuda_gemm_f32(anvil_cuda_ctx *c, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
                                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *D, int64_t ldd,
                                  const char *what);

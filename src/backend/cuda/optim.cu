@@ -179,30 +179,77 @@ static __device__ __forceinline__ void adam_elem(const adam_args &a, const adam_
     p = __fsub_rn(pi, __fmul_rn(k.step_size, __fdiv_rn(mi, denom)));
 }
 
+/* The bias corrections of an update at the current step, in double as Python computes
+ * them (and the CPU kernel). */
+static __device__ adam_consts adam_consts_of(const anvil_hyper *h, int group, float b1, float b2, float wd)
+{
+    adam_consts k;
+    double lr = (double)h->group[group].lr, t = (double)h->step + 1.0;
+    double bc1 = __dsub_rn(1.0, pow((double)b1, t));
+    double bc2 = __dsub_rn(1.0, pow((double)b2, t));
+    k.step_size = (float)__ddiv_rn(lr, bc1);
+    k.bc2_sqrt = (float)__dsqrt_rn(bc2);
+    k.decay = (float)__dsub_rn(1.0, __dmul_rn(lr, (double)wd));
+    return k;
+}
+
+typedef struct {
+    int n, group[ANVIL_CUDA_MAX_ADAM];
+    float b1[ANVIL_CUDA_MAX_ADAM], b2[ANVIL_CUDA_MAX_ADAM], wd[ANVIL_CUDA_MAX_ADAM];
+} adam_prep_args;
+
+/* Every Adam update's constants for this step, by one thread each, at the start of the
+ * step beside the forward pass (capture_lanes): the updates then read three floats, and
+ * STEP_END, which changes the step and the lr, can run beside them. */
+static __global__ void adam_prepare_kernel(const anvil_hyper *h, adam_prep_args a, adam_consts *out)
+{
+    anvil_pdl_wait();
+    int k = (int)threadIdx.x;
+    if (k < a.n)
+        out[k] = adam_consts_of(h, a.group[k], a.b1[k], a.b2[k], a.wd[k]);
+}
+
+extern "C" anvil_status anvil_cuda_adam_prepare(const anvil_exec *ex, const anvil_step *const *adams, int n)
+{
+    anvil_cuda_ctx *c = anvil_cuda_ctx_of(ex);
+    if (n < 1 || n > ANVIL_CUDA_MAX_ADAM || !c->adam_consts)
+        return anvil_fail(ANVIL_ERR_STATE, "adam_prepare: %d updates (1 to %d)", n, ANVIL_CUDA_MAX_ADAM);
+    adam_prep_args a;
+    memset(&a, 0, sizeof a);
+    a.n = n;
+    for (int k = 0; k < n; k++) {
+        a.group[k] = dslice_of(ex, adams[k]->node).group;
+        a.b1[k] = adams[k]->node->fa[0];
+        a.b2[k] = adams[k]->node->fa[1];
+        a.wd[k] = adams[k]->node->fa[3];
+        c->adam_prep[k] = adams[k];
+    }
+    c->adam_prep_n = n;
+    ANVIL_CUDA_CHECK(anvil_cuda_launch(adam_prepare_kernel, 1, 32, 0, c->stream, (const anvil_hyper *)ex->hyper, a,
+                                       (adam_consts *)c->adam_consts),
+                     "adam_prepare");
+    return anvil_cuda_launched(c, "adam_prepare");
+}
+
 /* At most 40 registers (no spills), so that 6 blocks fit an SM and one wave covers the
  * mlp's 0.67 M parameters at a float4 per thread. */
 static __global__ void __launch_bounds__(ANVIL_CUDA_THREADS, 6)
     adam_kernel(float *params, const float *grads, float *m, float *v, float *vmax, int64_t n, const anvil_hyper *h,
-                adam_args a, int vec4)
+                adam_args a, int vec4, const adam_consts *pre)
 {
-    /* Bias corrections in double, as Python computes them (and the CPU kernel): once per
-     * block (two double pow()s in every thread cost as much as the update itself).  The
-     * step and the lr are written only between graph launches (by the previous step's
-     * STEP_END, or the host), never by a kernel of this step, so they are read before
-     * waiting for the previous kernel: the pow()s overlap its tail. */
+    /* pre: adam_prepare_kernel's constants (that kernel is a full dependency of this
+     * one).  Otherwise once per block (two double pow()s in every thread cost as much as
+     * the update itself); the step and the lr are written only between graph launches
+     * (by the previous step's STEP_END, or the host), never by a kernel of this step
+     * before it, so they are read before waiting for the previous kernel: the pow()s
+     * overlap its tail. */
     __shared__ adam_consts ks;
-    if (threadIdx.x == 0) {
-        double lr = (double)h->group[a.group].lr, t = (double)h->step + 1.0;
-        double bc1 = __dsub_rn(1.0, pow((double)a.b1, t));
-        double bc2 = __dsub_rn(1.0, pow((double)a.b2, t));
-        ks.step_size = (float)__ddiv_rn(lr, bc1);
-        ks.bc2_sqrt = (float)__dsqrt_rn(bc2);
-        ks.decay = (float)__dsub_rn(1.0, __dmul_rn(lr, (double)a.wd));
-    }
+    if (!pre && threadIdx.x == 0)
+        ks = adam_consts_of(h, a.group, a.b1, a.b2, a.wd);
     anvil_pdl_wait();
     __syncthreads();
     a.coef = h->clip_coef; /* CLIP_NORM's, written in this step */
-    adam_consts k = ks;
+    adam_consts k = pre ? *pre : ks;
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     int64_t done = 0;
@@ -265,8 +312,12 @@ ANVIL_CUDA_KERNEL(adam)
     /* one resident wave: 6 blocks per SM (its launch bounds) */
     unsigned int blocks = anvil_cuda_blocks((n + 3) / 4, ANVIL_CUDA_THREADS,
                                             c->sm_count > 0 ? (unsigned int)(c->sm_count * 6) : 1024u);
+    const adam_consts *pre = NULL; /* the step's constants, when the capture prepared them */
+    for (int k = 0; k < c->adam_prep_n; k++)
+        if (c->adam_prep[k] == s)
+            pre = (const adam_consts *)c->adam_consts + k;
     ANVIL_CUDA_CHECK(anvil_cuda_launch(adam_kernel, blocks, ANVIL_CUDA_THREADS, 0, c->stream, sl.p,
-                                       (const float *)sl.g, m, v, vmax, n, (const anvil_hyper *)ex->hyper, a, vec4),
+                                       (const float *)sl.g, m, v, vmax, n, (const anvil_hyper *)ex->hyper, a, vec4, pre),
                      "adam");
     return anvil_cuda_launched(c, "adam");
 }
