@@ -375,6 +375,53 @@ static bool chain_lanes(void)
     return on != 0;
 }
 
+static bool reads_from(const anvil_step *w, byte_range r)
+{
+    for (int k = 0; k < w->node->n_in; k++)
+        if (overlaps(range_of(w->in[k], w->in_node[k]), r))
+            return true;
+    return false;
+}
+
+/* The resident data's images gather (on the critical chain) and labels gather of one
+ * batch, when one kernel may do both (gather.cu): both depend on nothing before them, and
+ * no step between them touches the later one's output (which the pair's kernel writes at
+ * the earlier one's place).  Their indices in pair[]; false: none (or ANVIL_GATHER_PAIR=0). */
+static bool gather_pair(const anvil_step *steps, int n, const bool *chain, int pair[2])
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("ANVIL_GATHER_PAIR");
+        on = !(e && strcmp(e, "0") == 0);
+    }
+    int im = -1, lb = -1;
+    for (int i = 0; on && i < n; i++) {
+        const anvil_node *nd = steps[i].node;
+        if (nd->op != OP_GATHER)
+            continue;
+        if (nd->ia[0] == 1 && lb < 0)
+            lb = i;
+        else if (nd->ia[0] != 1 && im < 0 && chain[i])
+            im = i;
+    }
+    if (im < 0 || lb < 0 || steps[im].node->shape[0] != steps[lb].node->shape[0])
+        return false;
+    int lo = im < lb ? im : lb, hi = im < lb ? lb : im;
+    for (int j = 0; j < hi; j++) {
+        if (j < lo && (is_barrier(&steps[j]) || depends(&steps[lo], &steps[j])))
+            return false;
+        if (j != lo && (is_barrier(&steps[j]) || depends(&steps[hi], &steps[j])))
+            return false;
+    }
+    byte_range later = range_of(steps[hi].out, steps[hi].node);
+    for (int q = lo + 1; q < hi; q++)
+        if (writes_into(&steps[q], later) || reads_from(&steps[q], later))
+            return false;
+    pair[0] = im;
+    pair[1] = lb;
+    return true;
+}
+
 /* The Adam updates of a program whose only effects are Adam updates, gradient clipping,
  * metric accumulation and one STEP_END: their count (0: not such a program, or
  * ANVIL_END_BESIDE=0), into adams[], and the index of the first one. */
@@ -448,6 +495,12 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
     const anvil_step *adams[ANVIL_CUDA_MAX_ADAM];
     int first_adam = -1;
     int n_adam = ANVIL_CUDA_LANES > 1 && c->adam_consts ? adam_program(steps, n, adams, &first_adam) : 0;
+    int gp[2] = {-1, -1};
+    if (chain_lanes() && ANVIL_CUDA_LANES > 1 && gather_pair(steps, n, chain, gp)) {
+        c->gather_pair[0] = &steps[gp[0]];
+        c->gather_pair[1] = &steps[gp[1]];
+        c->gather_pair_done = false;
+    }
     for (int l = 0; l < ANVIL_CUDA_LANES; l++)
         last[l] = -1;
     int made = 0;
@@ -514,8 +567,9 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
             }
         int L = 0;
         if (!bar && chain_lanes() && ANVIL_CUDA_LANES > 1) {
-            /* the critical chain on lane 0, the rest on the others as below */
-            if (!chain[i]) {
+            /* the critical chain on lane 0 (and both of a gather pair), the rest on the
+             * others as below */
+            if (!chain[i] && i != gp[0] && i != gp[1]) {
                 if (latest > barrier && lane[latest] != 0 && last[lane[latest]] == latest) {
                     L = lane[latest];
                 } else {
@@ -562,6 +616,8 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
             cudaStreamWaitEvent(main_stream, ev[last[l]], 0);
 out:
     c->adam_prep_n = 0;
+    c->gather_pair[0] = c->gather_pair[1] = NULL;
+    c->gather_pair_done = false;
     free(chain);
     c->stream = main_stream;
     c->lt_workspace = main_ws;

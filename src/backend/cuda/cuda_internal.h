@@ -66,6 +66,10 @@ typedef struct {
     /* Adam's per-step constants, computed at the start of the step (optim.cu's
      * anvil_cuda_adam_prepare, from capture_lanes) for the updates adam_prep[0..n) */
     void *adam_consts;      /* ANVIL_CUDA_MAX_ADAM x 3 floats, device */
+    /* the resident data's images and labels GATHER steps that capture_lanes paired: the
+     * first of them to be captured launches one kernel for both (gather.cu) */
+    const anvil_step *gather_pair[2];
+    bool gather_pair_done;
     const anvil_step *adam_prep[ANVIL_CUDA_MAX_ADAM];
     int adam_prep_n;
     /* Capture lanes: independent steps are captured on different streams so that the
