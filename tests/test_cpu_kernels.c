@@ -1433,6 +1433,94 @@ static void test_planned_workspace(void **state)
     anvil_graph_free(g);
 }
 
+/* Is node u a transitive input of node v? */
+static bool node_reaches(const anvil_graph *g, int u, int v, signed char *memo)
+{
+    if (memo[v] >= 0)
+        return memo[v];
+    bool r = false;
+    for (int i = 0; i < g->nodes[v].n_in && !r; i++)
+        r = g->nodes[v].in[i] == u || node_reaches(g, u, g->nodes[v].in[i], memo);
+    memo[v] = r;
+    return r;
+}
+
+/* Steps that write memory an earlier step touched without depending on it: the pairs a
+ * concurrent backend must order only because of the plan. */
+static int false_orders(const anvil_program *p)
+{
+    const anvil_graph *g = p->g;
+    signed char *memo = malloc((size_t)g->n);
+    int bad = 0;
+    for (int b = 0; b < p->n_steps; b++) {
+        const anvil_step *v = &p->steps[b];
+        const void *wo[2] = {v->out, v->ws};
+        size_t wn[2] = {anvil_node_bytes(v->node), v->ws ? v->ws_bytes : 0};
+        for (int a = 0; a < b; a++) {
+            const anvil_step *u = &p->steps[a];
+            bool touch = false;
+            for (int k = 0; k < 2 && !touch; k++) {
+                if (!wo[k] || !wn[k])
+                    continue;
+                touch = overlaps(wo[k], wn[k], u->out, anvil_node_bytes(u->node)) ||
+                        (u->ws && overlaps(wo[k], wn[k], u->ws, u->ws_bytes));
+                for (int i = 0; i < u->node->n_in && !touch; i++)
+                    touch = overlaps(wo[k], wn[k], u->in[i], anvil_node_bytes(u->in_node[i]));
+            }
+            if (!touch)
+                continue;
+            memset(memo, -1, (size_t)g->n);
+            if (!node_reaches(g, (int)(u->node - g->nodes), (int)(v->node - g->nodes), memo))
+                bad++;
+        }
+    }
+    free(memo);
+    return bad;
+}
+
+/* plan.c's concurrent plans (the CUDA backend's): in a training step of two convolutions,
+ * pooling and ReLUs, whose weight gradients may run beside the data gradients, no step
+ * writes memory that an earlier step it does not depend on touched; the plain plan (the
+ * CPU's) has such pairs, and is the smaller. */
+static void test_concurrent_plan(void **state)
+{
+    (void)state;
+    anvil_graph *g = NULL;
+    assert_int_equal(anvil_graph_create(&g), ANVIL_OK);
+    anvil_value x = anvil_input(g, "x", ANVIL_F32, 4, (const int64_t[]){ANVIL_BATCH, 1, 12, 12});
+    anvil_value w1 = anvil_input(g, "w1", ANVIL_F32, 4, (const int64_t[]){4, 1, 3, 3});
+    anvil_value w2 = anvil_input(g, "w2", ANVIL_F32, 4, (const int64_t[]){6, 4, 3, 3});
+    anvil_conv_params cp = anvil_conv_default_params();
+    cp.pad_h = cp.pad_w = 1;
+    anvil_value h = anvil_maxpool2d(g, anvil_relu(g, anvil_conv2d(g, x, w1, ANVIL_NO_VALUE, &cp)), 2, 2, 0, 0, 0, 0);
+    anvil_value y = anvil_maxpool2d(g, anvil_relu(g, anvil_conv2d(g, h, w2, ANVIL_NO_VALUE, &cp)), 2, 2, 0, 0, 0, 0);
+    anvil_value loss = anvil_sum(g, anvil_mul(g, y, y), ANVIL_ALL_DIMS, false);
+    anvil_value fetch[2] = {anvil_gradient(g, loss, w1), anvil_gradient(g, loss, w2)};
+    assert_int_equal(anvil_graph_status(g), ANVIL_OK);
+    anvil_backend *be;
+    assert_int_equal(anvil_cpu_backend_open(&be), ANVIL_OK);
+    anvil_persist_map pm = {NULL, NULL, 0, 0, NULL, NULL};
+    anvil_program *p;
+    size_t bytes[2];
+    for (int conc = 0; conc < 2; conc++) {
+        be->concurrent = conc;
+        assert_int_equal(anvil_program_compile(be, g, 8, true, 0, NULL, 2, fetch, &pm, &p), ANVIL_OK);
+        int bad = false_orders(p);
+        bytes[conc] = p->transient_bytes;
+        print_message("  %s plan: %zu bytes, %d steps ordered by memory alone\n", conc ? "concurrent" : "plain",
+                      p->transient_bytes, bad);
+        if (conc)
+            assert_int_equal(bad, 0);
+        else
+            assert_true(bad > 0);
+        anvil_program_free(be, p);
+    }
+    assert_true(bytes[1] >= bytes[0]);
+    be->concurrent = false;
+    anvil_backend_close(be);
+    anvil_graph_free(g);
+}
+
 /* linear + gelu(approximate="tanh") (graph/fuse.c): fused into the product's epilogue in
  * a program where nothing else reads the product, and not when the product is fetched or
  * when GELU's backward reads it (training); the fused program's result is
@@ -1555,6 +1643,7 @@ int main(void)
         cmocka_unit_test_setup(test_determinism, setup),
         cmocka_unit_test(test_blas_coretype_advice),
         cmocka_unit_test(test_planned_workspace),
+        cmocka_unit_test(test_concurrent_plan),
         cmocka_unit_test(test_linear_gelu_epilogue),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -70,6 +70,9 @@ struct anvil_backend {
     /* Scratch bytes a node's kernel wants in the planned arena (anvil_step.ws), asked
      * once when a program is planned; NULL: no kernel of this backend wants any. */
     anvil_workspace_fn workspace;
+    /* Runs independent steps of a program concurrently (CUDA's capture lanes): memory
+     * plans then avoid reuse that would order independent steps (plan.c). */
+    bool concurrent;
 };
 
 /* Opens the backend for a device; AUTO picks CUDA when a GPU is usable, else the CPU

@@ -319,10 +319,12 @@ void anvil_mark_needed(const anvil_graph *g, int n_roots, const anvil_value *roo
 typedef size_t (*anvil_workspace_fn)(const void *ctx, const anvil_graph *g, const anvil_node *n);
 
 /* Plans memory for the nodes reachable from roots, in node order; with ws_fn, each node
- * also gets the workspace it asks for, live during that node only. */
+ * also gets the workspace it asks for, live during that node only.  concurrent: for a
+ * backend that runs independent steps at once; a node then reuses only memory whose
+ * earlier users it depends on anyway, within a bound on the arena's growth (plan.c). */
 anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
                         const anvil_persist_map *pm, const anvil_value *keep, int n_keep,
-                        anvil_workspace_fn ws_fn, const void *ws_ctx);
+                        anvil_workspace_fn ws_fn, const void *ws_ctx, bool concurrent);
 void *anvil_program_ptr(const anvil_program *p, const anvil_persist_map *pm, anvil_value v);
 
 #ifdef __cplusplus

@@ -2,20 +2,48 @@
  * gradients) sit at fixed offsets the trainer chose; every other value gets a slice of
  * one transient arena: allocated when computed, released after its last use, best-fit
  * from the free list, and computed in place over its first input when that input dies
- * here.  Views (reshape) share their input's storage and extend its life. */
+ * here.  Views (reshape) share their input's storage and extend its life.
+ *
+ * A backend that runs independent steps concurrently (CUDA's capture lanes) orders two
+ * steps whenever their memory overlaps, so reusing a slice that a step on another branch
+ * still reads would chain the branches.  For it the plan is "concurrent": a node takes
+ * only slices whose earlier users are all its ancestors (it runs after them anyway), and
+ * grows the arena otherwise, within a bound (anvil_plan). */
 #include "graph/ops/ops.h"
 
 #include <limits.h>
 
 typedef struct {
     size_t off, size;
+    int *users, n_users; /* concurrent plans: the nodes that touched it since it was taken */
 } block;
 
 typedef struct {
     block *free;
     int n, cap;
     size_t end; /* arena high-water mark */
+    /* concurrent plans: anc + v * words is node v's ancestors as a bitset; NULL: plain */
+    const uint64_t *anc;
+    size_t words;
+    int node; /* the node being placed */
 } arena;
+
+static bool is_ancestor(const arena *a, int u, int of)
+{
+    return (a->anc[(size_t)of * a->words + (size_t)u / 64] >> (u % 64)) & 1u;
+}
+
+/* May the node being placed take this block without waiting for a branch it does not
+ * depend on? */
+static bool safe(const arena *a, const block *b)
+{
+    if (!a->anc)
+        return true;
+    for (int i = 0; i < b->n_users; i++)
+        if (!is_ancestor(a, b->users[i], a->node))
+            return false;
+    return true;
+}
 
 static bool arena_push(arena *a, int at, block b)
 {
@@ -35,17 +63,28 @@ static bool arena_push(arena *a, int at, block b)
 
 static void arena_remove(arena *a, int at)
 {
+    free(a->free[at].users);
     memmove(&a->free[at], &a->free[at + 1], (size_t)(a->n - at - 1) * sizeof *a->free);
     a->n--;
 }
 
-/* Best fit: the smallest free block that holds size; else grow the arena (absorbing a
- * free block that ends at the top). */
+static void arena_clear(arena *a)
+{
+    while (a->n > 0)
+        arena_remove(a, a->n - 1);
+    free(a->free);
+    a->free = NULL;
+    a->cap = 0;
+    a->end = 0;
+}
+
+/* Best fit: the smallest (safe) free block that holds size; else grow the arena
+ * (absorbing a safe free block that ends at the top). */
 static size_t arena_alloc(arena *a, size_t size)
 {
     int best = -1;
     for (int i = 0; i < a->n; i++)
-        if (a->free[i].size >= size && (best < 0 || a->free[i].size < a->free[best].size))
+        if (a->free[i].size >= size && (best < 0 || a->free[i].size < a->free[best].size) && safe(a, &a->free[i]))
             best = i;
     if (best >= 0) {
         size_t off = a->free[best].off;
@@ -55,7 +94,7 @@ static size_t arena_alloc(arena *a, size_t size)
             arena_remove(a, best);
         return off;
     }
-    if (a->n > 0 && a->free[a->n - 1].off + a->free[a->n - 1].size == a->end) {
+    if (a->n > 0 && a->free[a->n - 1].off + a->free[a->n - 1].size == a->end && safe(a, &a->free[a->n - 1])) {
         size_t off = a->free[a->n - 1].off;
         arena_remove(a, a->n - 1);
         a->end = off + size;
@@ -66,20 +105,42 @@ static size_t arena_alloc(arena *a, size_t size)
     return off;
 }
 
-static bool arena_release(arena *a, size_t off, size_t size)
+/* Appends src's users to dst's (a coalesced block keeps everyone who touched it). */
+static bool merge_users(block *dst, const int *users, int n)
+{
+    if (n == 0)
+        return true;
+    int *u = anvil_xrealloc(dst->users, (size_t)(dst->n_users + n) * sizeof *u, "the planner's free list");
+    if (!u)
+        return false;
+    memcpy(u + dst->n_users, users, (size_t)n * sizeof *u);
+    dst->users = u;
+    dst->n_users += n;
+    return true;
+}
+
+static bool arena_release(arena *a, size_t off, size_t size, const int *users, int n_users)
 {
     int at = 0;
     while (at < a->n && a->free[at].off < off)
         at++;
-    block b = {off, size};
-    if (!arena_push(a, at, b))
+    block b = {off, size, NULL, 0};
+    if (a->anc && !merge_users(&b, users, n_users))
         return false;
+    if (!arena_push(a, at, b)) {
+        free(b.users);
+        return false;
+    }
     /* coalesce with the neighbours */
     if (at + 1 < a->n && a->free[at].off + a->free[at].size == a->free[at + 1].off) {
+        if (!merge_users(&a->free[at], a->free[at + 1].users, a->free[at + 1].n_users))
+            return false;
         a->free[at].size += a->free[at + 1].size;
         arena_remove(a, at + 1);
     }
     if (at > 0 && a->free[at - 1].off + a->free[at - 1].size == a->free[at].off) {
+        if (!merge_users(&a->free[at - 1], a->free[at].users, a->free[at].n_users))
+            return false;
         a->free[at - 1].size += a->free[at].size;
         arena_remove(a, at);
     }
@@ -88,11 +149,44 @@ static bool arena_release(arena *a, size_t off, size_t size)
 
 enum { WHERE_NONE = 0, WHERE_TRANSIENT = 1, WHERE_PERSISTENT = 2 };
 
+typedef struct {
+    const bool *needed;
+    int *storage;   /* value -> root value owning storage */
+    const int *last;
+    int *slast;     /* storage root -> last use */
+    int *users;     /* scratch: g->n */
+} walk;
+
+/* Concurrent plans: the steps up to v that wrote or read storage r (into w->users). */
+static int users_of(const anvil_graph *g, const walk *w, int r, int v)
+{
+    int n = 0;
+    for (int u = r; u <= v; u++) {
+        const anvil_node *nd = &g->nodes[u];
+        if (!w->needed[u] || (anvil_opdef_of(nd->op)->flags & OPF_ALIAS))
+            continue;
+        bool touches = w->storage[u] == r;
+        for (int i = 0; i < nd->n_in && !touches; i++)
+            touches = w->storage[nd->in[i]] == r;
+        if (touches)
+            w->users[n++] = u;
+    }
+    return n;
+}
+
+/* Releases storage r after its last use at node v. */
+static bool release(anvil_program *p, const anvil_graph *g, arena *a, const walk *w, int r, int v)
+{
+    int n = a->anc ? users_of(g, w, r, v) : 0;
+    return arena_release(a, p->offset[r], anvil_align_up(anvil_node_bytes(&g->nodes[r])), w->users, n);
+}
+
 /* Step 4 for one node v: its storage (a view's, in place over its first input, or a
  * new slice), then the release of the storages whose last use it is. */
-static anvil_status place(anvil_program *p, const anvil_graph *g, arena *a, int v, int *storage, const int *last,
-                          int *slast)
+static anvil_status place(anvil_program *p, const anvil_graph *g, arena *a, int v, const walk *w)
 {
+    int *storage = w->storage, *slast = w->slast;
+    const int *last = w->last;
     const anvil_node *nd = &g->nodes[v];
     const anvil_opdef *def = anvil_opdef_of(nd->op);
     if (def->flags & OPF_EFFECT)
@@ -115,6 +209,11 @@ static anvil_status place(anvil_program *p, const anvil_graph *g, arena *a, int 
     for (int i = 1; i < nd->n_in && inplace; i++)
         if (storage[nd->in[i]] == r0 && anvil_node_bytes(&g->nodes[nd->in[i]]) != anvil_node_bytes(nd))
             inplace = false;
+    if (inplace && a->anc) { /* concurrent: every earlier user of r0 must be an ancestor */
+        int nu = users_of(g, w, r0, v - 1);
+        for (int i = 0; i < nu && inplace; i++)
+            inplace = is_ancestor(a, w->users[i], v);
+    }
     if (inplace) {
         storage[v] = r0;
         p->where[v] = WHERE_TRANSIENT;
@@ -131,14 +230,14 @@ static anvil_status place(anvil_program *p, const anvil_graph *g, arena *a, int 
         int r = storage[nd->in[i]];
         if (r != storage[v] && p->where[r] == WHERE_TRANSIENT && slast[r] == v) {
             slast[r] = -2; /* released */
-            if (!arena_release(a, p->offset[r], anvil_align_up(anvil_node_bytes(&g->nodes[r]))))
+            if (!release(p, g, a, w, r, v))
                 return ANVIL_ERR_OOM;
         }
     }
     /* a value nobody reads (and not kept) dies at once */
     if (slast[storage[v]] == -1 && storage[v] == v) {
         slast[v] = -2;
-        if (!arena_release(a, p->offset[v], bytes))
+        if (!release(p, g, a, w, v, v))
             return ANVIL_ERR_OOM;
     }
     return ANVIL_OK;
@@ -160,23 +259,96 @@ void anvil_mark_needed(const anvil_graph *g, int n_roots, const anvil_value *roo
                 needed[g->nodes[v].in[i]] = true;
 }
 
+/* Concurrent plans up to this many nodes (their ancestor bitsets: n^2/8 bytes, 8 MB). */
+#define PLAN_CONCURRENT_MAX_NODES 8192
+
+/* anc + v * words: the transitive inputs of node v, as a bitset (node order is a
+ * topological order). */
+static uint64_t *ancestors(const anvil_graph *g, size_t words)
+{
+    uint64_t *anc = anvil_xcalloc((size_t)g->n * words, sizeof *anc, "the planner's ancestor sets");
+    if (!anc)
+        return NULL;
+    for (int v = 0; v < g->n; v++) {
+        uint64_t *av = anc + (size_t)v * words;
+        for (int i = 0; i < g->nodes[v].n_in; i++) {
+            int u = g->nodes[v].in[i];
+            const uint64_t *au = anc + (size_t)u * words;
+            for (size_t k = 0; k < words; k++)
+                av[k] |= au[k];
+            av[u / 64] |= (uint64_t)1 << (u % 64);
+        }
+    }
+    return anc;
+}
+
+/* Step 4: walks the nodes in order, placing each (a->anc set: a concurrent plan). */
+static anvil_status plan_walk(anvil_program *p, arena *a, const walk *w, anvil_workspace_fn ws_fn,
+                              const void *ws_ctx)
+{
+    const anvil_graph *g = p->g;
+    int n = g->n;
+    const bool *needed = w->needed;
+    memset(&p->stats, 0, sizeof p->stats);
+    for (int v = 0; v < n; v++)
+        w->slast[v] = w->last[v];
+    /* Inputs are written by the host before the run, and constants (fills) once before
+     * the first run: they hold their slots throughout, so they are placed first. */
+    for (int v = 0; v < n; v++)
+        if (needed[v] && (g->nodes[v].op == OP_INPUT || g->nodes[v].op == OP_FILL) && p->where[v] != WHERE_PERSISTENT) {
+            w->slast[v] = INT_MAX;
+            size_t bytes = anvil_align_up(anvil_node_bytes(&g->nodes[v]));
+            p->where[v] = WHERE_TRANSIENT;
+            a->node = v;
+            p->offset[v] = arena_alloc(a, bytes);
+            p->stats.values++;
+            p->stats.unplanned_bytes += bytes;
+        }
+    for (int v = 0; v < n; v++) {
+        if (!needed[v] || ((g->nodes[v].op == OP_INPUT || g->nodes[v].op == OP_FILL) && p->where[v] != WHERE_PERSISTENT))
+            continue;
+        a->node = v;
+        /* the node's workspace: taken before its output, given back after it, so that it
+         * overlaps neither its inputs nor its output, and later nodes reuse it */
+        size_t ws = ws_fn ? anvil_align_up(ws_fn(ws_ctx, g, &g->nodes[v])) : 0;
+        p->ws_offset[v] = 0;
+        p->ws_bytes[v] = 0;
+        if (ws) {
+            p->ws_offset[v] = arena_alloc(a, ws);
+            p->ws_bytes[v] = ws;
+        }
+        anvil_status st = place(p, g, a, v, w);
+        if (st == ANVIL_OK && ws && !arena_release(a, p->ws_offset[v], ws, &v, 1))
+            st = ANVIL_ERR_OOM;
+        if (st != ANVIL_OK)
+            return st;
+    }
+    p->transient_bytes = a->end;
+    p->stats.transient_bytes = a->end;
+    return ANVIL_OK;
+}
+
 anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
                         const anvil_persist_map *pm, const anvil_value *keep, int n_keep,
-                        anvil_workspace_fn ws_fn, const void *ws_ctx)
+                        anvil_workspace_fn ws_fn, const void *ws_ctx, bool concurrent)
 {
     anvil_graph *g = p->g;
     int n = g->n;
     bool *needed = anvil_xcalloc((size_t)n, sizeof *needed, "plan");
     int *last = anvil_xmalloc((size_t)n * sizeof *last, "plan");
-    int *storage = anvil_xmalloc((size_t)n * sizeof *storage, "plan"); /* value -> root value owning storage */
-    int *slast = anvil_xmalloc((size_t)n * sizeof *slast, "plan");     /* storage root -> last use */
+    int *storage = anvil_xmalloc((size_t)n * sizeof *storage, "plan");
+    int *storage0 = anvil_xmalloc((size_t)n * sizeof *storage0, "plan"); /* after step 3 */
+    int *slast = anvil_xmalloc((size_t)n * sizeof *slast, "plan");
+    int *users = anvil_xmalloc((size_t)n * sizeof *users, "plan");
+    uint64_t *anc = NULL;
     p->offset = anvil_xcalloc((size_t)n, sizeof *p->offset, "plan");
     p->where = anvil_xcalloc((size_t)n, sizeof *p->where, "plan");
     p->ws_offset = anvil_xcalloc((size_t)n, sizeof *p->ws_offset, "plan");
     p->ws_bytes = anvil_xcalloc((size_t)n, sizeof *p->ws_bytes, "plan");
     arena a = {0};
     anvil_status st = ANVIL_OK;
-    if (!needed || !last || !storage || !slast || !p->offset || !p->where || !p->ws_offset || !p->ws_bytes) {
+    if (!needed || !last || !storage || !storage0 || !slast || !users || !p->offset || !p->where || !p->ws_offset ||
+        !p->ws_bytes) {
         st = ANVIL_ERR_OOM;
         goto out;
     }
@@ -218,53 +390,46 @@ anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
     for (int i = 0; i < n_keep; i++)
         last[storage[keep[i]]] = INT_MAX;
     for (int v = 0; v < n; v++)
-        if (needed[v] && g->nodes[v].op == OP_INPUT)
-            last[v] = INT_MAX; /* fed from the host before the run */
+        if (needed[v] && (g->nodes[v].op == OP_INPUT || (g->nodes[v].op == OP_FILL && p->where[v] != WHERE_PERSISTENT)))
+            last[v] = INT_MAX; /* fed from the host before the run; constants */
+    memcpy(storage0, storage, (size_t)n * sizeof *storage);
 
-    /* 4. walk in order: allocate, reuse in place, release after last use */
-    memset(&p->stats, 0, sizeof p->stats);
-    for (int v = 0; v < n; v++)
-        slast[v] = last[v];
-    /* Inputs are written by the host before the run, and constants (fills) once before
-     * the first run: they hold their slots throughout, so they are placed first. */
-    for (int v = 0; v < n; v++)
-        if (needed[v] && (g->nodes[v].op == OP_INPUT || g->nodes[v].op == OP_FILL) && p->where[v] != WHERE_PERSISTENT) {
-            last[v] = INT_MAX;
-            slast[v] = INT_MAX;
-            size_t bytes = anvil_align_up(anvil_node_bytes(&g->nodes[v]));
-            p->where[v] = WHERE_TRANSIENT;
-            p->offset[v] = arena_alloc(&a, bytes);
-            p->stats.values++;
-            p->stats.unplanned_bytes += bytes;
-        }
-    for (int v = 0; v < n; v++) {
-        if (!needed[v] || ((g->nodes[v].op == OP_INPUT || g->nodes[v].op == OP_FILL) && p->where[v] != WHERE_PERSISTENT))
-            continue;
-        /* the node's workspace: taken before its output, given back after it, so that it
-         * overlaps neither its inputs nor its output, and later nodes reuse it */
-        size_t ws = ws_fn ? anvil_align_up(ws_fn(ws_ctx, g, &g->nodes[v])) : 0;
-        if (ws) {
-            p->ws_offset[v] = arena_alloc(&a, ws);
-            p->ws_bytes[v] = ws;
-        }
-        st = place(p, g, &a, v, storage, last, slast);
-        if (st == ANVIL_OK && ws && !arena_release(&a, p->ws_offset[v], ws))
+    /* 4. walk in order: allocate, reuse in place, release after last use.  Concurrent
+     * (ANVIL_PLAN_REUSE=any: off): kept when its arena is within max(1.5x, +64 MiB) of the
+     * plain plan's, else the plain plan. */
+    walk w = {needed, storage, last, slast, users};
+    st = plan_walk(p, &a, &w, ws_fn, ws_ctx); /* plain */
+    const char *reuse = getenv("ANVIL_PLAN_REUSE");
+    if (st == ANVIL_OK && concurrent && n <= PLAN_CONCURRENT_MAX_NODES && !(reuse && strcmp(reuse, "any") == 0)) {
+        size_t plain = a.end, extra = plain / 2 > ((size_t)64 << 20) ? plain / 2 : ((size_t)64 << 20);
+        a.words = ((size_t)n + 63) / 64;
+        anc = ancestors(g, a.words);
+        if (!anc) {
             st = ANVIL_ERR_OOM;
-        if (st != ANVIL_OK)
             goto out;
+        }
+        for (int pass = 0; pass < 2 && st == ANVIL_OK; pass++) { /* concurrent, then plain again */
+            arena_clear(&a);
+            a.anc = pass == 0 ? anc : NULL;
+            memcpy(storage, storage0, (size_t)n * sizeof *storage);
+            st = plan_walk(p, &a, &w, ws_fn, ws_ctx);
+            if (pass == 0 && st == ANVIL_OK && a.end <= plain + extra)
+                break;
+        }
     }
-    p->transient_bytes = a.end;
-    p->stats.transient_bytes = a.end;
     /* needed[] doubles as the step list filter for the program builder */
     for (int v = 0; v < n; v++)
         if (!needed[v])
             p->where[v] = -1;
 out:
-    free(a.free);
+    arena_clear(&a);
+    free(anc);
     free(needed);
     free(last);
     free(storage);
+    free(storage0);
     free(slast);
+    free(users);
     return st;
 }
 

@@ -35,7 +35,7 @@ anvil_status anvil_program_compile(anvil_backend *be, const anvil_graph *sym, in
     bool fuse = !fz || strcmp(fz, "0") != 0;
     int fused = st == ANVIL_OK && fuse ? anvil_fuse(p->g, n_roots, roots, pm, n_keep, keep) : 0;
     if (st == ANVIL_OK)
-        st = anvil_plan(p, n_roots, roots, pm, keep, n_keep, be->workspace, be);
+        st = anvil_plan(p, n_roots, roots, pm, keep, n_keep, be->workspace, be, be->concurrent);
     if (st == ANVIL_OK && p->transient_bytes > 0)
         st = be->alloc(be, p->transient_bytes, (void **)&p->transient);
     if (st != ANVIL_OK) {

@@ -422,16 +422,34 @@ static bool gather_pair(const anvil_step *steps, int n, const bool *chain, int p
     return true;
 }
 
+/* Where an Adam program's STEP_END goes (ANVIL_END_BESIDE): 0 after the updates (the
+ * updates compute their constants themselves), 1 beside the updates, 2 (default) as early
+ * as its readers allow: right after the last step that reads what it changes. */
+static int end_place(void)
+{
+    static int m = -1;
+    if (m < 0) {
+        const char *e = getenv("ANVIL_END_BESIDE");
+        m = e && (strcmp(e, "0") == 0 || strcmp(e, "1") == 0) ? e[0] - '0' : 2;
+    }
+    return m;
+}
+
+/* Steps whose kernels read the hyper block's data cursor or rng counter (gather.cu,
+ * dropout.cu), which STEP_END advances; the step and the lrs, which it also changes, are
+ * read only by the updates (from prepared constants here) and the constants' kernel.  A
+ * new kernel reading any of them must be listed. */
+static bool reads_cursor(anvil_op op)
+{
+    return op == OP_GATHER || op == OP_DROPOUT || op == OP_DROPOUT_BWD;
+}
+
 /* The Adam updates of a program whose only effects are Adam updates, gradient clipping,
  * metric accumulation and one STEP_END: their count (0: not such a program, or
  * ANVIL_END_BESIDE=0), into adams[], and the index of the first one. */
 static int adam_program(const anvil_step *steps, int n, const anvil_step **adams, int *first)
 {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("ANVIL_END_BESIDE");
-        on = !(e && strcmp(e, "0") == 0);
-    }
+    int on = end_place() != 0;
     int na = 0, ends = 0;
     *first = -1;
     for (int i = 0; on && i < n; i++) {
@@ -501,6 +519,23 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         c->gather_pair[1] = &steps[gp[1]];
         c->gather_pair_done = false;
     }
+    /* ANVIL_END_BESIDE=2: STEP_END captured on lane 1 right after the constants' kernel
+     * and the last reader of the cursor (end_after; -1: none), beside the forward pass */
+    int endm = n_adam > 0 ? end_place() : 0, i_end = -1, end_after = -1;
+    for (int i = 0; endm == 2 && i < n; i++)
+        if (steps[i].node->op == OP_STEP_END)
+            i_end = i;
+    for (int j = 0; endm == 2 && j < n; j++)
+        if (reads_cursor(steps[j].node->op)) {
+            if (j > i_end)
+                endm = 1; /* a reader after it: keep it at the updates */
+            else
+                end_after = j;
+        }
+    /* the constants' kernel at the fork (a root of the graph; after the chain's first
+     * step instead: no faster, measured), STEP_END after it and its readers */
+    int prep_after = -1;
+    int end_at = end_after > prep_after ? end_after : prep_after;
     for (int l = 0; l < ANVIL_CUDA_LANES; l++)
         last[l] = -1;
     int made = 0;
@@ -511,17 +546,39 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         }
     cudaEventRecord(ev[n], main_stream); /* the fork point */
     c->adam_prep_n = 0;
-    if (n_adam > 0) {
-        cudaStreamWaitEvent(c->lane_stream[1], ev[n], 0);
-        joined[1] = true;
-        c->stream = c->lane_stream[1];
-        c->scratch = c->lane_scratch[1];
-        s = anvil_cuda_adam_prepare(ex, adams, n_adam);
-        cudaEventRecord(ev[n + 1], c->stream);
-        c->stream = main_stream;
-        c->scratch = main_scratch;
-    }
-    for (int i = 0; i < n && s == ANVIL_OK; i++) {
+    for (int i = -1; i < n && s == ANVIL_OK; i++) {
+        if (n_adam > 0 && i == prep_after) {
+            cudaStreamWaitEvent(c->lane_stream[1], ev[n], 0);
+            joined[1] = true;
+            if (i >= 0)
+                cudaStreamWaitEvent(c->lane_stream[1], ev[i], 0);
+            c->stream = c->lane_stream[1];
+            c->scratch = c->lane_scratch[1];
+            s = anvil_cuda_adam_prepare(ex, adams, n_adam);
+            cudaEventRecord(ev[n + 1], c->stream);
+            c->stream = main_stream;
+            c->scratch = main_scratch;
+            if (s != ANVIL_OK)
+                break;
+        }
+        if (endm == 2 && i == end_at) {
+            cudaStream_t es = c->lane_stream[1];
+            for (int j = 0; j <= end_at; j++)
+                if (reads_cursor(steps[j].node->op) && lane[j] != 1)
+                    cudaStreamWaitEvent(es, ev[j], 0);
+            c->stream = es;
+            c->lt_workspace = c->lane_ws[1];
+            c->scratch = c->lane_scratch[1];
+            c->gemm_counters = c->lane_counters[1];
+            s = anvil_cuda_kernels[OP_STEP_END](ex, &steps[i_end]);
+            cudaEventRecord(ev[i_end], es);
+            lane[i_end] = 1; /* last[1] unchanged: later lane-1 steps simply follow it */
+            c->stream = main_stream;
+            if (s != ANVIL_OK)
+                break;
+        }
+        if (i < 0 || (endm == 2 && i == i_end))
+            continue;
         const anvil_step *st = &steps[i];
         bool bar = is_barrier(st);
         if (n_adam > 0 && st->node->op == OP_STEP_END) {
@@ -601,7 +658,10 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         c->lt_workspace = c->lane_ws[L];
         c->scratch = c->lane_scratch[L];
         c->gemm_counters = c->lane_counters[L];
-        if (n_adam > 0 && st->node->op == OP_ADAM) /* its constants (lane 1 may have nothing since) */
+        /* its constants: implied when it waits for a later step of lane 1 (which follows
+         * the constants' kernel there), else an edge of its own -- which, redundant, would
+         * cost the update its programmatic launch after the previous kernel (measured) */
+        if (n_adam > 0 && st->node->op == OP_ADAM && !(L != 1 && need[1] > prep_after))
             cudaStreamWaitEvent(c->stream, ev[n + 1], 0);
         s = anvil_cuda_kernels[st->node->op](ex, st);
         cudaEventRecord(ev[i], c->stream);
@@ -614,6 +674,8 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
     for (int l = 1; l < ANVIL_CUDA_LANES; l++)
         if (last[l] >= 0 && last[l] >= barrier) /* >=: STEP_END may end a side lane */
             cudaStreamWaitEvent(main_stream, ev[last[l]], 0);
+    if (s == ANVIL_OK && endm == 2)
+        cudaStreamWaitEvent(main_stream, ev[i_end], 0);
 out:
     c->adam_prep_n = 0;
     c->gather_pair[0] = c->gather_pair[1] = NULL;
@@ -921,6 +983,7 @@ extern "C" anvil_status anvil_cuda_backend_open(anvil_backend **out)
 #ifdef ANVIL_HAVE_CUDNN
     be->workspace = cuda_workspace;
 #endif
+    be->concurrent = true;
     *out = be;
     return ANVIL_OK;
 }
