@@ -357,10 +357,17 @@ static __global__ void __launch_bounds__(CW_THREADS, 1) cw_partials(cw_geom q, c
             const int os4 = q.OS / 4;
             float a0 = xr[0], a1 = xr[XS], a2 = xr[2 * XS];
             float b0 = xr[1], b1 = xr[XS + 1], b2 = xr[2 * XS + 1];
+            /* the next position's loads are issued before this one's sums (they waited on
+             * the shared-memory latency: Nsight's top stall); one past the row stays in
+             * the staged area (x's padding, dy's spare row) */
+            float n0 = xr[2], n1 = xr[XS + 2], n2 = xr[2 * XS + 2];
+            float4 na = dp[0], nb = dp[1];
             for (int wc = 0; wc < q.W; wc++) {
-                const float c0 = xr[wc + 2], c1 = xr[XS + wc + 2], c2 = xr[2 * XS + wc + 2];
-                const float4 da = dp[0], db = dp[1];
+                const float c0 = n0, c1 = n1, c2 = n2;
+                const float4 da = na, db = nb;
                 dp += os4;
+                n0 = xr[wc + 3], n1 = xr[XS + wc + 3], n2 = xr[2 * XS + wc + 3];
+                na = dp[0], nb = dp[1];
                 const float d[CT_TO] = {da.x, da.y, da.z, da.w, db.x, db.y, db.z, db.w};
 #pragma unroll
                 for (int k = 0; k < CT_TO; k++) {
@@ -379,34 +386,34 @@ static __global__ void __launch_bounds__(CW_THREADS, 1) cw_partials(cw_geom q, c
             }
         }
     }
-    /* the row ranges' sums in range order, then the block's partial dW */
+    /* every range's sums into shared memory in dW's layout (lanes 9 floats apart: no bank
+     * conflicts), then the block's partial dW by all threads, the ranges added in range
+     * order, in coalesced float4s (per-thread stores 9 floats apart took half the kernel:
+     * Nsight's source counters) */
     __syncthreads();
-    const int64_t base = ((int64_t)og * CT_TO * q.C + c) * 9;
-    if (grp > 0)
+    float *red = sm + (int64_t)grp * q.outs + ((int64_t)og * CT_TO * q.C + c) * 9;
 #pragma unroll
-        for (int k = 0; k < CT_TO; k++)
+    for (int k = 0; k < CT_TO; k++)
 #pragma unroll
-            for (int t = 0; t < 9; t++)
-                sm[(grp - 1) * q.outs + base + k * q.C * 9 + t] = acc[k][t];
+        for (int t = 0; t < 9; t++)
+            red[k * q.C * 9 + t] = acc[k][t];
     __syncthreads();
-    if (grp == 0) {
-        float *dst = part + (int64_t)blockIdx.x * q.outs + base;
-#pragma unroll
-        for (int k = 0; k < CT_TO; k++)
-#pragma unroll
-            for (int t = 0; t < 9; t++) {
-                float v = acc[k][t];
-#pragma unroll 1
-                for (int g2 = 1; g2 < q.RS; g2++)
-                    v += sm[(g2 - 1) * q.outs + base + k * q.C * 9 + t];
-                dst[k * q.C * 9 + t] = v;
-            }
+    float4 *dst = reinterpret_cast<float4 *>(part + (int64_t)blockIdx.x * q.outs);
+    const float4 *src = reinterpret_cast<const float4 *>(sm);
+    const int outs4 = q.outs / 4;
+    for (int e = tid; e < outs4; e += nt) {
+        float4 v = src[e];
+        for (int g2 = 1; g2 < q.RS; g2++) {
+            const float4 w = src[g2 * outs4 + e];
+            v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
+        }
+        dst[e] = v;
     }
 }
 
 static size_t cw_smem_floats(const cw_geom &q)
 {
-    size_t st = (size_t)q.DYO + (size_t)q.H * q.W * q.OS, red = (size_t)(q.RS - 1) * q.outs;
+    size_t st = (size_t)q.DYO + ((size_t)q.H * q.W + 1) * q.OS, red = (size_t)q.RS * q.outs;
     return st > red ? st : red;
 }
 
@@ -431,6 +438,8 @@ static bool cw_choose(const anvil_cuda_ctx *c, int64_t N, int64_t C, int64_t O, 
     q->DYO = ((int)C * q->CSTR + 3) / 4 * 4;
     q->OS = (int)O + 4;
     q->outs = (int)(O * C * 9);
+    while (q->RS > 1 && cw_smem_floats(*q) * sizeof(float) > (size_t)smem_optin_bytes(c))
+        q->RS /= 2; /* the ranges' sums share the staging area */
     if (cw_smem_floats(*q) * sizeof(float) > (size_t)smem_optin_bytes(c))
         return false;
     int64_t sms = c->sm_count > 0 ? c->sm_count : 132;
