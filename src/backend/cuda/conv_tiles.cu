@@ -95,7 +95,17 @@ typedef struct {
  * its addresses: 50 instructions per staged float).  KS groups of `tile` threads each
  * take cpg of the input channels (more warps for the same registers per sum); their sums
  * are added in group order. */
-template <int PW, int KS>
+/* 16 bytes global -> shared (cp.async, sm_80+) */
+static __device__ __forceinline__ void ct_cp_async16(float *dst, const float *src)
+{
+    unsigned int d = (unsigned int)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+}
+
+/* WL: the staged weights' layout.  0: [c][tap][j] (a thread's 8 channels in two float4
+ * loads; each float staged by its own cp.async with index arithmetic); 1: global order
+ * [c][j][tap] (runs of OB*9 floats staged 16 bytes at a time; 8 scalar loads a tap). */
+template <int PW, int KS, int WL>
 static __global__ void __launch_bounds__(CT_THREADS, 1) ct_dgrad(ct_geom q, const float *__restrict__ x,
                                                                  const float *__restrict__ w, float *y)
 { /* x: dy [N][Cin][H][W], y: dx [N][Cout][H][W] */
@@ -104,7 +114,17 @@ static __global__ void __launch_bounds__(CT_THREADS, 1) ct_dgrad(ct_geom q, cons
     const int og = blockIdx.x % q.ogroups, band = (blockIdx.x / q.ogroups) % q.bands;
     const int n = blockIdx.x / (q.ogroups * q.bands);
     const int o0 = og * q.OB, r0 = band * q.R;
-    {
+    if (WL == 1) {
+        stage_rows(sm, x, (int64_t)n * q.Cin, q.Cin, q.H, q.W, r0, q.R + 2, q.XS, q.CSTR, tid, nt);
+        float *ws = sm + q.XCH;
+        const int run4 = q.OB * 9 / 4; /* float4s of one input channel's run */
+        const float *src = w + (int64_t)o0 * 9;
+        for (int e = tid; e < q.Cin * run4; e += nt) {
+            const int c = e / run4, r = e - c * run4;
+            ct_cp_async16(ws + c * q.OB * 9 + r * 4, src + (int64_t)c * q.Cout * 9 + r * 4);
+        }
+        asm volatile("cp.async.wait_all;\n" ::: "memory");
+    } else {
         stage_rows(sm, x, (int64_t)n * q.Cin, q.Cin, q.H, q.W, r0, q.R + 2, q.XS, q.CSTR, tid, nt);
         /* w [Cin][Cout][9], read in order (Cin runs of OB*9 from o0), staged as [c][tap][j]:
          * element (c, j, t) at (c*9 + 8-t)*OB + j (tap t of the rotated kernel at 8 - t) */
@@ -139,6 +159,7 @@ static __global__ void __launch_bounds__(CT_THREADS, 1) ct_dgrad(ct_geom q, cons
         const int ob4 = q.OB / 4;
         const float *xb = sm + c0 * q.CSTR + r * q.XS + s * PW;
         const float4 *wb = reinterpret_cast<const float4 *>(sm + q.XCH) + c0 * 9 * ob4 + g * 2;
+        const float *wsc = sm + q.XCH + (c0 * q.OB + g * CT_TO) * 9; /* WL 1 */
 #pragma unroll 2
         for (int c = c0; c < c1; c++) {
 #pragma unroll
@@ -149,9 +170,17 @@ static __global__ void __launch_bounds__(CT_THREADS, 1) ct_dgrad(ct_geom q, cons
                     xv[i] = xb[ki * q.XS + i];
 #pragma unroll
                 for (int kj = 0; kj < 3; kj++) {
-                    const float4 *wp = wb + (ki * 3 + kj) * ob4;
-                    const float4 wa = wp[0], wc = wp[1];
-                    const float wv[CT_TO] = {wa.x, wa.y, wa.z, wa.w, wc.x, wc.y, wc.z, wc.w};
+                    float wv[CT_TO];
+                    if (WL == 1) {
+#pragma unroll
+                        for (int o = 0; o < CT_TO; o++) /* tap 8 - t of the kernel, rotated */
+                            wv[o] = wsc[o * 9 + 8 - (ki * 3 + kj)];
+                    } else {
+                        const float4 *wp = wb + (ki * 3 + kj) * ob4;
+                        const float4 wa = wp[0], wc = wp[1];
+                        wv[0] = wa.x, wv[1] = wa.y, wv[2] = wa.z, wv[3] = wa.w;
+                        wv[4] = wc.x, wv[5] = wc.y, wv[6] = wc.z, wv[7] = wc.w;
+                    }
 #pragma unroll
                     for (int o = 0; o < CT_TO; o++)
 #pragma unroll
@@ -161,6 +190,7 @@ static __global__ void __launch_bounds__(CT_THREADS, 1) ct_dgrad(ct_geom q, cons
             }
             xb += q.CSTR;
             wb += 9 * ob4;
+            wsc += q.OB * 9;
         }
     }
     __syncthreads(); /* the staged inputs are no longer read */
@@ -278,18 +308,38 @@ static bool ct_choose(const anvil_cuda_ctx *c, int64_t N, int64_t Cin, int64_t C
     return true;
 }
 
-template <int PW, int KS>
-static anvil_status ct_launch_t(anvil_cuda_ctx *c, const ct_geom &q, const float *dy, const float *w, float *dx,
-                                bool plan)
+/* ANVIL_CT_WLAYOUT=0: the weights staged as [c][tap][j] (for A/B); default the global order */
+static int ct_wlayout(void)
+{
+    static int wl = -1;
+    if (wl < 0) {
+        const char *e = getenv("ANVIL_CT_WLAYOUT");
+        wl = e && strcmp(e, "0") == 0 ? 0 : 1;
+    }
+    return wl;
+}
+
+template <int PW, int KS, int WL>
+static anvil_status ct_launch_wl(anvil_cuda_ctx *c, const ct_geom &q, const float *dy, const float *w, float *dx,
+                                 bool plan)
 {
     size_t smem = ct_smem_floats(q, KS) * sizeof(float);
-    ANVIL_CUDA_CHECK(cudaFuncSetAttribute(ct_dgrad<PW, KS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+    ANVIL_CUDA_CHECK(cudaFuncSetAttribute(ct_dgrad<PW, KS, WL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                      "conv2d_bwd_data (3x3 register tiles): cudaFuncSetAttribute");
     if (plan)
         return ANVIL_OK;
     unsigned int blocks = (unsigned int)(q.N * q.ogroups * q.bands), threads = (unsigned int)(q.tile * KS);
-    ct_dgrad<PW, KS><<<blocks, threads, smem, c->stream>>>(q, dy, w, dx);
+    ct_dgrad<PW, KS, WL><<<blocks, threads, smem, c->stream>>>(q, dy, w, dx);
     return anvil_cuda_launched(c, "conv2d_bwd_data (3x3 register tiles)");
+}
+
+template <int PW, int KS>
+static anvil_status ct_launch_t(anvil_cuda_ctx *c, const ct_geom &q, const float *dy, const float *w, float *dx,
+                                bool plan)
+{
+    /* the global-order staging needs 16-byte runs: w aligned, OB * 9 and Cout * 9 multiples of 4 */
+    bool wl1 = ct_wlayout() == 1 && ((uintptr_t)w & 15) == 0 && q.OB % 4 == 0 && q.Cout % 4 == 0;
+    return wl1 ? ct_launch_wl<PW, KS, 1>(c, q, dy, w, dx, plan) : ct_launch_wl<PW, KS, 0>(c, q, dy, w, dx, plan);
 }
 
 anvil_status anvil_conv_tiles_dgrad(anvil_cuda_ctx *c, int64_t N, int64_t C, int64_t O, int64_t H, int64_t W,
