@@ -991,6 +991,7 @@ static anvil_status wgrad_implicit(anvil_cuda_ctx *c, const anvil_node *dy, cons
 typedef struct {
     int N, C, H, W, O, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw;
     int kk, WP, CS, OSTR, rows, pairs, slices, outs, to;
+    int sred; /* the slices' sums added through shared memory (stride outs + 1), not shuffles */
 } wtile_geom;
 
 template <int TO>
@@ -1071,6 +1072,28 @@ static __global__ void __launch_bounds__(WTILE_THREADS) wtile_partials(wtile_geo
                 xr += xwrap;
             }
         }
+    }
+    if (q.sred) {
+        /* every thread's sums into shared memory, then each value's slices added in slice
+         * order by one thread (the shuffle tree below costs 3-5 shuffles and adds per sum;
+         * this, one store and one load) */
+        __syncthreads(); /* the staged inputs are no longer read */
+        const int stride = q.outs + 1; /* lanes of one warp on distinct banks */
+        if (active)
+#pragma unroll
+            for (int k = 0; k < TO; k++)
+#pragma unroll
+                for (int t = 0; t < WTILE_KK; t++)
+                    if (t < q.kk)
+                        sm[slice * stride + ((o0 + k) * q.C + c) * q.kk + t] = acc[k][t];
+        __syncthreads();
+        for (int e = tid; e < q.outs; e += blockDim.x) {
+            float a = sm[e];
+            for (int g = 1; g < slices; g++)
+                a = __fadd_rn(a, sm[g * stride + e]);
+            part[(int64_t)blockIdx.x * q.outs + e] = a;
+        }
+        return;
     }
     /* the slices' sums: first across the slices within a warp (fixed shuffle tree), then
      * the warps' in warp order */
@@ -1181,6 +1204,19 @@ static bool wtile_choose(const anvil_cuda_ctx *c, const wgrad_geom &g, wtile_geo
     int64_t p = 2 * sm; /* 2 blocks per SM fit (registers); 4 were slower (two waves) */
     *blocks = (int)(p < total ? p : total);
     size_t red = groups > 1 ? (size_t)groups * (size_t)outs : 0;
+    /* few pairs (the cnn's first layer: 4): the slices' sums through shared memory when
+     * two blocks' worth fits an SM (ANVIL_WTILE_SHUFFLE=1: the shuffle tree) */
+    const char *e = getenv("ANVIL_WTILE_SHUFFLE");
+    size_t sred = (size_t)q->slices * (size_t)(outs + 1);
+    int optin = 0;
+    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device) != cudaSuccess) {
+        cudaGetLastError();
+        optin = 0;
+    }
+    if (pairs < 32 && !(e && strcmp(e, "1") == 0) && 2 * sred * sizeof(float) <= (size_t)optin) {
+        q->sred = 1;
+        red = sred;
+    }
     *smem = ((size_t)st > red ? (size_t)st : red) * sizeof(float);
     return true;
 }
@@ -1206,6 +1242,13 @@ static anvil_status wgrad_tiled(anvil_cuda_ctx *c, const anvil_node *dy, const a
                           ws.bytes, need);
     float *part = (float *)ws.p;
     const float *xp = (const float *)in[1], *dyp = (const float *)in[0];
+    if (smem > 48 * 1024) {
+        cudaError_t e = q.to == 8   ? cudaFuncSetAttribute(wtile_partials<8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)
+                        : q.to == 4 ? cudaFuncSetAttribute(wtile_partials<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)
+                        : q.to == 2 ? cudaFuncSetAttribute(wtile_partials<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)
+                                    : cudaFuncSetAttribute(wtile_partials<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        ANVIL_CUDA_CHECK(e, "conv2d_bwd_filter (register tiles): cudaFuncSetAttribute");
+    }
     switch (q.to) {
     case 8: wtile_partials<8><<<P, WTILE_THREADS, smem, c->stream>>>(q, xp, dyp, part); break;
     case 4: wtile_partials<4><<<P, WTILE_THREADS, smem, c->stream>>>(q, xp, dyp, part); break;
