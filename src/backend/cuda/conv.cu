@@ -454,13 +454,15 @@ static __global__ void __launch_bounds__(256) conv_fwd_direct(fwd_geom q, const 
  * of bytes).  Needs OW % 4 == 0, O % 8 == 0 and a 16-byte aligned y; the sums are the
  * same, in the same order. */
 #define FWD_QUAD_CG 8
+/* 3 blocks per SM where that fits without spills (T4 = 3: ptxas -v), else 2 */
 template <int T4>
-static __global__ void __launch_bounds__(256) conv_fwd_quad(fwd_geom q, const float *__restrict__ x,
+static __global__ void __launch_bounds__(256, T4 == 3 ? 3 : 2) conv_fwd_quad(fwd_geom q, const float *__restrict__ x,
                                                              const float *__restrict__ w, const float *__restrict__ b,
                                                              float *y, bool relu)
 {
     __shared__ float4 ww4[FWD_QUAD_CG * T4];
     __shared__ float bs[FWD_QUAD_CG];
+    __shared__ int4 tap[4 * T4]; /* per tap: its channel's plane offset, row and column shifts, valid */
     const int TS = 4 * T4, o0 = blockIdx.y * FWD_QUAD_CG;
     for (int i = threadIdx.x; i < FWD_QUAD_CG * TS; i += blockDim.x) {
         int o = i / TS, t = i - o * TS;
@@ -468,26 +470,26 @@ static __global__ void __launch_bounds__(256) conv_fwd_quad(fwd_geom q, const fl
     }
     if (threadIdx.x < FWD_QUAD_CG)
         bs[threadIdx.x] = b ? b[o0 + threadIdx.x] : 0.0f;
+    if (threadIdx.x < TS) { /* the taps' divisions once per block, not per position */
+        const int t = threadIdx.x, kk = q.kh * q.kw, c = t < q.taps ? t / kk : 0, r = t - c * kk;
+        const int ki = t < q.taps ? r / q.kw : 0, kj = t < q.taps ? r - ki * q.kw : 0;
+        tap[t] = make_int4(c * q.H * q.W, ki * q.dh - q.ph, kj * q.dw - q.pw, t < q.taps);
+    }
     __syncthreads();
-    const int hw = q.OH * q.OW, kk = q.kh * q.kw, quads = q.positions / 4;
+    const int hw = q.OH * q.OW, quads = q.positions / 4;
     for (int qd = blockIdx.x * blockDim.x + threadIdx.x; qd < quads; qd += gridDim.x * blockDim.x) {
         const int pos = qd * 4, n = pos / hw, p = pos - n * hw, oh = p / q.OW, ow0 = p - oh * q.OW;
         const float *xn = x + (int64_t)n * q.C * q.H * q.W;
         float xv[4][TS];
 #pragma unroll
         for (int t = 0; t < TS; t++) {
-            int c = 0, ki = 0, kj = 0;
-            if (t < q.taps) {
-                c = t / kk;
-                int r = t - c * kk;
-                ki = r / q.kw, kj = r - ki * q.kw;
-            }
-            const int h = oh * q.sh - q.ph + ki * q.dh;
-            const bool hin = t < q.taps && h >= 0 && h < q.H;
+            const int4 tp = tap[t];
+            const int h = oh * q.sh + tp.y;
+            const bool hin = tp.w && h >= 0 && h < q.H;
 #pragma unroll
             for (int s = 0; s < 4; s++) {
-                const int wc = (ow0 + s) * q.sw - q.pw + kj * q.dw;
-                xv[s][t] = hin && wc >= 0 && wc < q.W ? xn[(c * q.H + h) * q.W + wc] : 0.0f;
+                const int wc = (ow0 + s) * q.sw + tp.z;
+                xv[s][t] = hin && wc >= 0 && wc < q.W ? xn[tp.x + h * q.W + wc] : 0.0f;
             }
         }
         float *yp = y + ((int64_t)n * q.O + o0) * hw + p;
