@@ -1521,6 +1521,55 @@ static void test_concurrent_plan(void **state)
     anvil_graph_free(g);
 }
 
+/* The concurrent plan's bound: stages whose big values (x * w_i, [batch, 2^18]) depend on
+ * nothing of the stage before cannot reuse its memory there, so the concurrent arena
+ * would hold all of them; beyond max(1.5x, +64 MiB) of the plain arena the plain plan is
+ * kept, byte for byte the same as without the flag. */
+static void test_concurrent_plan_bound(void **state)
+{
+    (void)state;
+    enum { STAGES = 8 };
+    anvil_graph *g = NULL;
+    assert_int_equal(anvil_graph_create(&g), ANVIL_OK);
+    const int64_t N = (int64_t)1 << 18;
+    anvil_value x = anvil_input(g, "x", ANVIL_F32, 2, (const int64_t[]){ANVIL_BATCH, N});
+    anvil_value s = ANVIL_NO_VALUE;
+    for (int i = 0; i < STAGES; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "w%d", i);
+        anvil_value w = anvil_input(g, name, ANVIL_F32, 2, (const int64_t[]){1, N});
+        anvil_value t = anvil_relu(g, anvil_mul(g, x, w)); /* independent of stage i-1 */
+        if (s != ANVIL_NO_VALUE)
+            t = anvil_mul(g, t, s);
+        s = anvil_sum(g, t, ANVIL_ALL_DIMS, false);
+    }
+    assert_int_equal(anvil_graph_status(g), ANVIL_OK);
+    anvil_backend *be;
+    assert_int_equal(anvil_cpu_backend_open(&be), ANVIL_OK);
+    anvil_persist_map pm = {NULL, NULL, 0, 0, NULL, NULL};
+    size_t bytes[2];
+    intptr_t offs[2][STAGES * 4];
+    int n_offs[2] = {0, 0};
+    for (int conc = 0; conc < 2; conc++) {
+        anvil_program *p;
+        be->concurrent = conc;
+        assert_int_equal(anvil_program_compile(be, g, 16, false, 0, NULL, 1, &s, &pm, &p), ANVIL_OK);
+        bytes[conc] = p->transient_bytes;
+        for (int i = 0; i < p->n_steps && n_offs[conc] < STAGES * 4; i++)
+            offs[conc][n_offs[conc]++] = (char *)p->steps[i].out - p->transient;
+        anvil_program_free(be, p);
+    }
+    print_message("  plain %zu bytes, with the concurrent flag %zu bytes\n", bytes[0], bytes[1]);
+    assert_true(bytes[0] >= (size_t)16 * N * sizeof(float) * 2); /* two big values live at once */
+    assert_int_equal(bytes[1], bytes[0]);
+    assert_int_equal(n_offs[1], n_offs[0]);
+    for (int i = 0; i < n_offs[0]; i++)
+        assert_true(offs[1][i] == offs[0][i]);
+    be->concurrent = false;
+    anvil_backend_close(be);
+    anvil_graph_free(g);
+}
+
 /* linear + gelu(approximate="tanh") (graph/fuse.c): fused into the product's epilogue in
  * a program where nothing else reads the product, and not when the product is fetched or
  * when GELU's backward reads it (training); the fused program's result is
@@ -1644,6 +1693,7 @@ int main(void)
         cmocka_unit_test(test_blas_coretype_advice),
         cmocka_unit_test(test_planned_workspace),
         cmocka_unit_test(test_concurrent_plan),
+        cmocka_unit_test(test_concurrent_plan_bound),
         cmocka_unit_test(test_linear_gelu_epilogue),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
