@@ -1225,12 +1225,19 @@ static void cnn_batch(int k, anvil_tensor **x, anvil_tensor **y)
 /* A built-in model trained 5 Adam steps (lr 1e-3) on the CPU and on CUDA from the same
  * seed and batches: losses per step, then every parameter (atol 5e-5, rtol 5e-4), then
  * predictions on another batch. */
+/* name: a built-in model, or a model file's JSON text (starting with '{') */
 static void builtin_parity(const char *name, uint64_t seed, void (*batch)(int, anvil_tensor **, anvil_tensor **))
 {
     const double atol = 5e-5, rtol = 5e-4;
     anvil_model *mc, *mg;
-    CHECK_OK(anvil_model_builtin(&mc, name));
-    CHECK_OK(anvil_model_builtin(&mg, name));
+    if (name[0] == '{') {
+        CHECK_OK(anvil_model_parse_json(&mc, name, "test"));
+        CHECK_OK(anvil_model_parse_json(&mg, name, "test"));
+        name = anvil_model_name(mc);
+    } else {
+        CHECK_OK(anvil_model_builtin(&mc, name));
+        CHECK_OK(anvil_model_builtin(&mg, name));
+    }
     anvil_trainer_config cfg = anvil_trainer_default_config();
     cfg.optimizer = anvil_optimizer_default_config(ANVIL_OPT_ADAM);
     cfg.optimizer.lr = 1e-3f;
@@ -1302,6 +1309,22 @@ static void test_mlp_trainer(void **state)
     (void)state;
     NEED_GPU();
     builtin_parity("mlp", 31, mlp_batch);
+}
+
+/* An mlp with dropout under Adam: its masks read the step's random counter, which the
+ * step's bookkeeping (STEP_END) advances; on the GPU that kernel is captured beside the
+ * forward pass, after the last kernel reading the counter (the dropout backward, late in
+ * the step), so every mask of a step must match the CPU's, step after step. */
+static void test_dropout_trainer(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    builtin_parity("{\"name\": \"mlp_dropout\", \"input\": [1, 28, 28], \"layers\": ["
+                   "{\"type\": \"flatten\"}, {\"type\": \"linear\", \"out_features\": 256}, {\"type\": \"relu\"},"
+                   "{\"type\": \"dropout\", \"p\": 0.3}, {\"type\": \"linear\", \"out_features\": 64},"
+                   "{\"type\": \"relu\"}, {\"type\": \"dropout\", \"p\": 0.2},"
+                   "{\"type\": \"linear\", \"out_features\": 10}]}",
+                   5, mlp_batch);
 }
 
 static void test_sgd_nesterov(void **state)
@@ -1879,6 +1902,7 @@ int main(void)
         cmocka_unit_test(test_trainer_lbfgs),
         cmocka_unit_test(test_evaluate),
         cmocka_unit_test(test_cnn_trainer),
+        cmocka_unit_test(test_dropout_trainer),
         cmocka_unit_test(test_batchnorm),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_resnet18_trainer),

@@ -519,8 +519,8 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         c->gather_pair[1] = &steps[gp[1]];
         c->gather_pair_done = false;
     }
-    /* ANVIL_END_BESIDE=2: STEP_END captured on lane 1 right after the constants' kernel
-     * and the last reader of the cursor (end_after; -1: none), beside the forward pass */
+    /* ANVIL_END_BESIDE=2: STEP_END captured on lane 1 after the constants' kernel and the
+     * last reader of the cursor or the counter (end_after; -1: none), beside the forward pass */
     int endm = n_adam > 0 ? end_place() : 0, i_end = -1, end_after = -1;
     for (int i = 0; endm == 2 && i < n; i++)
         if (steps[i].node->op == OP_STEP_END)
@@ -532,10 +532,6 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
             else
                 end_after = j;
         }
-    /* the constants' kernel at the fork (a root of the graph; after the chain's first
-     * step instead: no faster, measured), STEP_END after it and its readers */
-    int prep_after = -1;
-    int end_at = end_after > prep_after ? end_after : prep_after;
     for (int l = 0; l < ANVIL_CUDA_LANES; l++)
         last[l] = -1;
     int made = 0;
@@ -547,11 +543,11 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
     cudaEventRecord(ev[n], main_stream); /* the fork point */
     c->adam_prep_n = 0;
     for (int i = -1; i < n && s == ANVIL_OK; i++) {
-        if (n_adam > 0 && i == prep_after) {
+        /* i = -1: the constants' kernel at the fork, a root of the graph (after the chain's
+         * first step instead: no faster, measured) */
+        if (n_adam > 0 && i < 0) {
             cudaStreamWaitEvent(c->lane_stream[1], ev[n], 0);
             joined[1] = true;
-            if (i >= 0)
-                cudaStreamWaitEvent(c->lane_stream[1], ev[i], 0);
             c->stream = c->lane_stream[1];
             c->scratch = c->lane_scratch[1];
             s = anvil_cuda_adam_prepare(ex, adams, n_adam);
@@ -561,9 +557,11 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
             if (s != ANVIL_OK)
                 break;
         }
-        if (endm == 2 && i == end_at) {
+        /* STEP_END once its readers' kernels are all captured: before step end_after + 1
+         * (after the constants' kernel, on its lane) */
+        if (endm == 2 && i == end_after + 1) {
             cudaStream_t es = c->lane_stream[1];
-            for (int j = 0; j <= end_at; j++)
+            for (int j = 0; j <= end_after; j++)
                 if (reads_cursor(steps[j].node->op) && lane[j] != 1)
                     cudaStreamWaitEvent(es, ev[j], 0);
             c->stream = es;
@@ -661,7 +659,7 @@ static anvil_status capture_lanes(anvil_cuda_ctx *c, anvil_program *p, const anv
         /* its constants: implied when it waits for a later step of lane 1 (which follows
          * the constants' kernel there), else an edge of its own -- which, redundant, would
          * cost the update its programmatic launch after the previous kernel (measured) */
-        if (n_adam > 0 && st->node->op == OP_ADAM && !(L != 1 && need[1] > prep_after))
+        if (n_adam > 0 && st->node->op == OP_ADAM && !(L != 1 && need[1] >= 0))
             cudaStreamWaitEvent(c->stream, ev[n + 1], 0);
         s = anvil_cuda_kernels[st->node->op](ex, st);
         cudaEventRecord(ev[i], c->stream);
