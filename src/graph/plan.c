@@ -283,8 +283,7 @@ static uint64_t *ancestors(const anvil_graph *g, size_t words)
 }
 
 /* Step 4: walks the nodes in order, placing each (a->anc set: a concurrent plan). */
-static anvil_status plan_walk(anvil_program *p, arena *a, const walk *w, anvil_workspace_fn ws_fn,
-                              const void *ws_ctx)
+static anvil_status plan_walk(anvil_program *p, arena *a, const walk *w, const size_t *ws_of)
 {
     const anvil_graph *g = p->g;
     int n = g->n;
@@ -310,7 +309,7 @@ static anvil_status plan_walk(anvil_program *p, arena *a, const walk *w, anvil_w
         a->node = v;
         /* the node's workspace: taken before its output, given back after it, so that it
          * overlaps neither its inputs nor its output, and later nodes reuse it */
-        size_t ws = ws_fn ? anvil_align_up(ws_fn(ws_ctx, g, &g->nodes[v])) : 0;
+        size_t ws = ws_of[v];
         p->ws_offset[v] = 0;
         p->ws_bytes[v] = 0;
         if (ws) {
@@ -341,6 +340,7 @@ anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
     int *slast = anvil_xmalloc((size_t)n * sizeof *slast, "plan");
     int *users = anvil_xmalloc((size_t)n * sizeof *users, "plan");
     uint64_t *anc = NULL;
+    size_t *ws_of = NULL; /* per node: its planned workspace bytes */
     p->offset = anvil_xcalloc((size_t)n, sizeof *p->offset, "plan");
     p->where = anvil_xcalloc((size_t)n, sizeof *p->where, "plan");
     p->ws_offset = anvil_xcalloc((size_t)n, sizeof *p->ws_offset, "plan");
@@ -398,7 +398,16 @@ anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
      * (ANVIL_PLAN_REUSE=any: off): kept when its arena is within max(1.5x, +64 MiB) of the
      * plain plan's, else the plain plan. */
     walk w = {needed, storage, last, slast, users};
-    st = plan_walk(p, &a, &w, ws_fn, ws_ctx); /* plain */
+    /* the backend's workspace sizes, asked once (the walk may run up to three times) */
+    ws_of = anvil_xcalloc((size_t)n, sizeof *ws_of, "plan");
+    if (!ws_of) {
+        st = ANVIL_ERR_OOM;
+        goto out;
+    }
+    for (int v = 0; v < n && ws_fn; v++)
+        if (needed[v])
+            ws_of[v] = anvil_align_up(ws_fn(ws_ctx, g, &g->nodes[v]));
+    st = plan_walk(p, &a, &w, ws_of); /* plain */
     const char *reuse = getenv("ANVIL_PLAN_REUSE");
     if (st == ANVIL_OK && concurrent && n <= PLAN_CONCURRENT_MAX_NODES && !(reuse && strcmp(reuse, "any") == 0)) {
         size_t plain = a.end, extra = plain / 2 > ((size_t)64 << 20) ? plain / 2 : ((size_t)64 << 20);
@@ -412,7 +421,7 @@ anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
             arena_clear(&a);
             a.anc = pass == 0 ? anc : NULL;
             memcpy(storage, storage0, (size_t)n * sizeof *storage);
-            st = plan_walk(p, &a, &w, ws_fn, ws_ctx);
+            st = plan_walk(p, &a, &w, ws_of);
             if (pass == 0 && st == ANVIL_OK && a.end <= plain + extra)
                 break;
         }
@@ -424,6 +433,7 @@ anvil_status anvil_plan(anvil_program *p, int n_roots, const anvil_value *roots,
 out:
     arena_clear(&a);
     free(anc);
+    free(ws_of);
     free(needed);
     free(last);
     free(storage);
