@@ -131,7 +131,7 @@ static __global__ void __launch_bounds__(256) anvil_cluster_gemm_kernel(anvil_si
 
     /* launched with programmatic stream serialization (pdl): nothing is read before the
      * kernel ahead has finished (a no-op otherwise) */
-    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    anvil_pdl_gemm_wait();
     const int tid = threadIdx.x, grp = tid / (NT / KG), lt = tid % (NT / KG);
     const int tx = lt % (BM / TM), ty = lt / (BM / TM);
     const int i0 = blockIdx.x * BM, j0 = blockIdx.y * BN;
@@ -177,6 +177,7 @@ static __global__ void __launch_bounds__(256) anvil_cluster_gemm_kernel(anvil_si
                         acc[x][y] = fmaf(a[x][q], b[y][q], acc[x][y]);
         }
     }
+    anvil_pdl_gemm_done();
     asm volatile("cp.async.wait_group 0;\n" ::);
     __syncthreads(); /* the ring is free: it becomes the partial tiles, [KG][BN][BM] */
 

@@ -160,16 +160,12 @@ static __device__ __forceinline__ void anvil_cuda_flag_error(unsigned int *err, 
     *(volatile unsigned int *)err = bit;
 }
 
-/* Programmatic dependent launch (sm_90).  A kernel launched through anvil_cuda_launch may
- * be scheduled while the kernel ahead of it in the stream is still running, so that the
- * launch latency of a chain of short dependent kernels overlaps their tails.  Every such
- * kernel calls anvil_pdl_wait() first, before any access to global memory: it returns once
- * the kernel ahead has completed and its writes are visible (at once when the launch was
- * an ordinary one), so the overlap never reaches the data. */
-static __device__ __forceinline__ void anvil_pdl_wait(void)
-{
-    asm volatile("griddepcontrol.wait;\n" ::: "memory");
-}
+/* Programmatic dependent launch (sm_90, pdl.cuh): a kernel launched through
+ * anvil_cuda_launch may be scheduled while the kernel ahead of it in the stream is still
+ * running, so that the launch latency of a chain of short dependent kernels overlaps their
+ * tails.  Every such kernel calls anvil_pdl_wait() first, so the overlap never reaches the
+ * data. */
+#include "pdl.cuh"
 
 /* Launches kern<<<grid, block, smem, st>>>(args...), with programmatic stream
  * serialization when anvil_cuda_pdl() (kern must start with anvil_pdl_wait()). */

@@ -13,6 +13,7 @@
 #define ANVIL_SIMT_GEMM_CUH
 
 #include <cuda_runtime.h>
+#include "pdl.cuh"
 #include <stdint.h>
 
 #define ANVIL_SIMT_THREADS 256
@@ -206,7 +207,7 @@ static __global__ void __launch_bounds__(ANVIL_SIMT_THREADS)
 
     /* launched with programmatic stream serialization (pdl): nothing is read before the
      * kernel ahead has finished (a no-op otherwise) */
-    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    anvil_pdl_gemm_wait();
     const int tid = threadIdx.x, tx = tid % (BM / TM), ty = tid / (BM / TM);
     const int i0 = blockIdx.x * BM, j0 = blockIdx.y * BN;
     const int kb = blockIdx.z * kchunk, ke = min(g.k, kb + kchunk);
@@ -267,6 +268,7 @@ static __global__ void __launch_bounds__(ANVIL_SIMT_THREADS)
         }
     }
 
+    anvil_pdl_gemm_done();
     if (gridDim.z > 1) {
         const int tile = blockIdx.y * gridDim.x + blockIdx.x;
         const int64_t tiles = (int64_t)gridDim.x * gridDim.y;
