@@ -10,7 +10,9 @@
  * exit; 3 the products after their main loop, the others after their wait.  Any placement
  * is safe: griddepcontrol.wait returns only once the grids ahead have completed and their
  * writes are visible; an early trigger overlaps the next kernel's launch with this one's
- * work, but its waiting blocks hold SM resources meanwhile. */
+ * work, but its waiting blocks hold SM resources meanwhile.  Measured on the H200
+ * (docs/benchmarks.md, ninth session): 0 is the fastest (mlp step 50.8 µs; 1 and 3: 59.0;
+ * 2: 52.2), though a CUPTI trace shows 1 shorter -- measure without the tracer. */
 #ifndef ANVIL_PDL_TRIGGER
 #define ANVIL_PDL_TRIGGER 0
 #endif
