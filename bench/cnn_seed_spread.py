@@ -2,8 +2,9 @@
 anew each epoch, the last partial batch kept, as DataLoader's default) varies with the seed
 in PyTorch: test accuracy after each epoch (and, with one epoch, after its last 3 steps
 removed), for seeds 0..N-1.  Backs the notes in docs/benchmarks.md on `anvil train --model
-cnn`'s seed-0 results; not a test.  fp32 (TF32 off); DEVICE=cuda runs it on the GPU.
-  [DEVICE=cpu|cuda] python3 bench/cnn_seed_spread.py [N=8] [EPOCHS=1]
+cnn`'s seed-0 results; not a test.  fp32 (TF32 off); DEVICE=cuda runs it on the GPU;
+MODEL=mlp trains WORKLOADS.md's mlp-small (784-512-512-10, ReLU) the same way instead.
+  [DEVICE=cpu|cuda] [MODEL=cnn|mlp] python3 bench/cnn_seed_spread.py [N=8] [EPOCHS=1]
 """
 import gzip
 import os
@@ -16,6 +17,7 @@ D = os.environ.get("ANVIL_DATA_DIR", "/usr/share/datasets/fashion-mnist")
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 8
 EPOCHS = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 DEV = os.environ.get("DEVICE", "cpu")
+MODEL = os.environ.get("MODEL", "cnn")
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 
@@ -41,8 +43,12 @@ def accuracy(m):
 
 for seed in range(N):
     torch.manual_seed(seed)
-    m = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
-                      nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
+    if MODEL == "mlp":
+        m = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                          nn.Linear(512, 10))
+    else:
+        m = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
+                          nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
     m = m.to(DEV)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     starts = list(range(0, 60000, 128))
