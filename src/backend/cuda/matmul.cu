@@ -176,12 +176,19 @@ extern "C" int anvil_cuda_simt_mode(void)
 
 /* The products where the own kernel beat cuBLASLt on the H200 (bench/simt_gemm.cu,
  * docs/benchmarks.md): tiny outputs (a 10-class layer's forward and weight gradient:
- * 4.4-4.9 µs vs 6.0 and, for 128x10 over 128 rows, 51 µs) and sums over a few terms (the
- * input gradient through a 10-class layer: 2.2 vs 5.4 µs).  Larger products stay on
- * cuBLASLt, which was as fast or faster there. */
+ * 4.4-4.9 µs vs 6.0 and, for 128x10 over 128 rows, 51 µs; in the mlp's step the 10 x 512
+ * weight gradient, which cuBLASLt split over K into two kernels beside the chain's input
+ * gradients: step 0.0508 -> 0.0506 ms) and sums over a few terms (the input gradient
+ * through a 10-class layer: 2.2 vs 5.4 µs).  Larger products stay on cuBLASLt, which was
+ * as fast or faster there. */
 static bool simt_small(const lt_gemm *g)
 {
-    return (g->m * g->n <= 4096 && g->k <= 4096) || (g->k <= 16 && g->m * g->n <= ((int64_t)1 << 20));
+    static int64_t outs = -1; /* ANVIL_SIMT_SMALL=<outputs>: the first rule's bound (A/B runs) */
+    if (outs < 0) {
+        const char *e = getenv("ANVIL_SIMT_SMALL");
+        outs = e && atoll(e) > 0 ? atoll(e) : 8192;
+    }
+    return (g->m * g->n <= outs && g->k <= 4096) || (g->k <= 16 && g->m * g->n <= ((int64_t)1 << 20));
 }
 
 /* g as the own kernels' description (simt_gemm.cuh); false when a size passes int. */
